@@ -1,0 +1,27 @@
+// Package watchq is the general notification queue engine: Linux's
+// watch_queue (kernel/watch_queue.c, fs/pipe.c) rebuilt in Go with the
+// kernel's semantics and record bytes.
+//
+// Event sources post small, typed, binary records (at most 127 bytes, the
+// layout of struct watch_notification) to a [WatchList] that belongs to the
+// watched object. Every [Watch] on that object receives its own copy, stamped
+// with the watch's tag (0..255), checked against its queue's [Filter] and the
+// [Policy], and copied into the watcher's bounded [Queue].
+//
+// # Who blocks and who drops
+//
+// Posting never blocks and never allocates. A queue holds a fixed number of
+// notes, set once with [Queue.SetSize]. When it is full the newest queued
+// record is flagged and the new record is dropped; the reader then gets
+// exactly one 8-byte loss record right after the flagged record, carrying the
+// number of records lost (saturating at 0xffff) in its type-info bits.
+// Consumers size their queue; producers are never slowed by them.
+//
+// # Reading
+//
+// [Queue.Read] packs whole records into a buffer exactly like read(2) on a
+// notification pipe; [Queue.Next] returns one [Record]; [Queue.Records] is an
+// iterator. A buffer too small for the next record is [ErrBufferTooSmall]
+// (ENOBUFS under errors.Is). A [ReadySet] lets one goroutine wait for many
+// queues.
+package watchq

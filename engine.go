@@ -1,0 +1,81 @@
+package watchq
+
+import (
+	"sync"
+	"syscall"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Policy rules on watches and posts; nil means DefaultPolicy.
+	Policy Policy
+	// MaxWatchesPerUser bounds the watches one uid may hold across all the
+	// engine's lists, as the kernel bounds them by the adder's
+	// RLIMIT_NOFILE (29e44f4535fa); 0 means this process's RLIMIT_NOFILE
+	// soft limit.
+	MaxWatchesPerUser int
+}
+
+// Engine holds what watch lists share: the policy and the per-user watch
+// accounting (the kernel's user_struct nr_watches).
+type Engine struct {
+	policy   Policy // immutable
+	maxWatch int    // immutable
+
+	mu      sync.Mutex     // guards perUser
+	perUser map[uint32]int // watches held per uid
+}
+
+// NewEngine returns an engine configured by cfg.
+func NewEngine(cfg Config) *Engine {
+	e := &Engine{policy: cfg.Policy, maxWatch: cfg.MaxWatchesPerUser, perUser: make(map[uint32]int)}
+	if e.policy == nil {
+		e.policy = DefaultPolicy{}
+	}
+	if e.maxWatch <= 0 {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur > 0 && rl.Cur < 1<<31 {
+			e.maxWatch = int(rl.Cur)
+		} else {
+			e.maxWatch = 1024
+		}
+	}
+	return e
+}
+
+// Policy returns the engine's policy.
+func (e *Engine) Policy() Policy { return e.policy }
+
+// NewWatchList returns an empty watch list for obj.
+func (e *Engine) NewWatchList(obj Object) *WatchList {
+	wl := &WatchList{eng: e, obj: obj}
+	wl.setLocked(nil)
+	return wl
+}
+
+// Watches returns how many watches uid holds.
+func (e *Engine) Watches(uid uint32) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.perUser[uid]
+}
+
+// charge counts one more watch for uid, or fails with ErrTooManyWatches.
+func (e *Engine) charge(uid uint32) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.perUser[uid] >= e.maxWatch {
+		return ErrTooManyWatches
+	}
+	e.perUser[uid]++
+	return nil
+}
+
+// uncharge releases one of uid's watches.
+func (e *Engine) uncharge(uid uint32) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.perUser[uid]--; e.perUser[uid] <= 0 {
+		delete(e.perUser, uid)
+	}
+}

@@ -1,0 +1,81 @@
+package watchq
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// Errors. Each wraps the errno the kernel returns in the same situation, so
+// errors.Is(err, syscall.ENOBUFS) and errors.Is(err, ErrBufferTooSmall) both
+// hold.
+var (
+	// ErrBufferTooSmall: the next record does not fit in the read buffer
+	// (pipe_read's -ENOBUFS). Nothing was consumed.
+	ErrBufferTooSmall = &Errno{syscall.ENOBUFS, "read buffer too small for the next record"}
+	// ErrClosed: the queue was closed. Blocked readers wake with it.
+	ErrClosed = &Errno{syscall.EBADF, "queue closed"}
+	// ErrWouldBlock: a non-blocking read found the queue empty (EAGAIN).
+	ErrWouldBlock = &Errno{syscall.EAGAIN, "queue empty"}
+	// ErrSizeSet: the queue size was already set (watch_queue_set_size's
+	// -EBUSY).
+	ErrSizeSet = &Errno{syscall.EBUSY, "queue size already set"}
+	// ErrWatchExists: the queue already watches that object
+	// (add_watch_to_object's -EBUSY).
+	ErrWatchExists = &Errno{syscall.EBUSY, "queue already watches this object"}
+	// ErrNoWatch: no such watch to remove (remove_watch_from_object's
+	// -EBADSLT).
+	ErrNoWatch = &Errno{syscall.EBADSLT, "no such watch"}
+	// ErrTooManyWatches: the watcher's user holds its limit of watches
+	// (add_watch_to_object's -EAGAIN).
+	ErrTooManyWatches = &Errno{syscall.EAGAIN, "too many watches for this user"}
+	// ErrQueueDead: the queue was closed before the watch could be added
+	// (add_watch_to_object's -ENOENT).
+	ErrQueueDead = &Errno{syscall.ENOENT, "queue is closed"}
+	// ErrListDead: the watched object was destroyed.
+	ErrListDead = &Errno{syscall.ENOENT, "watched object is gone"}
+)
+
+// Errno is an error with the errno the kernel gives for the same condition.
+type Errno struct {
+	Errno  syscall.Errno // the kernel's errno
+	Reason string        // what went wrong, for people
+}
+
+func (e *Errno) Error() string { return "watchq: " + e.Reason }
+
+// Unwrap returns the errno, so errors.Is(err, syscall.EXXX) works.
+func (e *Errno) Unwrap() error { return e.Errno }
+
+// Is reports sentinel equality by identity and errno equality by value, so
+// errors.Is(fmt.Errorf("%w", &Errno{EINVAL, "x"}), syscall.EINVAL) holds.
+func (e *Errno) Is(target error) bool {
+	if t, ok := target.(*Errno); ok {
+		return t == e
+	}
+	return false
+}
+
+// errInval builds an EINVAL error with a reason.
+func errInval(format string, args ...any) error {
+	return &Errno{syscall.EINVAL, fmt.Sprintf(format, args...)}
+}
+
+// RecordError reports a malformed record in a byte stream.
+type RecordError struct {
+	Offset int    // byte offset of the bad record in the input
+	Reason string // what is wrong
+}
+
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("watchq: malformed record at offset %d: %s", e.Offset, e.Reason)
+}
+
+// Unwrap returns EINVAL.
+func (e *RecordError) Unwrap() error { return syscall.EINVAL }
+
+// ErrMalformed matches every RecordError under errors.Is.
+var ErrMalformed = errors.New("watchq: malformed record")
+
+// Is makes errors.Is(err, ErrMalformed) hold for every RecordError.
+func (e *RecordError) Is(target error) bool { return target == ErrMalformed }

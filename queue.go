@@ -1,0 +1,401 @@
+package watchq
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"sync"
+	"sync/atomic"
+)
+
+// Queue size limits, from kernel/watch_queue.c:watch_queue_set_size.
+const (
+	// NotesPerPage is WATCH_QUEUE_NOTES_PER_PAGE with 4 KiB pages: the
+	// kernel allocates notes a page at a time, so a queue's capacity is
+	// the requested size rounded up to a multiple of 32.
+	NotesPerPage = 4096 / NoteSize
+	// DefaultMaxNotes is the kernel's hard limit on a requested size
+	// ("TODO: choose a better hard limit").
+	DefaultMaxNotes = 512
+)
+
+// note is one slot of a queue: a copy of one record and the count of
+// records lost after it (the kernel's PIPE_BUF_FLAG_LOSS on the pipe
+// buffer, with a count instead of a flag).
+type note struct {
+	lost uint64 // records dropped while this was the newest queued record
+	len  uint8
+	data [NoteSize]byte
+}
+
+// Queue is a bounded notification queue: the engine's counterpart of a
+// notification pipe (struct watch_queue plus its pipe ring). Watches on any
+// number of objects deliver into it; one or more goroutines read it.
+// Posting never blocks: a full queue drops the new record and reports the
+// loss in-band.
+type Queue struct {
+	// maxNotes is the largest size SetSize accepts. Immutable.
+	maxNotes int
+
+	// filter is the installed filter, or nil for none. Read without a lock
+	// by posters (the kernel reads wqueue->filter under RCU).
+	filter atomic.Pointer[Filter]
+	// ready is the ReadySet told when the queue becomes readable, or nil.
+	ready atomic.Pointer[ReadySet]
+	// inReady is set while the queue sits in its ReadySet's list.
+	inReady atomic.Bool
+
+	// filtered and denied count records the filter or the policy kept out.
+	filtered, denied atomic.Uint64
+
+	// wake carries one pending wake-up to a blocked reader. Never closed.
+	wake chan struct{}
+	// done is closed by Close.
+	done chan struct{}
+
+	// mu guards everything below (the kernel's pipe->rd_wait.lock, taken by
+	// post_one_notification and by pipe_read's tail updates).
+	mu sync.Mutex
+	// notes is the ring; nil until SetSize. len(notes) is the capacity.
+	notes []note
+	// first indexes the oldest queued note; count is how many are queued.
+	first, count int
+	// lossPending is the number of lost records the reader must report
+	// next, before any further record: the count of a flagged note the
+	// reader has passed, or losses reported by PostLoss on an empty ring.
+	lossPending uint64
+	// closed is set by Close; posts to a closed queue are dropped (the
+	// liveness check CVE-2022-1882 taught the kernel to make under the
+	// lock the destroyer takes).
+	closed bool
+	// sized is set by the first SetSize.
+	sized bool
+	// readers counts goroutines blocked in Read/Next.
+	readers int
+	// watches are the watches delivering into this queue (wqueue->watches).
+	watches []*watch
+	// posted, lost and delivered count records queued, dropped for lack of
+	// room, and handed to readers.
+	posted, lost, delivered uint64
+}
+
+// QueueOption configures NewQueue.
+type QueueOption func(*Queue)
+
+// WithMaxNotes raises (or lowers) the largest size SetSize accepts from the
+// kernel's 512. Ask for it explicitly when a consumer needs a deeper queue.
+func WithMaxNotes(n int) QueueOption { return func(q *Queue) { q.maxNotes = n } }
+
+// NewQueue returns an unsized queue. Until SetSize is called every record
+// posted to it is lost, and no loss record can appear (as with a
+// notification pipe before IOC_WATCH_QUEUE_SET_SIZE).
+func NewQueue(opts ...QueueOption) *Queue {
+	q := &Queue{maxNotes: DefaultMaxNotes, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	for _, o := range opts {
+		o(q)
+	}
+	return q
+}
+
+// SetSize sizes the queue to hold at least notes records and returns the
+// capacity. Like watch_queue_set_size it works once (ErrSizeSet, EBUSY,
+// after that); notes must be 1..512 (or the WithMaxNotes limit), else
+// EINVAL; the capacity is rounded up to whole pages of 32 notes, as
+// mainline since 5.17 does (a request of 1 gives 32, 100 gives 128).
+func (q *Queue) SetSize(notes int) (int, error) {
+	if notes < 1 || notes > q.maxNotes {
+		return 0, errInval("queue size %d out of range 1..%d", notes, q.maxNotes)
+	}
+	capacity := (notes + NotesPerPage - 1) / NotesPerPage * NotesPerPage
+	ring := make([]note, capacity)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return 0, ErrClosed
+	}
+	if q.sized {
+		return 0, ErrSizeSet
+	}
+	q.sized = true
+	q.notes = ring
+	return capacity, nil
+}
+
+// SetFilter installs f, replacing any filter; nil removes it so every
+// record passes. It may be called at any time, as
+// IOC_WATCH_QUEUE_SET_FILTER may. Records already queued stay.
+func (q *Queue) SetFilter(f *Filter) error {
+	q.filter.Store(f)
+	return nil
+}
+
+// Filter returns the installed filter, or nil.
+func (q *Queue) Filter() *Filter { return q.filter.Load() }
+
+// postLocked copies rec into a free note, or, when the queue is full, adds
+// one to the loss count of the newest queued record and drops rec. It
+// reports whether the queue went from unreadable to readable.
+// Corresponds to kernel/watch_queue.c:post_one_notification.
+//
+// Preconditions: q.mu is held; 8 <= len(rec) <= 127.
+func (q *Queue) postLocked(rec []byte) (becameReadable bool) {
+	if q.closed {
+		return false
+	}
+	capacity := len(q.notes)
+	if q.count >= capacity {
+		q.lost++
+		if q.count > 0 {
+			q.notes[(q.first+q.count-1)%capacity].lost++
+		}
+		return false
+	}
+	wasReadable := q.count > 0 || q.lossPending > 0
+	n := &q.notes[(q.first+q.count)%capacity]
+	n.lost = 0
+	n.len = uint8(copy(n.data[:], rec))
+	q.count++
+	q.posted++
+	return !wasReadable || q.readers > 0
+}
+
+// lossLocked accounts n records lost upstream of the queue: they count
+// against the newest queued record, or, on an empty ring, are reported
+// before the next record.
+//
+// Preconditions: q.mu is held.
+func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
+	if q.closed || n == 0 {
+		return false
+	}
+	q.lost += n
+	if q.count > 0 {
+		q.notes[(q.first+q.count-1)%len(q.notes)].lost += n
+		return false
+	}
+	wasReadable := q.lossPending > 0
+	q.lossPending += n
+	return !wasReadable || q.readers > 0
+}
+
+// post delivers one record to the queue.
+func (q *Queue) post(rec []byte) {
+	q.mu.Lock()
+	wake := q.postLocked(rec)
+	q.mu.Unlock()
+	if wake {
+		q.notify()
+	}
+}
+
+// notify wakes one blocked reader and tells the ReadySet.
+func (q *Queue) notify() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	if rs := q.ready.Load(); rs != nil {
+		rs.mark(q)
+	}
+}
+
+// readLocked copies whole records into buf: first any pending loss record,
+// then queued records, each followed at once by a loss record if records
+// were lost after it. It stops at the first record that does not fit.
+// Corresponds to fs/pipe.c:pipe_read for a notification pipe.
+//
+// Preconditions: q.mu is held.
+func (q *Queue) readLocked(buf []byte) (int, error) {
+	off := 0
+	for {
+		if q.lossPending > 0 {
+			if len(buf)-off < LossSize {
+				break
+			}
+			putLoss(buf[off:], q.lossPending)
+			off += LossSize
+			q.lossPending = 0
+		}
+		if q.count == 0 {
+			break
+		}
+		n := &q.notes[q.first]
+		if int(n.len) > len(buf)-off {
+			break
+		}
+		off += copy(buf[off:], n.data[:n.len])
+		q.lossPending = n.lost
+		q.first = (q.first + 1) % len(q.notes)
+		q.count--
+		q.delivered++
+	}
+	if off == 0 {
+		if q.closed {
+			return 0, ErrClosed
+		}
+		if q.lossPending > 0 || q.count > 0 {
+			return 0, ErrBufferTooSmall
+		}
+		return 0, ErrWouldBlock
+	}
+	return off, nil
+}
+
+// TryRead reads whole records into buf without blocking. It returns
+// ErrWouldBlock (EAGAIN) when nothing is queued, ErrBufferTooSmall (ENOBUFS)
+// when the next record does not fit (nothing is consumed), ErrClosed after
+// Close.
+func (q *Queue) TryRead(buf []byte) (int, error) {
+	q.mu.Lock()
+	n, err := q.readLocked(buf)
+	again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
+	q.mu.Unlock()
+	if again {
+		q.notify() // pass the wake-up on to another blocked reader
+	}
+	return n, err
+}
+
+// Read blocks until at least one record is queued, then packs as many whole
+// records into buf as fit, like read(2) on a notification pipe. It returns
+// ErrBufferTooSmall (ENOBUFS) if the next record does not fit in buf,
+// ctx.Err() when ctx ends, and ErrClosed once the queue is closed.
+func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
+	for {
+		q.mu.Lock()
+		n, err := q.readLocked(buf)
+		if err != ErrWouldBlock {
+			again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
+			q.mu.Unlock()
+			if again {
+				q.notify()
+			}
+			return n, err
+		}
+		q.readers++
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+		case <-q.done:
+		case <-ctx.Done():
+			q.mu.Lock()
+			q.readers--
+			q.mu.Unlock()
+			return 0, ctx.Err()
+		}
+		q.mu.Lock()
+		q.readers--
+		q.mu.Unlock()
+	}
+}
+
+// Next blocks for the next record and returns a copy of it.
+func (q *Queue) Next(ctx context.Context) (Record, error) {
+	var b [NoteSize]byte
+	for {
+		q.mu.Lock()
+		// Read exactly one record: give readLocked room for the next
+		// record only.
+		var lim int
+		switch {
+		case q.lossPending > 0:
+			lim = LossSize
+		case q.count > 0:
+			lim = int(q.notes[q.first].len)
+		}
+		q.mu.Unlock()
+		if lim == 0 {
+			lim = 1 // nothing queued: let Read block
+		}
+		n, err := q.Read(ctx, b[:lim])
+		if err == ErrBufferTooSmall {
+			continue // another reader took the record we sized for
+		}
+		if err != nil {
+			return nil, err
+		}
+		return Record(append([]byte(nil), b[:n]...)), nil
+	}
+}
+
+// Records iterates over the queue's records, blocking for each, until ctx
+// ends or the queue is closed; the final error (ctx.Err() or ErrClosed) is
+// yielded once with a nil record.
+func (q *Queue) Records(ctx context.Context) iter.Seq2[Record, error] {
+	return func(yield func(Record, error) bool) {
+		for {
+			r, err := q.Next(ctx)
+			if !yield(r, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Close destroys the queue: its watches are removed without removal
+// records, queued records are discarded, blocked readers wake with
+// ErrClosed, later posts are dropped. Corresponds to
+// kernel/watch_queue.c:watch_queue_clear via free_pipe_info. Close is
+// idempotent.
+func (q *Queue) Close() error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil
+	}
+	q.closed = true
+	ws := q.watches
+	q.watches = nil
+	q.count, q.lossPending = 0, 0
+	q.notes = nil
+	q.mu.Unlock()
+	close(q.done)
+	for _, w := range ws {
+		w.list.detach(w)
+	}
+	if rs := q.ready.Load(); rs != nil {
+		rs.mark(q)
+	}
+	return nil
+}
+
+// Done returns a channel closed when the queue is closed.
+func (q *Queue) Done() <-chan struct{} { return q.done }
+
+// QueueStats is a snapshot of a queue's counters.
+type QueueStats struct {
+	Capacity  int    // notes; 0 until SetSize
+	Queued    int    // records waiting to be read
+	Watches   int    // watches delivering into the queue
+	Posted    uint64 // records queued
+	Delivered uint64 // records handed to readers
+	Lost      uint64 // records dropped because the queue was full, or lost upstream
+	Filtered  uint64 // records the filter kept out
+	Denied    uint64 // records the policy kept out
+	Closed    bool
+}
+
+// Stats returns the queue's counters.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return QueueStats{
+		Capacity: len(q.notes), Queued: q.count, Watches: len(q.watches),
+		Posted: q.posted, Delivered: q.delivered, Lost: q.lost,
+		Filtered: q.filtered.Load(), Denied: q.denied.Load(), Closed: q.closed,
+	}
+}
+
+// Readable reports whether a read would return data now (a record or a
+// pending loss record), or the queue is closed.
+func (q *Queue) Readable() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.count > 0 || q.lossPending > 0 || q.closed
+}
+
+// String describes the queue for logs.
+func (q *Queue) String() string {
+	s := q.Stats()
+	return fmt.Sprintf("queue{%d/%d lost=%d}", s.Queued, s.Capacity, s.Lost)
+}

@@ -1,0 +1,97 @@
+package kernel
+
+import (
+	"errors"
+	"syscall"
+)
+
+// ErrNotSupported matches, under errors.Is, every error that says the
+// running kernel lacks the notification facility.
+var ErrNotSupported = errors.New("kernel notification queue not supported")
+
+// Missing names the piece of the facility a kernel lacks.
+type Missing uint8
+
+// What a kernel can lack.
+const (
+	MissingKeys              Missing = iota + 1 // CONFIG_KEYS: no keyctl(2) (ENOSYS)
+	MissingWatchQueue                           // CONFIG_WATCH_QUEUE: pipe2 O_NOTIFICATION_PIPE gives ENOPKG
+	MissingNotificationPipes                    // kernel older than 5.8: O_NOTIFICATION_PIPE gives EINVAL
+	MissingKeyNotifications                     // CONFIG_KEY_NOTIFICATIONS: KEYCTL_WATCH_KEY gives EOPNOTSUPP
+	MissingOther                                // some other failure of the probe
+)
+
+// String describes what is missing.
+func (m Missing) String() string {
+	switch m {
+	case MissingKeys:
+		return "kernel built without CONFIG_KEYS"
+	case MissingWatchQueue:
+		return "kernel built without CONFIG_WATCH_QUEUE"
+	case MissingNotificationPipes:
+		return "kernel older than 5.8 (no notification pipes)"
+	case MissingKeyNotifications:
+		return "kernel built without CONFIG_KEY_NOTIFICATIONS"
+	}
+	return "probe failed"
+}
+
+// NotSupportedError says why the kernel facility is unavailable. It matches
+// ErrNotSupported and unwraps to the errno the kernel returned.
+type NotSupportedError struct {
+	Op      string        // the call that told us, e.g. "pipe2(O_NOTIFICATION_PIPE)"
+	Missing Missing       // what is missing
+	Errno   syscall.Errno // what the kernel returned; 0 if the call succeeded but reported no support
+}
+
+func (e *NotSupportedError) Error() string {
+	s := "kernel: notifications not supported: " + e.Missing.String() + " (" + e.Op
+	if e.Errno != 0 {
+		s += ": " + e.Errno.Error()
+	}
+	return s + ")"
+}
+
+// Is makes errors.Is(err, ErrNotSupported) hold.
+func (e *NotSupportedError) Is(target error) bool { return target == ErrNotSupported }
+
+// Unwrap returns the errno, if any.
+func (e *NotSupportedError) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}
+
+// OpError is a failed system call on a notification pipe, with context.
+type OpError struct {
+	Op  string // e.g. "keyctl(KEYCTL_WATCH_KEY)"
+	Key int32  // key serial, for key operations; 0 otherwise
+	Err error  // usually a syscall.Errno
+}
+
+func (e *OpError) Error() string {
+	if e.Key != 0 {
+		return "kernel: " + e.Op + " key " + itoa(e.Key) + ": " + e.Err.Error()
+	}
+	return "kernel: " + e.Op + ": " + e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *OpError) Unwrap() error { return e.Err }
+
+func itoa(v int32) string {
+	if v < 0 {
+		return "-" + itoa(-v)
+	}
+	var b [11]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}

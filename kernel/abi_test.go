@@ -45,8 +45,8 @@ func TestCheckFilterBytes(t *testing.T) {
 		{good, true},
 		{good[:7], false},
 		{good[:FilterHeaderSize+FilterEntrySize-1], false},
-		{[]byte{0, 0, 0, 0, 0, 0, 0, 0}, true},    // nr 0: the kernel says EINVAL before reading on
-		{[]byte{17, 0, 0, 0, 0, 0, 0, 0}, true},   // nr 17: same
+		{[]byte{0, 0, 0, 0, 0, 0, 0, 0}, true},     // nr 0: the kernel says EINVAL before reading on
+		{[]byte{17, 0, 0, 0, 0, 0, 0, 0}, true},    // nr 17: same
 		{[]byte{2, 0, 0, 0, 0, 0, 0, 0, 1}, false}, // nr 2 needs 96 bytes
 	} {
 		if err := checkFilterBytes(tc.b); (err == nil) != tc.ok {

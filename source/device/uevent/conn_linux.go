@@ -79,9 +79,9 @@ type Conn struct {
 	c *socket.Conn
 
 	// Receive scratch, reused so Receive does not allocate.
-	from  unix.RawSockaddrNetlink
-	iov   unix.Iovec
-	msg   unix.Msghdr
+	from      unix.RawSockaddrNetlink
+	iov       unix.Iovec
+	msg       unix.Msghdr
 	drops     uint32 // SK_MEMINFO_DROPS when loss was last reported
 	congested bool   // an overrun was reported and the queue has not drained yet
 	pending   uint64 // drops counted while congested, reported by the next Receive

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -162,6 +163,10 @@ func (p *Pipe) ReadContext(ctx context.Context, b []byte) (int, error) {
 
 // SetReadDeadline sets a deadline for Read, as os.File.SetReadDeadline.
 func (p *Pipe) SetReadDeadline(t time.Time) error { return p.r.SetReadDeadline(t) }
+
+// SyscallConn returns the read end's raw connection, for callers that
+// drive reads themselves through the runtime poller (RawConn.Read).
+func (p *Pipe) SyscallConn() (syscall.RawConn, error) { return p.r.SyscallConn() }
 
 // Queued returns the number of bytes of records queued (FIONREAD), as
 // keyutils' watch_sync polls it.

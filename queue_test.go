@@ -1,0 +1,376 @@
+package watchq
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func newSized(t testing.TB, n int) *Queue {
+	t.Helper()
+	q := NewQueue()
+	if _, err := q.SetSize(n); err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func keyRec(subtype uint8, key, aux uint32) []byte {
+	b, _ := KeyNotification{Subtype: subtype, KeyID: key, Aux: aux}.AppendBinary(nil)
+	return b
+}
+
+// drain reads everything queued, without blocking.
+func drain(t testing.TB, q *Queue) []Record {
+	t.Helper()
+	var out []Record
+	buf := make([]byte, 4096)
+	for {
+		n, err := q.TryRead(buf)
+		if errors.Is(err, ErrWouldBlock) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("TryRead: %v", err)
+		}
+		for r, err := range Records(buf[:n]) {
+			if err != nil {
+				t.Fatalf("queue returned malformed bytes: %v", err)
+			}
+			out = append(out, append(Record(nil), r...))
+		}
+	}
+}
+
+func TestSetSize(t *testing.T) {
+	for _, tc := range []struct {
+		req, capacity int
+		err           error
+	}{
+		{1, 32, nil}, {32, 32, nil}, {33, 64, nil}, {100, 128, nil}, {512, 512, nil},
+		{0, 0, syscall.EINVAL}, {-1, 0, syscall.EINVAL}, {513, 0, syscall.EINVAL},
+	} {
+		q := NewQueue()
+		c, err := q.SetSize(tc.req)
+		if c != tc.capacity || !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
+			t.Errorf("SetSize(%d) = %d, %v; want %d, %v", tc.req, c, err, tc.capacity, tc.err)
+		}
+		if err == nil {
+			if _, err := q.SetSize(tc.req); !errors.Is(err, syscall.EBUSY) || !errors.Is(err, ErrSizeSet) {
+				t.Errorf("second SetSize: %v, want EBUSY", err)
+			}
+		}
+	}
+	q := NewQueue(WithMaxNotes(4096))
+	if c, err := q.SetSize(4000); err != nil || c != 4000 {
+		t.Errorf("explicit larger limit: %d, %v", c, err)
+	}
+}
+
+// TestOverflow: a 32-note queue, 64 posts, no reader → 32 records, then one
+// loss record counting 32, in that order.
+func TestOverflow(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindKey})
+	q := newSized(t, 32)
+	if err := wl.Add(q, 5, 9, CurrentCred()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 64 {
+		wl.Post(keyRec(KeyUpdated, 5, uint32(i)), SystemCred, 5)
+	}
+	got := drain(t, q)
+	if len(got) != 33 {
+		t.Fatalf("read %d records, want 33", len(got))
+	}
+	for i, r := range got[:32] {
+		k, err := r.Key()
+		if err != nil || k.Aux != uint32(i) || k.Tag != 9 {
+			t.Fatalf("record %d: %+v %v", i, k, err)
+		}
+	}
+	l, err := got[32].Loss()
+	if err != nil || l.Count != 32 || len(got[32]) != 8 || got[32].Tag() != 0 {
+		t.Fatalf("last record %v: %+v %v; want loss count 32", got[32], l, err)
+	}
+	if s := q.Stats(); s.Lost != 32 || s.Posted != 32 || s.Delivered != 32 {
+		t.Errorf("stats %+v", s)
+	}
+	// Nothing more; a new record follows normally.
+	wl.Post(keyRec(KeyRevoked, 5, 0), SystemCred, 5)
+	if got := drain(t, q); len(got) != 1 || got[0].Subtype() != KeyRevoked {
+		t.Errorf("after loss: %v", got)
+	}
+}
+
+// TestLossOrder: loss is reported right after the record it follows, also
+// in the middle of a read, and losses after different records stay apart.
+func TestLossOrder(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	q := newSized(t, 1) // 32 notes
+	if err := wl.Add(q, 0, 1, CurrentCred()); err != nil {
+		t.Fatal(err)
+	}
+	post := func(i uint32) { wl.Post(keyRec(KeyUpdated, 1, i), SystemCred, 0) }
+	for i := range 34 { // 2 lost after record 31
+		post(uint32(i))
+	}
+	buf := make([]byte, 16*31) // read 31 records
+	if n, err := q.TryRead(buf); err != nil || n != 16*31 {
+		t.Fatalf("TryRead = %d, %v", n, err)
+	}
+	for i := 100; i < 103; i++ { // room for 31 more: no loss
+		post(uint32(i))
+	}
+	got := drain(t, q)
+	want := []string{"31", "loss 2", "100", "101", "102"}
+	var have []string
+	for _, r := range got {
+		if l, err := r.Loss(); err == nil {
+			have = append(have, "loss "+itoa(int(l.Count)))
+			continue
+		}
+		k, _ := r.Key()
+		have = append(have, itoa(int(k.Aux)))
+	}
+	if !equal(have, want) {
+		t.Errorf("got %v, want %v", have, want)
+	}
+	// Upstream loss on an empty queue comes first; on a non-empty one after
+	// the newest record.
+	wl.PostLoss(5)
+	post(7)
+	wl.PostLoss(3)
+	post(8)
+	have = have[:0]
+	for _, r := range drain(t, q) {
+		if l, err := r.Loss(); err == nil {
+			have = append(have, "loss "+itoa(int(l.Count)))
+			continue
+		}
+		k, _ := r.Key()
+		have = append(have, itoa(int(k.Aux)))
+	}
+	if want := []string{"loss 5", "7", "loss 3", "8"}; !equal(have, want) {
+		t.Errorf("upstream loss: got %v, want %v", have, want)
+	}
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	s := ""
+	for ; i > 0; i /= 10 {
+		s = string(rune('0'+i%10)) + s
+	}
+	return s
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestReadWholeRecords(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindKey})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 1, 0, CurrentCred())
+	for range 3 {
+		wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 1)
+	}
+	// 40 bytes: two whole records, never a split one.
+	buf := make([]byte, 40)
+	if n, err := q.TryRead(buf); n != 32 || err != nil {
+		t.Errorf("TryRead(40) = %d, %v; want 32, nil", n, err)
+	}
+	if n, err := q.TryRead(buf[:15]); n != 0 || !errors.Is(err, ErrBufferTooSmall) || !errors.Is(err, syscall.ENOBUFS) {
+		t.Errorf("TryRead(15) = %d, %v; want ENOBUFS", n, err)
+	}
+	if n, err := q.TryRead(buf[:0]); n != 0 || !errors.Is(err, syscall.ENOBUFS) {
+		t.Errorf("TryRead(0) = %d, %v", n, err)
+	}
+	if n, err := q.TryRead(buf); n != 16 || err != nil {
+		t.Errorf("TryRead after ENOBUFS = %d, %v; the record must not be lost", n, err)
+	}
+	if _, err := q.TryRead(buf); !errors.Is(err, syscall.EAGAIN) {
+		t.Errorf("empty TryRead: %v, want EAGAIN", err)
+	}
+}
+
+func TestBlockingReadAndClose(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindKey})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 1, 3, CurrentCred())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := q.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next on empty queue: %v, want deadline", err)
+	}
+
+	got := make(chan Record)
+	go func() {
+		r, err := q.Next(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	wl.Post(keyRec(KeyLinked, 1, 77), SystemCred, 1)
+	if r := <-got; r.Tag() != 3 || r.Subtype() != KeyLinked {
+		t.Errorf("Next = %v", r)
+	}
+
+	// Close wakes every blocked reader with ErrClosed.
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			_, err := q.Read(context.Background(), make([]byte, 128))
+			errs <- err
+		})
+	}
+	time.Sleep(10 * time.Millisecond)
+	q.Close()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("reader woke with %v, want ErrClosed", err)
+		}
+	}
+	if wl.Len() != 0 || e.Watches(CurrentCred().UID) != 0 {
+		t.Errorf("Close left %d watches (%d charged)", wl.Len(), e.Watches(CurrentCred().UID))
+	}
+	// Close removes watches silently and later posts are dropped.
+	if n := wl.Post(keyRec(KeyLinked, 1, 1), SystemCred, 1); n != 0 {
+		t.Errorf("post after close reached %d queues", n)
+	}
+}
+
+func TestIterator(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindKey})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 1, 3, CurrentCred())
+	for i := range 5 {
+		wl.Post(keyRec(KeyUpdated, 1, uint32(i)), SystemCred, 1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	for r, err := range q.Records(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k, _ := r.Key(); k.Aux != uint32(n) {
+			t.Fatalf("record %d has aux %d", n, k.Aux)
+		}
+		if n++; n == 5 {
+			cancel()
+			break
+		}
+	}
+	if n != 5 {
+		t.Errorf("iterated %d records", n)
+	}
+}
+
+func TestReadySet(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	rs := NewReadySet()
+	var qs []*Queue
+	for i := range 50 {
+		q := newSized(t, 32)
+		_ = wl.Add(q, uint64(i), 0, CurrentCred())
+		rs.Add(q)
+		qs = append(qs, q)
+	}
+	wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 7)
+	wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 7) // same queue: one report
+	wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 42)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ready, err := rs.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ready) != 2 || ready[0] != qs[7] || ready[1] != qs[42] {
+		t.Fatalf("ready = %v", ready)
+	}
+	for _, q := range ready {
+		drain(t, q)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel2()
+	if r, err := rs.Wait(short); err == nil {
+		t.Fatalf("spurious report %v", r)
+	}
+	qs[3].Close()
+	if r, err := rs.Wait(ctx); err != nil || len(r) != 1 || r[0] != qs[3] {
+		t.Errorf("close not reported: %v %v", r, err)
+	}
+}
+
+// TestStalledReader: 1e6 posts into a queue nobody reads. The poster
+// finishes, memory stays bounded, and the loss count is exact.
+func TestStalledReader(t *testing.T) {
+	const posts = 1_000_000
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindKey})
+	q := newSized(t, 64)
+	_ = wl.Add(q, 1, 0, CurrentCred())
+	rec := keyRec(KeyUpdated, 1, 0)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range posts {
+		wl.Post(rec, SystemCred, 1)
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+		t.Errorf("posting allocated %d bytes", grew)
+	}
+	s := q.Stats()
+	if s.Posted != 64 || s.Lost != posts-64 {
+		t.Fatalf("stats %+v; want 64 posted, %d lost", s, posts-64)
+	}
+	got := drain(t, q)
+	if len(got) != 65 {
+		t.Fatalf("read %d records", len(got))
+	}
+	if l, err := got[64].Loss(); err != nil || l.Count != 0xffff {
+		t.Errorf("loss record %v %+v: want the count saturated at 0xffff", err, l)
+	}
+}
+
+func TestPostAllocs(t *testing.T) {
+	e := NewEngine(Config{Policy: AllowAll{}})
+	wl := e.NewWatchList(Object{Kind: KindKey})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 1, 0, CurrentCred())
+	rec := keyRec(KeyUpdated, 1, 0)
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(1000, func() {
+		wl.Post(rec, SystemCred, 1)
+		_, _ = q.TryRead(buf)
+	})
+	if allocs != 0 {
+		t.Errorf("post+read allocates %.1f times", allocs)
+	}
+}

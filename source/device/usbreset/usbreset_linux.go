@@ -1,0 +1,231 @@
+//go:build linux
+
+// Package usbreset reports USB device resets with an fexit eBPF program on
+// usb_reset_device() (drivers/usb/core/hub.c). The ver #2 patch set posted
+// NOTIFY_USB_DEVICE_RESET from hub_port_init(); a stock kernel has no hook
+// there, and fexit is the closest place a BPF program can attach.
+//
+// fexit needs a kernel with CONFIG_USB, BTF (CONFIG_DEBUG_INFO_BTF), BPF
+// trampolines, and a lockdown/LSM policy that allows BPF_PROG_TYPE_TRACING.
+// Open returns an error wrapping ebpf.ErrNotSupported, with the reason,
+// where any of that is missing.
+package usbreset
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Target is the kernel function the program attaches to.
+const Target = "usb_reset_device"
+
+// devpathLen is sizeof(((struct usb_device *)0)->devpath).
+const devpathLen = 16
+
+// eventSize is the ring record: struct { u32 busnum; u32 pad; char devpath[16]; }.
+const eventSize = 8 + devpathLen
+
+// layout is where the program finds the name's parts, from kernel BTF.
+type layout struct {
+	devpath, bus, busnum uint32 // byte offsets
+}
+
+func memberOffset(s *btf.Struct, name string) (uint32, error) {
+	for _, m := range s.Members {
+		if m.Name == name {
+			return uint32(m.Offset.Bytes()), nil
+		}
+	}
+	return 0, fmt.Errorf("struct %s has no member %q", s.Name, name)
+}
+
+// probeLayout finds usb_reset_device and the struct offsets in the running
+// kernel's BTF.
+func probeLayout() (layout, error) {
+	var l layout
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return l, fmt.Errorf("kernel BTF: %w (%w)", err, ebpf.ErrNotSupported)
+	}
+	var fn *btf.Func
+	if err := spec.TypeByName(Target, &fn); err != nil {
+		return l, fmt.Errorf("kernel BTF has no %s (kernel built without CONFIG_USB?): %w (%w)", Target, err, ebpf.ErrNotSupported)
+	}
+	var udev, bus *btf.Struct
+	if err := spec.TypeByName("usb_device", &udev); err != nil {
+		return l, fmt.Errorf("kernel BTF has no struct usb_device: %w (%w)", err, ebpf.ErrNotSupported)
+	}
+	if err := spec.TypeByName("usb_bus", &bus); err != nil {
+		return l, fmt.Errorf("kernel BTF has no struct usb_bus: %w (%w)", err, ebpf.ErrNotSupported)
+	}
+	if l.devpath, err = memberOffset(udev, "devpath"); err == nil {
+		if l.bus, err = memberOffset(udev, "bus"); err == nil {
+			l.busnum, err = memberOffset(bus, "busnum")
+		}
+	}
+	if err != nil {
+		return l, fmt.Errorf("%w (%w)", err, ebpf.ErrNotSupported)
+	}
+	return l, nil
+}
+
+// collectionSpec is, in C:
+//
+//	SEC("fexit/usb_reset_device")
+//	int BPF_PROG(prog, struct usb_device *udev, int ret) {
+//		struct { u32 busnum, pad; char devpath[16]; } e = { udev->bus->busnum };
+//		__builtin_memcpy(e.devpath, udev->devpath, 16);
+//		bpf_ringbuf_output(&events, &e, sizeof(e), 0);	// on failure: drops[0]++
+//		return 0;
+//	}
+//
+// The loads through udev are BTF-typed pointer loads, which the verifier
+// turns into fault-tolerant PROBE_MEM loads; no bpf_probe_read_kernel, which
+// lockdown=confidentiality forbids.
+func collectionSpec(l layout) *ebpf.CollectionSpec {
+	return &ebpf.CollectionSpec{
+		Maps: map[string]*ebpf.MapSpec{
+			"wq_usb_events": {Name: "wq_usb_events", Type: ebpf.RingBuf, MaxEntries: 64 << 10},
+			"wq_usb_drops":  {Name: "wq_usb_drops", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1},
+		},
+		Programs: map[string]*ebpf.ProgramSpec{
+			"wq_usb_reset": {
+				Name: "wq_usb_reset", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFExit, AttachTo: Target,
+				License: "GPL",
+				Instructions: asm.Instructions{
+					asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord), // udev = ctx[0]
+					asm.LoadMem(asm.R2, asm.R6, int16(l.bus), asm.DWord),
+					asm.LoadMem(asm.R3, asm.R2, int16(l.busnum), asm.Word),
+					asm.StoreMem(asm.RFP, -24, asm.R3, asm.DWord),
+					asm.LoadMem(asm.R3, asm.R6, int16(l.devpath), asm.DWord),
+					asm.StoreMem(asm.RFP, -16, asm.R3, asm.DWord),
+					asm.LoadMem(asm.R3, asm.R6, int16(l.devpath+8), asm.DWord),
+					asm.StoreMem(asm.RFP, -8, asm.R3, asm.DWord),
+					asm.LoadMapPtr(asm.R1, 0).WithReference("wq_usb_events"),
+					asm.Mov.Reg(asm.R2, asm.RFP),
+					asm.Add.Imm(asm.R2, -24),
+					asm.Mov.Imm(asm.R3, eventSize),
+					asm.Mov.Imm(asm.R4, 0),
+					asm.FnRingbufOutput.Call(),
+					asm.JEq.Imm(asm.R0, 0, "exit"),
+					asm.StoreImm(asm.RFP, -28, 0, asm.Word),
+					asm.LoadMapPtr(asm.R1, 0).WithReference("wq_usb_drops"),
+					asm.Mov.Reg(asm.R2, asm.RFP),
+					asm.Add.Imm(asm.R2, -28),
+					asm.FnMapLookupElem.Call(),
+					asm.JEq.Imm(asm.R0, 0, "exit"),
+					asm.Mov.Imm(asm.R1, 1),
+					asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+					asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
+					asm.Return(),
+				},
+			},
+		},
+	}
+}
+
+// Tracer receives USB device resets.
+type Tracer struct {
+	coll   *ebpf.Collection
+	link   link.Link
+	rd     *ringbuf.Reader
+	rec    ringbuf.Record
+	seen   uint64
+	closed atomic.Bool
+}
+
+// Open loads and attaches the fexit program. Where the kernel cannot run
+// it, the error wraps ebpf.ErrNotSupported and says why.
+func Open() (*Tracer, error) {
+	l, err := probeLayout()
+	if err != nil {
+		return nil, fmt.Errorf("usbreset: %w", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("usbreset: %w", err)
+	}
+	coll, err := ebpf.NewCollection(collectionSpec(l))
+	if err != nil {
+		// EPERM here means the kernel refuses BPF_PROG_TYPE_TRACING for
+		// this process: lockdown, a BPF LSM policy, or missing CAP_BPF.
+		return nil, fmt.Errorf("usbreset: load fexit/%s: %w (%w)", Target, err, ebpf.ErrNotSupported)
+	}
+	t := &Tracer{coll: coll}
+	if t.link, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs["wq_usb_reset"], AttachType: ebpf.AttachTraceFExit}); err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("usbreset: attach fexit/%s: %w (%w)", Target, err, ebpf.ErrNotSupported)
+	}
+	if t.rd, err = ringbuf.NewReader(coll.Maps["wq_usb_events"]); err != nil {
+		t.link.Close()
+		coll.Close()
+		return nil, fmt.Errorf("usbreset: ring buffer reader: %w", err)
+	}
+	return t, nil
+}
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// Read waits for the next reset and returns the device's kernel name, as
+// usb_alloc_dev names it: "usbN" for a root hub (devpath "0"), else
+// "BUSNUM-DEVPATH" ("3-7.7").
+func (t *Tracer) Read() (string, error) {
+	if err := t.rd.ReadInto(&t.rec); err != nil {
+		return "", fmt.Errorf("usbreset: read ring buffer: %w", err)
+	}
+	return decodeName(t.rec.RawSample)
+}
+
+func decodeName(s []byte) (string, error) {
+	if len(s) < eventSize {
+		return "", fmt.Errorf("usbreset: %d-byte record, want %d", len(s), eventSize)
+	}
+	bus := binary.NativeEndian.Uint32(s)
+	path := s[8:eventSize]
+	for i, c := range path {
+		if c == 0 {
+			path = path[:i]
+			break
+		}
+	}
+	if len(path) == 0 {
+		return "", errors.New("usbreset: empty devpath")
+	}
+	if string(path) == "0" {
+		return "usb" + strconv.FormatUint(uint64(bus), 10), nil
+	}
+	return strconv.FormatUint(uint64(bus), 10) + "-" + string(path), nil
+}
+
+// Drops returns how many resets were dropped on a full ring buffer since
+// the previous call.
+func (t *Tracer) Drops() (uint64, error) {
+	var n uint64
+	if err := t.coll.Maps["wq_usb_drops"].Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("usbreset: read drop counter: %w", err)
+	}
+	d := n - t.seen
+	t.seen = n
+	return d, nil
+}
+
+// Close detaches the program; a blocked Read returns ErrClosed.
+func (t *Tracer) Close() error {
+	if t.closed.Swap(true) {
+		return nil
+	}
+	err := t.rd.Close()
+	t.link.Close()
+	t.coll.Close()
+	return err
+}

@@ -1,0 +1,42 @@
+//go:build linux
+
+package keys
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/testenv"
+)
+
+func openPoll(t *testing.T) (*Source, *watchq.Queue) {
+	t.Helper()
+	testenv.RequireFile(t, "/proc/keys")
+	src, err := Open(context.Background(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: Poll, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	q := watchq.NewQueue()
+	if _, err := q.SetSize(256); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return src, q
+}
+
+// TestPollScenario runs the keyutils-style sequence through the poll
+// backend on this machine's kernel, checking every record and the
+// documented differences from the kernel backend.
+func TestPollScenario(t *testing.T) {
+	src, q := openPoll(t)
+	_, err := os.Stat("/usr/share/keyutils/request-key-debug.sh")
+	sc := newScenario(t, src, q)
+	sc.run(err == nil)
+	for _, l := range sc.log {
+		t.Log(l)
+	}
+}

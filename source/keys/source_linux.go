@@ -1,0 +1,291 @@
+//go:build linux
+
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/kernel"
+)
+
+// BackendEnv overrides the Auto backend choice: "kernel" or "poll".
+const BackendEnv = "WATCHQ_KEYS_BACKEND"
+
+// DefaultInterval is the poll backend's interval when Config.Interval is 0.
+const DefaultInterval = time.Second
+
+// Config configures a Source.
+type Config struct {
+	// Engine makes the watch lists and holds the policy. Required.
+	Engine *watchq.Engine
+	// Backend selects the backend; Auto (the zero value) picks Kernel when
+	// kernel.Probe succeeds, else Poll, unless $WATCHQ_KEYS_BACKEND says
+	// otherwise.
+	Backend Backend
+	// Interval is the poll backend's interval; 0 means DefaultInterval.
+	Interval time.Duration
+	// Generator is the credential records are posted with; nil means
+	// watchq.SystemCred.
+	Generator *watchq.Cred
+	// PipeNotes sizes the kernel backend's notification pipe (1..512,
+	// rounded up to 32-note pages); 0 means 512.
+	PipeNotes int
+}
+
+// Source watches keys for engine queues. Its methods are safe for
+// concurrent use.
+type Source struct {
+	eng      *watchq.Engine
+	gen      *watchq.Cred
+	backend  Backend
+	impl     backend
+	interval time.Duration
+
+	mu      sync.Mutex
+	entries map[int32]*entry // watched keys by serial. Guarded by mu.
+	closed  bool             // Guarded by mu.
+
+	stop chan struct{}  // closed by Close
+	wg   sync.WaitGroup // the backend goroutine
+}
+
+// entry is one watched key: its watch list and backend state.
+type entry struct {
+	serial int32
+	wl     *watchq.WatchList // immutable
+
+	// Poll backend state, guarded by poller.scanMu.
+	snap    snapshot // last picture
+	next    snapshot // being built by a scan
+	scratch []int32  // members buffer for next
+	dead    bool     // removed from Source.entries. Guarded by Source.mu.
+}
+
+// backend is what the two backends implement. add and remove are called with
+// Source.mu held.
+type backend interface {
+	add(e *entry) error
+	remove(e *entry)
+	run()
+	sync(ctx context.Context) error
+	close()
+}
+
+// ErrClosed is returned by a closed Source.
+var ErrClosed = errors.New("keys: source closed")
+
+// Open starts a key source. It fails with an error matching
+// kernel.ErrNotSupported if Backend is Kernel and the kernel lacks the
+// facility.
+func Open(ctx context.Context, cfg Config) (*Source, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("keys: Config.Engine is nil")
+	}
+	s := &Source{
+		eng: cfg.Engine, gen: cfg.Generator, interval: cfg.Interval,
+		entries: make(map[int32]*entry), stop: make(chan struct{}),
+	}
+	if s.gen == nil {
+		s.gen = watchq.SystemCred
+	}
+	if s.interval <= 0 {
+		s.interval = DefaultInterval
+	}
+	b, err := chooseBackend(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
+	s.backend = b
+	switch b {
+	case Kernel:
+		kb, err := newKernelBackend(s, cfg.PipeNotes)
+		if err != nil {
+			return nil, err
+		}
+		s.impl = kb
+	case Poll:
+		s.impl = newPoller(s)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.impl.run()
+	}()
+	return s, nil
+}
+
+// chooseBackend resolves Auto.
+func chooseBackend(b Backend) (Backend, error) {
+	if b == Auto {
+		switch v := os.Getenv(BackendEnv); v {
+		case "kernel":
+			b = Kernel
+		case "poll":
+			b = Poll
+		case "", "auto":
+		default:
+			return 0, fmt.Errorf("keys: $%s=%q, want kernel, poll or auto", BackendEnv, v)
+		}
+	}
+	switch b {
+	case Auto:
+		if kernel.Probe() == nil {
+			return Kernel, nil
+		}
+		return Poll, nil
+	case Kernel:
+		if err := kernel.Probe(); err != nil {
+			return 0, fmt.Errorf("keys: kernel backend: %w", err)
+		}
+		return Kernel, nil
+	case Poll:
+		return Poll, nil
+	}
+	return 0, fmt.Errorf("keys: unknown backend %d", b)
+}
+
+// Backend returns the backend in use (never Auto).
+func (s *Source) Backend() Backend { return s.backend }
+
+// Watch makes q receive records about key id (a serial, or a special id such
+// as unix.KEY_SPEC_SESSION_KEYRING, resolved to its serial and created if
+// needed, as the kernel does), delivered with tag. watcher is the credential
+// the engine's policy rules on; nil means watchq.CurrentCred(). The key must
+// be viewable by this process (EACCES otherwise). A second watch by q on the
+// same key gives watchq.ErrWatchExists (EBUSY).
+//
+// Corresponds to security/keys/keyctl.c:keyctl_watch_key.
+func (s *Source) Watch(q *watchq.Queue, id int32, tag uint8, watcher *watchq.Cred) error {
+	if watcher == nil {
+		watcher = watchq.CurrentCred()
+	}
+	serial, err := resolve(id, true)
+	if err != nil {
+		return err
+	}
+	d, err := describe(serial) // KEY_NEED_VIEW under our credentials
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	e := s.entries[serial]
+	fresh := e == nil
+	if fresh {
+		e = &entry{serial: serial, wl: s.eng.NewWatchList(watchq.Object{
+			Kind: watchq.KindKey, ID: uint64(serial), UID: d.UID, GID: d.GID, Mode: d.Mode(),
+		})}
+		if err := s.impl.add(e); err != nil {
+			return err
+		}
+		s.entries[serial] = e
+	}
+	if err := e.wl.Add(q, uint64(serial), tag, watcher); err != nil {
+		if fresh {
+			s.drop(e)
+		}
+		return fmt.Errorf("keys: watch key %d: %w", serial, err)
+	}
+	return nil
+}
+
+// Unwatch removes q's watch on key id; q gets a removal record. It fails
+// with watchq.ErrNoWatch (EBADSLT) if q does not watch the key.
+func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
+	serial, err := resolve(id, false)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	e := s.entries[serial]
+	if e == nil {
+		return fmt.Errorf("keys: unwatch key %d: %w", serial, watchq.ErrNoWatch)
+	}
+	if err := e.wl.Remove(q, uint64(serial)); err != nil {
+		return fmt.Errorf("keys: unwatch key %d: %w", serial, err)
+	}
+	if e.wl.Len() == 0 {
+		s.drop(e)
+	}
+	return nil
+}
+
+// drop forgets e and releases its backend watch. s.mu must be held.
+func (s *Source) drop(e *entry) {
+	if e.dead {
+		return
+	}
+	e.dead = true
+	delete(s.entries, e.serial)
+	s.impl.remove(e)
+}
+
+// destroy ends every watch on e with a removal record: the key is gone.
+// s.mu must be held.
+func (s *Source) destroy(e *entry) {
+	e.wl.Destroy()
+	e.dead = true
+	delete(s.entries, e.serial)
+}
+
+// Watched returns the number of keys watched.
+func (s *Source) Watched() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+// Sync returns once every change made before the call has been posted: the
+// kernel backend waits until its pipe is drained and relayed (as keyutils'
+// watch_sync does), the poll backend runs a poll pass at once. Garbage
+// collection is asynchronous: a removal may come later.
+func (s *Source) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return s.impl.sync(ctx)
+}
+
+// Close stops the source. Every watch it holds ends with a removal record.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	for _, e := range s.entries {
+		s.destroy(e)
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	s.impl.close()
+	s.wg.Wait()
+	return nil
+}
+
+// post builds key record n and posts it to e's watch list. s.mu must be held.
+func (s *Source) post(e *entry, n watchq.KeyNotification) {
+	var b [watchq.KeyRecordSize]byte
+	rec, _ := n.AppendBinary(b[:0])
+	e.wl.Post(rec, s.gen, uint64(e.serial))
+}
+
+var _ = syscall.EACCES

@@ -191,11 +191,11 @@ func (c *Conn) Receive(ctx context.Context, p []byte) (int, error) {
 			c.congested, c.pending = false, lost
 		}
 	}
-	if mflags&unix.MSG_TRUNC != 0 {
-		return 0, fmt.Errorf("%w: more than %d bytes", ErrTruncated, len(p))
-	}
 	if c.from.Pid != 0 {
 		return 0, &SpoofedError{PortID: c.from.Pid}
+	}
+	if mflags&unix.MSG_TRUNC != 0 {
+		return 0, fmt.Errorf("%w: more than %d bytes", ErrTruncated, len(p))
 	}
 	return n, nil
 }

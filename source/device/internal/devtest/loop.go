@@ -21,7 +21,9 @@ type Loop struct {
 	Path  string // /dev/loopN
 	Name  string // loopN
 	Dev   uint64 // kernel-internal dev_t (major<<20 | minor)
-	fd    int
+
+	fd      int // open and attached, or -1
+	removed bool
 }
 
 // AttachLoop attaches backing to a free loop device with LOOP_CTL_GET_FREE
@@ -72,6 +74,83 @@ func AttachLoop(tb testing.TB, backing string, flags uint32) *Loop {
 			Dev: watchq.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))}
 		tb.Cleanup(func() { l.Detach(tb) })
 		return l
+	}
+}
+
+// CreateLoop creates a new, unattached loop device with LOOP_CTL_ADD at the
+// first free index from 100 up (loop_add: the kernel sends an add uevent
+// for the disk) and returns it. It is removed (LOOP_CTL_REMOVE) when the
+// test ends unless Remove was called.
+func CreateLoop(tb testing.TB) *Loop {
+	tb.Helper()
+	testenv.RequireRoot(tb)
+	testenv.RequireFile(tb, "/dev/loop-control")
+	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	testenv.SkipIfUnsupported(tb, "loop devices", err)
+	defer unix.Close(ctl)
+	for n := 100; n < 1000; n++ {
+		_, err := ioctlInt(ctl, unix.LOOP_CTL_ADD, n)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			tb.Fatalf("LOOP_CTL_ADD %d: %v", n, err)
+		}
+		l := &Loop{Index: n, Path: fmt.Sprintf("/dev/loop%d", n), Name: fmt.Sprintf("loop%d", n), fd: -1}
+		var st unix.Stat_t
+		if err := unix.Stat(l.Path, &st); err != nil {
+			tb.Fatal(err)
+		}
+		l.Dev = watchq.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		tb.Cleanup(func() { l.Remove(tb) })
+		return l
+	}
+	tb.Fatal("no free loop index in 100..999")
+	return nil
+}
+
+// Attach attaches backing to l with LOOP_CONFIGURE.
+func (l *Loop) Attach(tb testing.TB, backing string, flags uint32) {
+	tb.Helper()
+	bfd, err := unix.Open(backing, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer unix.Close(bfd)
+	fd, err := unix.Open(l.Path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := unix.IoctlLoopConfigure(fd, &unix.LoopConfig{Fd: uint32(bfd), Info: unix.LoopInfo64{Flags: flags}}); err != nil {
+		unix.Close(fd)
+		tb.Fatalf("LOOP_CONFIGURE %s: %v", l.Path, err)
+	}
+	l.fd = fd
+}
+
+// Remove deletes a device made by CreateLoop (LOOP_CTL_REMOVE: the kernel
+// sends a remove uevent). It is safe to call twice.
+func (l *Loop) Remove(tb testing.TB) {
+	tb.Helper()
+	l.Detach(tb)
+	if l.removed {
+		return
+	}
+	l.removed = true
+	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	defer unix.Close(ctl)
+	for range 100 {
+		if _, err = ioctlInt(ctl, unix.LOOP_CTL_REMOVE, l.Index); !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		tb.Errorf("LOOP_CTL_REMOVE %d: %v", l.Index, err)
 	}
 }
 
@@ -127,3 +206,29 @@ func DiskImage(tb testing.TB, size int64) string {
 }
 
 func putLE32(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24) }
+
+// DirectRead reads 4 KiB at off from path with O_DIRECT into a page-aligned
+// buffer, bypassing the page cache, and returns the read's error.
+func DirectRead(path string, off int64) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(buf)
+	_, err = unix.Pread(fd, buf, off)
+	return err
+}
+
+// ioctlInt is ioctl(fd, req, arg) with an integer argument and result.
+func ioctlInt(fd int, req uint, arg int) (int, error) {
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
+}

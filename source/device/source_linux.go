@@ -1,0 +1,342 @@
+//go:build linux
+
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/source/device/blockerr"
+	"github.com/watchq/watchq/source/device/uevent"
+	"github.com/watchq/watchq/source/device/usbreset"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures Open.
+type Config struct {
+	// Engine owns the device watch list; required.
+	Engine *watchq.Engine
+	// ReadBuffer is the uevent socket's receive buffer in bytes: 0 means
+	// uevent.DefaultReadBuffer (128 MiB, with SO_RCVBUFFORCE), negative
+	// leaves the kernel default.
+	ReadBuffer int
+	// NoBlockErrors disables the block I/O error tracer.
+	NoBlockErrors bool
+	// NoUSBReset disables the USB reset tracer.
+	NoUSBReset bool
+	// RingSize is the block error ring buffer size; 0 means
+	// blockerr.DefaultRingSize.
+	RingSize int
+	// NetNS, if non-zero, opens the uevent socket in that network namespace
+	// (tests use a private one to inject spoofed datagrams).
+	NetNS int
+	// SysfsRoot is where sysfs is mounted, for block device sizes; "" means
+	// /sys.
+	SysfsRoot string
+}
+
+// Capabilities says which parts of the source work on this machine, and
+// why not. A nil error means the part runs.
+type Capabilities struct {
+	Uevents         error  // USB add/remove and block lifecycle records
+	BlockErrors     error  // block I/O error records
+	BlockTracepoint string // "block/block_rq_error" or the fallback in use
+	USBReset        error  // USB reset records (fexit on usb_reset_device)
+}
+
+// Stats counts what the source saw. Every field only grows.
+type Stats struct {
+	Received    uint64 // kernel uevents received
+	Posted      uint64 // records posted to the watch list
+	Ignored     uint64 // uevents that map to no record
+	Malformed   uint64 // kernel datagrams that did not parse
+	Spoofed     uint64 // datagrams from a sender other than the kernel, dropped
+	Truncated   uint64 // datagrams longer than uevent.MaxSize, dropped
+	Overruns    uint64 // ENOBUFS reports from the uevent socket
+	UeventsLost uint64 // uevents the kernel dropped on a full socket
+	ReadErrors  uint64 // other receive errors
+	BlockErrors uint64 // block I/O errors received from the tracer
+	BPFDrops    uint64 // block errors and resets dropped on a full ring buffer
+	USBResets   uint64 // USB resets received from the tracer
+}
+
+type counters struct {
+	received, posted, ignored, malformed, spoofed, truncated, overruns,
+	ueventsLost, readErrors, blockErrors, bpfDrops, usbResets atomic.Uint64
+}
+
+// Source is the device notification source: one global watch list fed by
+// a uevent listener, a block error tracer and, where possible, a USB reset
+// tracer, each running in its own goroutine.
+type Source struct {
+	wl    *watchq.WatchList
+	conn  *uevent.Conn
+	blk   *blockerr.Tracer
+	usb   *usbreset.Tracer
+	caps  Capabilities
+	sysfs string
+
+	c         counters
+	closing   atomic.Bool
+	stop      func() bool
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Object is the watched object the device watch list belongs to: the
+// global device list, id 0, owned by root, mode 0 (the policy decides;
+// security_watch_devices).
+var Object = watchq.Object{Kind: watchq.KindDevices}
+
+// Open starts the source. The uevent listener is required; the block error
+// and USB reset tracers are optional, and Capabilities says whether they
+// run. Cancelling ctx closes the source.
+func Open(ctx context.Context, cfg Config) (*Source, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("device: Config.Engine is nil")
+	}
+	conn, err := uevent.Dial(uevent.Config{ReadBuffer: cfg.ReadBuffer, NetNS: cfg.NetNS})
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	s := &Source{conn: conn, sysfs: cfg.SysfsRoot}
+	if s.sysfs == "" {
+		s.sysfs = "/sys"
+	}
+	s.caps.BlockErrors = errors.New("disabled by Config.NoBlockErrors")
+	if !cfg.NoBlockErrors {
+		if s.blk, s.caps.BlockErrors = blockerr.Open(blockerr.Config{RingSize: cfg.RingSize}); s.blk != nil {
+			s.caps.BlockTracepoint = s.blk.Tracepoint
+		}
+	}
+	s.caps.USBReset = errors.New("disabled by Config.NoUSBReset")
+	if !cfg.NoUSBReset {
+		s.usb, s.caps.USBReset = usbreset.Open()
+	}
+	s.wl = cfg.Engine.NewWatchList(Object)
+	s.wg.Add(1)
+	go s.listen()
+	if s.blk != nil {
+		s.wg.Add(1)
+		go s.traceBlock()
+	}
+	if s.usb != nil {
+		s.wg.Add(1)
+		go s.traceUSB()
+	}
+	s.stop = context.AfterFunc(ctx, func() { s.Close() })
+	return s, nil
+}
+
+// Capabilities reports which parts of the source run here, and why not.
+func (s *Source) Capabilities() Capabilities { return s.caps }
+
+// Watch is watch_devices(2) of the ver #2 patch set
+// (drivers/base/watch.c): tag 0..255 adds a watch on the global device list
+// for q, delivering records with that tag; tag -1 removes q's watch and
+// posts an 8-byte removal record (id 0) to q. Any other tag is EINVAL.
+// Adding a second watch for q is EBUSY, removing a missing one EBADSLT;
+// the engine's policy (security_watch_devices) may refuse with EACCES.
+// watcher nil means the calling process.
+func (s *Source) Watch(q *watchq.Queue, tag int, watcher *watchq.Cred) error {
+	if tag < -1 || tag > 0xff {
+		return &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("device watch tag %d outside -1..255", tag)}
+	}
+	if tag == -1 {
+		return s.wl.Remove(q, 0)
+	}
+	if watcher == nil {
+		watcher = watchq.CurrentCred()
+	}
+	return s.wl.Add(q, 0, uint8(tag), watcher)
+}
+
+// Stats returns the counters.
+func (s *Source) Stats() Stats {
+	c := &s.c
+	return Stats{
+		Received: c.received.Load(), Posted: c.posted.Load(), Ignored: c.ignored.Load(),
+		Malformed: c.malformed.Load(), Spoofed: c.spoofed.Load(), Truncated: c.truncated.Load(),
+		Overruns: c.overruns.Load(), UeventsLost: c.ueventsLost.Load(), ReadErrors: c.readErrors.Load(),
+		BlockErrors: c.blockErrors.Load(), BPFDrops: c.bpfDrops.Load(), USBResets: c.usbResets.Load(),
+	}
+}
+
+// Close stops the source: the goroutines end, the socket and the BPF
+// programs are released, and every watch is removed with a removal record
+// (remove_watch_list). It is safe to call more than once.
+func (s *Source) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closing.Store(true)
+		if s.stop != nil {
+			s.stop()
+		}
+		err = s.conn.Close()
+		if s.blk != nil {
+			s.blk.Close()
+		}
+		if s.usb != nil {
+			s.usb.Close()
+		}
+		s.wg.Wait()
+		s.wl.Destroy()
+	})
+	return err
+}
+
+// testHookReceive, if set (by tests only), runs before each uevent receive.
+var testHookReceive func()
+
+func (s *Source) post(rec []byte) {
+	s.wl.Post(rec, watchq.SystemCred, 0)
+	s.c.posted.Add(1)
+}
+
+// listen is the uevent goroutine. ENOBUFS becomes in-band loss; no error
+// ends it except Close, and repeated unexpected errors back off rather
+// than spin.
+func (s *Source) listen() {
+	defer s.wg.Done()
+	buf := make([]byte, uevent.MaxSize)
+	var (
+		ev      uevent.Event
+		rec     [watchq.MaxRecordSize]byte
+		backoff time.Duration
+	)
+	size := s.blockSize
+	for {
+		if h := testHookReceive; h != nil {
+			h()
+		}
+		n, err := s.conn.Receive(context.Background(), buf)
+		if err != nil {
+			if s.closing.Load() {
+				return
+			}
+			var oe *uevent.OverrunError
+			switch {
+			case errors.As(err, &oe):
+				s.c.overruns.Add(1)
+				s.c.ueventsLost.Add(oe.Lost)
+				s.wl.PostLoss(oe.Lost)
+			case errors.Is(err, uevent.ErrSpoofed):
+				s.c.spoofed.Add(1)
+			case errors.Is(err, uevent.ErrTruncated):
+				// A kernel datagram we could not read whole: a lost event.
+				s.c.truncated.Add(1)
+				s.wl.PostLoss(1)
+			default:
+				s.c.readErrors.Add(1)
+				backoff = min(max(2*backoff, 10*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+			}
+			continue
+		}
+		backoff = 0
+		s.c.received.Add(1)
+		if err := uevent.Parse(&ev, buf[:n]); err != nil {
+			s.c.malformed.Add(1)
+			continue
+		}
+		r, ok := MapUevent(&ev, rec[:0], size)
+		if !ok {
+			s.c.ignored.Add(1)
+			continue
+		}
+		s.post(r)
+	}
+}
+
+// blockSize reads /sys<devpath>/size without allocating a path string
+// beyond a stack buffer.
+func (s *Source) blockSize(devpath []byte) uint64 {
+	var pb [512]byte
+	p := append(append(append(pb[:0], s.sysfs...), devpath...), "/size\x00"...)
+	if len(p) > len(pb) {
+		return 0
+	}
+	fd, err := unix.Open(unsafeString(p[:len(p)-1]), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	var b [32]byte
+	n, err := unix.Read(fd, b[:])
+	if err != nil || n <= 0 {
+		return 0
+	}
+	var v uint64
+	for _, c := range b[:n] {
+		if c < '0' || c > '9' {
+			break
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v
+}
+
+// traceBlock is the block error goroutine: tracepoint → record, ring
+// buffer drops → in-band loss.
+func (s *Source) traceBlock() {
+	defer s.wg.Done()
+	var (
+		e   blockerr.Event
+		rec [watchq.MaxRecordSize]byte
+	)
+	for {
+		// Wake at least once a second to report drops even when the ring
+		// stays empty afterwards.
+		s.blk.SetDeadline(time.Now().Add(time.Second))
+		err := s.blk.Read(&e)
+		if s.closing.Load() {
+			return
+		}
+		if d, derr := s.blk.Drops(); derr == nil && d > 0 {
+			s.c.bpfDrops.Add(d)
+			s.wl.PostLoss(d)
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				s.c.readErrors.Add(1)
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
+		}
+		s.c.blockErrors.Add(1)
+		st, _ := blockerr.Subtype(e.Errno)
+		r, _ := watchq.BlockNotification{Subtype: st, Dev: uint64(e.Dev), Sector: e.Sector}.AppendBinary(rec[:0])
+		s.post(r)
+	}
+}
+
+// traceUSB is the USB reset goroutine.
+func (s *Source) traceUSB() {
+	defer s.wg.Done()
+	var rec [watchq.MaxRecordSize]byte
+	for {
+		name, err := s.usb.Read()
+		if s.closing.Load() {
+			return
+		}
+		if d, derr := s.usb.Drops(); derr == nil && d > 0 {
+			s.c.bpfDrops.Add(d)
+			s.wl.PostLoss(d)
+		}
+		if err != nil {
+			s.c.readErrors.Add(1)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.c.usbResets.Add(1)
+		r, _ := watchq.USBNotification{Subtype: watchq.USBDeviceReset, Name: name}.AppendBinary(rec[:0])
+		s.post(r)
+	}
+}

@@ -21,6 +21,9 @@ type Config struct {
 type Engine struct {
 	policy   Policy // immutable
 	maxWatch int    // immutable
+	// postAlwaysAllowed is set when the policy's PostAllowed is known to
+	// allow everything, so Post need not call it. Immutable.
+	postAlwaysAllowed bool
 
 	mu      sync.Mutex     // guards perUser
 	perUser map[uint32]int // watches held per uid
@@ -31,6 +34,10 @@ func NewEngine(cfg Config) *Engine {
 	e := &Engine{policy: cfg.Policy, maxWatch: cfg.MaxWatchesPerUser, perUser: make(map[uint32]int)}
 	if e.policy == nil {
 		e.policy = DefaultPolicy{}
+	}
+	switch e.policy.(type) {
+	case DefaultPolicy, AllowAll:
+		e.postAlwaysAllowed = true
 	}
 	if e.maxWatch <= 0 {
 		var rl syscall.Rlimit

@@ -76,7 +76,7 @@ func TestFilterValidation(t *testing.T) {
 func TestFilterMatch(t *testing.T) {
 	f, err := NewFilter(
 		FilterEntry{Type: TypeKey, Subtypes: SubtypeSet(KeyLinked)},
-		FilterEntry{Type: TypeBlock, Subtypes: SubtypeSet(BlockAdd, 200)},                          // subtypes >= 32
+		FilterEntry{Type: TypeBlock, Subtypes: SubtypeSet(BlockAdd, 200)},                       // subtypes >= 32
 		FilterEntry{Type: TypeUSB, Subtypes: AllSubtypes, InfoMask: InfoID, InfoFilter: 7 << 8}, // tag 7 only
 		FilterEntry{Type: TypeUserFirst, Subtypes: AllSubtypes, InfoMask: InfoFlag0, InfoFilter: InfoFlag0},
 	)

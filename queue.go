@@ -137,26 +137,39 @@ func (q *Queue) Filter() *Filter { return q.filter.Load() }
 // reports whether the queue went from unreadable to readable.
 // Corresponds to kernel/watch_queue.c:post_one_notification.
 //
+// The queued copy carries tag in its WATCH_INFO_ID byte.
+//
 // Preconditions: q.mu is held; 8 <= len(rec) <= 127.
-func (q *Queue) postLocked(rec []byte) (becameReadable bool) {
+func (q *Queue) postLocked(rec []byte, tag byte) (becameReadable bool) {
 	if q.closed {
 		return false
 	}
-	capacity := len(q.notes)
-	if q.count >= capacity {
+	if q.count >= len(q.notes) {
 		q.lost++
 		if q.count > 0 {
-			q.notes[(q.first+q.count-1)%capacity].lost++
+			q.notes[q.slotLocked(q.count-1)].lost++
 		}
 		return false
 	}
 	wasReadable := q.count > 0 || q.lossPending > 0
-	n := &q.notes[(q.first+q.count)%capacity]
+	n := &q.notes[q.slotLocked(q.count)]
 	n.lost = 0
 	n.len = uint8(copy(n.data[:], rec))
+	n.data[5] = tag
 	q.count++
 	q.posted++
 	return !wasReadable || q.readers > 0
+}
+
+// slotLocked returns the ring index of the i'th queued note (without a
+// division: capacities are multiples of 32, not powers of two).
+//
+// Preconditions: q.mu is held; 0 <= i < len(q.notes).
+func (q *Queue) slotLocked(i int) int {
+	if i += q.first; i >= len(q.notes) {
+		i -= len(q.notes)
+	}
+	return i
 }
 
 // lossLocked accounts n records lost upstream of the queue: they count
@@ -170,7 +183,7 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 	}
 	q.lost += n
 	if q.count > 0 {
-		q.notes[(q.first+q.count-1)%len(q.notes)].lost += n
+		q.notes[q.slotLocked(q.count-1)].lost += n
 		return false
 	}
 	wasReadable := q.lossPending > 0
@@ -178,10 +191,10 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 	return !wasReadable || q.readers > 0
 }
 
-// post delivers one record to the queue.
-func (q *Queue) post(rec []byte) {
+// post delivers one record to the queue, stamped with tag.
+func (q *Queue) post(rec []byte, tag byte) {
 	q.mu.Lock()
-	wake := q.postLocked(rec)
+	wake := q.postLocked(rec, tag)
 	q.mu.Unlock()
 	if wake {
 		q.notify()
@@ -225,7 +238,9 @@ func (q *Queue) readLocked(buf []byte) (int, error) {
 		}
 		off += copy(buf[off:], n.data[:n.len])
 		q.lossPending = n.lost
-		q.first = (q.first + 1) % len(q.notes)
+		if q.first++; q.first == len(q.notes) {
+			q.first = 0
+		}
 		q.count--
 		q.delivered++
 	}

@@ -272,6 +272,7 @@ func TestIterator(t *testing.T) {
 		wl.Post(keyRec(KeyUpdated, 1, uint32(i)), SystemCred, 1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	n := 0
 	for r, err := range q.Records(ctx) {
 		if err != nil {

@@ -139,6 +139,7 @@ func (wl *WatchList) retireLocked(w *watch, notify bool) {
 	q := w.queue
 	var b [RemovalSize]byte
 	rec, _ := Removal{Tag: uint8(w.infoID >> InfoIDShift), ID: w.id}.AppendBinary(b[:0])
+	tag := rec[5]
 	q.mu.Lock()
 	found := false
 	for i, o := range q.watches {
@@ -150,7 +151,7 @@ func (wl *WatchList) retireLocked(w *watch, notify bool) {
 	}
 	wake := false
 	if found && notify {
-		wake = q.postLocked(rec)
+		wake = q.postLocked(rec, tag)
 	}
 	q.mu.Unlock()
 	if found {
@@ -187,7 +188,7 @@ func (wl *WatchList) detach(w *watch) {
 //
 // rec must be one whole record whose length field is len(rec) (8..127
 // bytes); anything else is dropped and 0 returned. Like the kernel's
-// __post_watch_notification, Post stamps the tag into rec's info field
+// __post_watch_notification, Post may stamp the tag into rec's info field
 // while it runs (restoring it before returning), so rec must not be read
 // or posted concurrently by another goroutine.
 func (wl *WatchList) Post(rec []byte, generator *Cred, id uint64) int {
@@ -201,6 +202,7 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id uint64) int {
 	h := headerAt(rec)
 	meta := h.Type == TypeMeta
 	policy := wl.eng.policy
+	askPolicy := !meta && !wl.eng.postAlwaysAllowed
 	delivered := 0
 	for _, w := range ws {
 		if w.id != id {
@@ -212,19 +214,20 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id uint64) int {
 			q.filtered.Add(1)
 			continue
 		}
-		// Stamp the tag in place: the copy the policy sees and the copy
-		// queued carry this watch's tag.
-		rec[5] = byte(info >> 8)
-		if !meta {
-			if err := policy.PostAllowed(w.cred, generator, Record(rec)); err != nil {
+		if askPolicy {
+			// Stamp the tag in place so the policy sees this watch's
+			// copy, as security_post_notification does.
+			rec[5] = byte(info >> 8)
+			err := policy.PostAllowed(w.cred, generator, Record(rec))
+			rec[5] = byte(h.Info >> 8)
+			if err != nil {
 				q.denied.Add(1)
 				continue
 			}
 		}
-		q.post(rec)
+		q.post(rec, byte(info>>8))
 		delivered++
 	}
-	rec[5] = byte(h.Info >> 8)
 	return delivered
 }
 

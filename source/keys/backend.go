@@ -4,8 +4,16 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+)
 
-	"golang.org/x/sys/unix"
+// Special key ids (KEY_SPEC_* in <linux/keyctl.h>).
+const (
+	SpecThread      int32 = -1 // @t: the thread keyring
+	SpecProcess     int32 = -2 // @p: the process keyring
+	SpecSession     int32 = -3 // @s: the session keyring
+	SpecUser        int32 = -4 // @u: the user keyring
+	SpecUserSession int32 = -5 // @us: the user session keyring
+	SpecReqkeyAuth  int32 = -7 // @a: the request_key authorisation key
 )
 
 // Backend selects how a Source learns about key changes.
@@ -32,23 +40,21 @@ func (b Backend) String() string {
 }
 
 // ParseID parses a key id as keyctl(1) spells it: a decimal or 0x serial,
-// or a special id @t, @p, @s, @u, @us, @g (group: not supported by the
-// kernel), @a (the request key authorisation key), or %:name is not
-// accepted.
+// or one of the special ids @t, @p, @s, @u, @us, @a.
 func ParseID(s string) (int32, error) {
 	switch s {
 	case "@t":
-		return unix.KEY_SPEC_THREAD_KEYRING, nil
+		return SpecThread, nil
 	case "@p":
-		return unix.KEY_SPEC_PROCESS_KEYRING, nil
+		return SpecProcess, nil
 	case "@s":
-		return unix.KEY_SPEC_SESSION_KEYRING, nil
+		return SpecSession, nil
 	case "@u":
-		return unix.KEY_SPEC_USER_KEYRING, nil
+		return SpecUser, nil
 	case "@us":
-		return unix.KEY_SPEC_USER_SESSION_KEYRING, nil
+		return SpecUserSession, nil
 	case "@a":
-		return unix.KEY_SPEC_REQKEY_AUTH_KEY, nil
+		return SpecReqkeyAuth, nil
 	}
 	v, err := strconv.ParseInt(strings.TrimSpace(s), 0, 32)
 	if err != nil || v <= 0 {

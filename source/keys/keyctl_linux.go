@@ -66,4 +66,3 @@ func stateOf(err error) (keyState, bool) {
 	}
 	return 0, false
 }
-

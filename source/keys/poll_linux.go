@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
-	"golang.org/x/sys/unix"
 )
 
 // procKeysPath is where security/keys/proc.c lists the keys the caller may
@@ -26,13 +25,13 @@ type poller struct {
 	s    *Source
 	kick chan chan struct{} // Sync requests; the loop answers by closing
 
-	scanMu  sync.Mutex                // guards everything below and every entry's snap/next/scratch
-	seed    maphash.Seed              // payload hashes are keyed per process
-	list    []*entry                  // entries being scanned
-	byID    map[int32]*entry          // list by serial
-	found   map[int32]bool            // seen in /proc/keys this pass
-	proc    []byte                    // /proc/keys buffer
-	payload []byte                    // KEYCTL_READ buffer
+	scanMu  sync.Mutex               // guards everything below and every entry's snap/next/scratch
+	seed    maphash.Seed             // payload hashes are keyed per process
+	list    []*entry                 // entries being scanned
+	byID    map[int32]*entry         // list by serial
+	found   map[int32]bool           // seen in /proc/keys this pass
+	proc    []byte                   // /proc/keys buffer
+	payload []byte                   // KEYCTL_READ buffer
 	out     []watchq.KeyNotification // records of one key's diff
 }
 
@@ -263,5 +262,3 @@ func (p *poller) describeOnly(e *entry) {
 	n.noExpiry, n.expLo, n.expHi = e.snap.noExpiry, e.snap.expLo, e.snap.expHi
 	n.desc = e.snap.desc
 }
-
-var _ = unix.ENOKEY

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"syscall"
+
 	"time"
 
 	"github.com/watchq/watchq"
@@ -287,5 +287,3 @@ func (s *Source) post(e *entry, n watchq.KeyNotification) {
 	rec, _ := n.AppendBinary(b[:0])
 	e.wl.Post(rec, s.gen, uint64(e.serial))
 }
-
-var _ = syscall.EACCES

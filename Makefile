@@ -1,6 +1,24 @@
 # watchq Makefile. Each target belongs to the subsystem that added it; keep
 # targets small and delegate to scripts or Go commands.
 
+# run: the main job — watch notifications and print them.
+.PHONY: run test setup bench
+run:
+	go run ./examples/flow
+
+# test: install what the tests need (scripts/setup, root), then run them all
+# (scripts/check). CI runs exactly this with WATCHQ_STRICT=1.
+test: setup
+	scripts/check
+
+setup:
+	scripts/setup
+
+# bench: the engine benchmarks beside their channel baseline.
+bench:
+	go test -run '^$$' -bench 'Delivered|PostFiltered|Fanout' -benchmem -count 10 . | tee /tmp/watchq-bench.txt
+	benchstat /tmp/watchq-bench.txt
+
 # vmtest: build (or reuse the cached) vmtest kernel, then run every
 # *_vmtest_test.go guest test inside qemu (see docs/testing.md).
 # Needs root for apt-get on a cache miss, and qemu-system-x86.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package device
 
 // SetTestHookReceive installs f, called by the uevent goroutine before each

@@ -205,7 +205,9 @@ func DiskImage(tb testing.TB, size int64) string {
 	return p
 }
 
-func putLE32(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24) }
+func putLE32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
 
 // DirectRead reads 4 KiB at off from path with O_DIRECT into a page-aligned
 // buffer, bypassing the page cache, and returns the read's error.

@@ -1,0 +1,266 @@
+//go:build vmtest
+
+package keys
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/kernel"
+)
+
+func openBackend(t *testing.T, b Backend, notes int) (*Source, *watchq.Queue) {
+	t.Helper()
+	src, err := Open(context.Background(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: b, Interval: time.Hour, PipeNotes: notes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	q := watchq.NewQueue()
+	if _, err := q.SetSize(256); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return src, q
+}
+
+func TestVMProbe(t *testing.T) {
+	if err := kernel.Probe(); err != nil {
+		t.Fatalf("the vmtest kernel has WATCH_QUEUE and KEY_NOTIFICATIONS, but Probe: %v", err)
+	}
+	src, _ := openBackend(t, Auto, 0)
+	if src.Backend() != Kernel {
+		t.Errorf("Auto chose %v", src.Backend())
+	}
+}
+
+// TestVMScenario runs the keyutils-style sequence through both backends on
+// the real kernel, every record checked off, then compares the two streams
+// step by step: they may differ only in the steps the fidelity table of
+// docs/keys.md names.
+func TestVMScenario(t *testing.T) {
+	testenv.RequireFile(t, "/sbin/request-key")
+	logs := map[Backend][]string{}
+	for _, b := range []Backend{Kernel, Poll} {
+		t.Run(b.String(), func(t *testing.T) {
+			src, q := openBackend(t, b, 0)
+			sc := newScenario(t, src, q)
+			sc.run(true)
+			logs[b] = sc.log
+			for _, l := range sc.log {
+				t.Log(l)
+			}
+		})
+	}
+	k, p := logs[Kernel], logs[Poll]
+	if len(k) != len(p) {
+		t.Fatalf("step counts differ: kernel %d, poll %d", len(k), len(p))
+	}
+	documented := []string{"keyctl update, same payload", "invalidate + gc", "set_timeout, same minute"}
+	var differ []string
+	for i := range k {
+		step, _, _ := strings.Cut(k[i], ": ")
+		if k[i] != p[i] {
+			differ = append(differ, step)
+			t.Logf("differs: kernel %q, poll %q", k[i], p[i])
+		}
+	}
+	if !slices.Equal(differ, documented) {
+		t.Errorf("steps where poll differs from kernel: %q, documented: %q", differ, documented)
+	}
+}
+
+// TestVMKernelLoss: kernel loss becomes engine loss. The relay is held off
+// while 40 updates hit a 1-note (32 after rounding) pipe; the engine queue
+// then gets the 32 records the kernel kept and one loss record.
+func TestVMKernelLoss(t *testing.T) {
+	src, q := openBackend(t, Kernel, 1)
+	ring := newKeyring(t, "wq-loss")
+	key := addKey(t, "user", "wq-loss-key", []byte("0"), ring)
+	must(t, "setperm", unix.KeyctlSetperm(int(key), permAll))
+	must(t, "watch", src.Watch(q, key, 5, nil))
+	kb := src.impl.(*kernelBackend)
+	kb.relayMu.Lock()
+	for i := range 40 {
+		_, err := unix.KeyctlBuffer(unix.KEYCTL_UPDATE, int(key), []byte(fmt.Sprint(i)), 0)
+		must(t, "update", err)
+	}
+	kb.relayMu.Unlock()
+	var got []ev
+	sc := newScenario(t, src, q)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && (len(got) == 0 || got[len(got)-1].sub != "loss") {
+		src.Sync(context.Background())
+		got = append(got, sc.drain()...)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(got) != 33 || got[32].sub != "loss" {
+		t.Fatalf("got %d records (%v), want 32 UPDATED and a loss", len(got), got)
+	}
+	for _, e := range got[:32] {
+		if e != (ev{"updated", key, 0, 5}) {
+			t.Fatalf("record %+v, want updated of %d tag 5", e, key)
+		}
+	}
+
+	// A tiny engine queue loses on its own: 32 notes, 40 records.
+	small := watchq.NewQueue()
+	small.SetSize(1)
+	defer small.Close()
+	must(t, "watch small", src.Watch(small, key, 6, nil))
+	for i := range 40 {
+		unix.KeyctlBuffer(unix.KEYCTL_UPDATE, int(key), []byte(fmt.Sprint(i)), 0)
+	}
+	src.Sync(context.Background())
+	ssc := newScenario(t, src, small)
+	got = ssc.drain()
+	if len(got) != 33 || got[32].sub != "loss" {
+		t.Errorf("small queue: %d records, want 32 and a loss", len(got))
+	}
+}
+
+// TestVMTwoQueues: two engine queues watching one key each get one copy,
+// with their own tags, from the process's single kernel watch.
+func TestVMTwoQueues(t *testing.T) {
+	for _, b := range []Backend{Kernel, Poll} {
+		t.Run(b.String(), func(t *testing.T) {
+			src, q1 := openBackend(t, b, 0)
+			q2 := watchq.NewQueue()
+			q2.SetSize(32)
+			defer q2.Close()
+			ring := newKeyring(t, "wq-two")
+			must(t, "watch 1", src.Watch(q1, ring, 7, nil))
+			must(t, "watch 2", src.Watch(q2, ring, 8, nil))
+			if n := src.Watched(); n != 1 {
+				t.Errorf("Watched() = %d, want one kernel watch", n)
+			}
+			k := addKey(t, "user", "wq-two-key", []byte("v"), ring)
+			src.Sync(context.Background())
+			g1 := newScenario(t, src, q1).drain()
+			g2 := newScenario(t, src, q2).drain()
+			if !slices.Equal(g1, []ev{{"linked", ring, uint32(k), 7}}) || !slices.Equal(g2, []ev{{"linked", ring, uint32(k), 8}}) {
+				t.Errorf("queue 1 %v, queue 2 %v", g1, g2)
+			}
+		})
+	}
+}
+
+// TestVMKeyctlWatch runs Debian's keyctl watch (keyutils' C client on the
+// kernel's own pipe) beside watchq's kernel backend on one keyring and
+// compares the two event for event.
+func TestVMKeyctlWatch(t *testing.T) {
+	keyctlBin := testenv.RequireCommand(t, "keyctl")
+	src, q := openBackend(t, Kernel, 0)
+	ring := newKeyring(t, "wq-keyctl")
+	must(t, "watch", src.Watch(q, ring, 1, nil))
+	cmd := exec.Command(keyctlBin, "watch", fmt.Sprint(ring))
+	out, err := cmd.StdoutPipe()
+	must(t, "pipe", err)
+	cmd.Stderr = os.Stderr
+	must(t, "start keyctl watch", cmd.Start())
+	lines := make(chan string, 64)
+	go func() {
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	// keyctl watch has placed its watch when a first change reaches it.
+	deadline := time.Now().Add(10 * time.Second)
+	var first string
+	for first == "" && time.Now().Before(deadline) {
+		must(t, "setperm", unix.KeyctlSetperm(int(ring), permAll))
+		select {
+		case first = <-lines:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	drainLines := func() {
+		for {
+			select {
+			case <-lines:
+			case <-time.After(200 * time.Millisecond):
+				return
+			}
+		}
+	}
+	drainLines()
+	src.Sync(context.Background())
+	newScenario(t, src, q).drain()
+
+	a := addKey(t, "user", "wq-kw-a", []byte("1"), ring)
+	addKey(t, "user", "wq-kw-a", []byte("2"), ring) // UPDATED goes to a, not the ring
+	addKey(t, "user", "wq-kw-b", []byte("1"), ring)
+	keyctl(t, "unlink", unix.KEYCTL_UNLINK, int(a), int(ring), 0, 0)
+	must(t, "setperm", unix.KeyctlSetperm(int(ring), permAll|0x01))
+	keyctl(t, "clear", unix.KEYCTL_CLEAR, int(ring), 0, 0, 0)
+	keyctl(t, "invalidate", unix.KEYCTL_INVALIDATE, int(ring), 0, 0, 0)
+
+	// keyctl watch exits on its watch's removal (tag 1): the ring's gc.
+	var kl []string
+	timeout := time.After(30 * time.Second)
+collect:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				break collect
+			}
+			kl = append(kl, l)
+		case <-timeout:
+			cmd.Process.Kill()
+			t.Fatalf("keyctl watch did not exit on the keyring's removal; printed %q", kl)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("keyctl watch: %v", err)
+	}
+	// watchq's stream in keyctl's format (keyctl_watch.c: saw_key_change,
+	// saw_removal_notification).
+	var wl []string
+	deadline = time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		src.Sync(context.Background())
+		for _, e := range newScenario(t, src, q).drain() {
+			wl = append(wl, keyctlFormat(e))
+		}
+		if len(wl) > 0 && strings.HasSuffix(wl[len(wl)-1], " gc") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("keyctl watch: %q", kl)
+	t.Logf("watchq:       %q", wl)
+	// link a, link b, unlk a, attr, clr, inv, gc.
+	if !slices.Equal(kl, wl) || len(kl) != 7 {
+		t.Errorf("keyctl watch printed %q\nwatchq gave         %q", kl, wl)
+	}
+}
+
+// keyctlFormat prints a record as keyutils' consumer does.
+func keyctlFormat(e ev) string {
+	short := map[string]string{"instantiated": "inst", "updated": "upd", "cleared": "clr", "revoked": "rev", "invalidated": "inv", "setattr": "attr"}
+	switch e.sub {
+	case "linked":
+		return fmt.Sprintf("%d link %d", uint32(e.key), e.aux)
+	case "unlinked":
+		return fmt.Sprintf("%d unlk %d", uint32(e.key), e.aux)
+	case "removal":
+		return fmt.Sprintf("%d gc", uint32(e.key))
+	case "loss":
+		return "-- LOSS --"
+	}
+	return fmt.Sprintf("%d %s", uint32(e.key), short[e.sub])
+}

@@ -25,31 +25,44 @@ type poller struct {
 	s    *Source
 	kick chan chan struct{} // Sync requests; the loop answers by closing
 
-	scanMu  sync.Mutex               // guards everything below and every entry's snap/next/scratch
-	seed    maphash.Seed             // payload hashes are keyed per process
-	list    []*entry                 // entries being scanned
-	byID    map[int32]*entry         // list by serial
-	found   map[int32]bool           // seen in /proc/keys this pass
-	proc    []byte                   // /proc/keys buffer
-	payload []byte                   // KEYCTL_READ buffer
-	out     []watchq.KeyNotification // records of one key's diff
+	// scanMu serialises passes; it guards sc, list, out and the
+	// next/scratch fields of the entries being scanned. Lock order:
+	// scanMu, then Source.mu.
+	scanMu sync.Mutex
+	sc     scanner
+	list   []*entry                 // entries being scanned
+	out    []watchq.KeyNotification // records of one key's diff
 }
 
-func newPoller(s *Source) *poller {
-	return &poller{
-		s: s, kick: make(chan chan struct{}), seed: maphash.MakeSeed(),
-		byID: make(map[int32]*entry), found: make(map[int32]bool),
+// scanner holds one scan's buffers.
+type scanner struct {
+	seed    maphash.Seed     // payload hashes are keyed per process
+	byID    map[int32]*entry // list by serial
+	found   map[int32]bool   // seen in /proc/keys this pass
+	proc    []byte           // /proc/keys buffer
+	payload []byte           // KEYCTL_READ buffer
+}
+
+func newScanner(seed maphash.Seed) scanner {
+	return scanner{
+		seed: seed, byID: make(map[int32]*entry), found: make(map[int32]bool),
 		proc: make([]byte, 0, 16<<10), payload: make([]byte, 0, 512),
 	}
 }
 
-// add takes the key's first picture; records start with the next pass.
+func newPoller(s *Source) *poller {
+	return &poller{s: s, kick: make(chan chan struct{}), sc: newScanner(maphash.MakeSeed())}
+}
+
+// add takes the key's first picture with a scanner of its own (it runs
+// under Source.mu, so it must not wait for scanMu); records start with the
+// next pass. The new entry is in no pass's list until add returns.
 func (p *poller) add(e *entry) error {
-	p.scanMu.Lock()
-	defer p.scanMu.Unlock()
-	p.scan([]*entry{e})
+	sc := newScanner(p.sc.seed)
+	sc.scan([]*entry{e})
 	e.snap = e.next
 	e.snap.members = append([]int32(nil), e.next.members...)
+	e.next = snapshot{}
 	return nil
 }
 
@@ -104,7 +117,7 @@ func (p *poller) pass() {
 	if len(p.list) == 0 {
 		return
 	}
-	p.scan(p.list)
+	p.sc.scan(p.list)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -134,7 +147,7 @@ func (p *poller) pass() {
 
 // scan fills e.next for each entry from /proc/keys, KEYCTL_DESCRIBE and
 // KEYCTL_READ. It runs without Source.mu: it makes system calls.
-func (p *poller) scan(list []*entry) {
+func (p *scanner) scan(list []*entry) {
 	clear(p.byID)
 	clear(p.found)
 	for _, e := range list {
@@ -172,7 +185,7 @@ func (p *poller) scan(list []*entry) {
 }
 
 // readProcKeys reads /proc/keys whole into p.proc.
-func (p *poller) readProcKeys() error {
+func (p *scanner) readProcKeys() error {
 	f, err := os.Open(procKeysPath)
 	if err != nil {
 		return err
@@ -195,7 +208,7 @@ func (p *poller) readProcKeys() error {
 }
 
 // parseProcKeys fills the snapshots of watched keys listed in p.proc.
-func (p *poller) parseProcKeys(t0, t1 int64) {
+func (p *scanner) parseProcKeys(t0, t1 int64) {
 	b := p.proc
 	for len(b) > 0 {
 		i := 0
@@ -246,7 +259,7 @@ func (p *poller) parseProcKeys(t0, t1 int64) {
 
 // describeOnly fills e.next for a key /proc/keys did not list: gone, no
 // longer viewable, or /proc/keys is unavailable.
-func (p *poller) describeOnly(e *entry) {
+func (p *scanner) describeOnly(e *entry) {
 	n := &e.next
 	d, err := describe(e.serial)
 	if err != nil {

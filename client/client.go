@@ -1,0 +1,261 @@
+// Package client talks to watchqd, the watchq daemon: it opens queues fed
+// by the daemon's engine, sets their size and filter, watches the device
+// list and publisher types, publishes records, and reads what arrives.
+//
+// A queue arrives as the read end of a packet-mode pipe (pipe2 with
+// O_DIRECT): one whole record per packet, in the kernel's layout, so the
+// same fd can be handed to a program written for the kernel's notification
+// pipes. Queue.Read, Next and Records read it with the engine's semantics
+// and types.
+//
+//	c, err := client.Dial(ctx, client.DefaultSocket)
+//	q, err := c.CreateQueue(ctx, 256)
+//	_, err = q.WatchDevices(ctx, 4)
+//	for rec, err := range q.Records(ctx) { ... }
+//
+// Errors from the daemon are *Error values wrapping the errno the kernel
+// would return (errors.Is(err, syscall.EACCES)), with the daemon's reason.
+package client
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/watchq/watchq/daemon/protocol"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSocket is where watchqd listens unless configured otherwise.
+const DefaultSocket = "/run/watchq/watchqd.sock"
+
+// Error is a request the daemon refused.
+type Error struct {
+	Op     string        // the request, e.g. "watch-devices"
+	Errno  syscall.Errno // what the kernel would return
+	Reason string        // the daemon's explanation
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("watchqd: %s: %s (%s)", e.Op, e.Reason, unix.ErrnoName(e.Errno))
+}
+
+// Unwrap returns the errno, so errors.Is(err, syscall.EACCES) works.
+func (e *Error) Unwrap() error { return e.Errno }
+
+// Identity is how the daemon sees this client: the credentials its
+// policy rules on.
+type Identity struct {
+	UID, GID uint32
+	PID      int32
+	Groups   []uint32
+	Label    string // LSM label; "" when the system has none
+}
+
+// Client is a connection to watchqd. Its methods may be called from
+// several goroutines; requests are sent one at a time.
+type Client struct {
+	conn *net.UnixConn // immutable
+	id   Identity      // immutable after Dial
+
+	mu     sync.Mutex // serialises requests; guards below
+	nextID uint32
+	buf    []byte
+	oob    []byte
+}
+
+// Dial connects to the daemon at path (DefaultSocket if empty) and
+// exchanges Hello.
+func Dial(ctx context.Context, path string) (*Client, error) {
+	if path == "" {
+		path = DefaultSocket
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unixpacket", path)
+	if err != nil {
+		return nil, fmt.Errorf("watchq client: dial %s: %w", path, err)
+	}
+	c := &Client{conn: nc.(*net.UnixConn), buf: make([]byte, protocol.MaxReply+1), oob: make([]byte, unix.CmsgSpace(4*4))}
+	body, _, err := c.do(ctx, protocol.Hello{Version: protocol.Version})
+	if err != nil {
+		c.conn.Close()
+		return nil, err
+	}
+	r, err := protocol.ParseHelloReply(body)
+	if err != nil {
+		c.conn.Close()
+		return nil, fmt.Errorf("watchq client: %w", err)
+	}
+	c.id = Identity{UID: r.UID, GID: r.GID, PID: r.PID, Groups: r.Groups, Label: r.Label}
+	return c, nil
+}
+
+// Identity returns the credentials the daemon saw when this client
+// connected.
+func (c *Client) Identity() Identity { return c.id }
+
+// Close closes the connection. The daemon then closes every queue the
+// client created: their watches go and their pipes see end of file.
+// Pipes already received stay open until closed.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// do sends req and waits for its reply, returning the result body and any
+// file descriptors that came with it.
+func (c *Client) do(ctx context.Context, req protocol.Request) ([]byte, []int, error) {
+	body, err := req.AppendBinary(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextID++
+	id := c.nextID
+	if d, ok := ctx.Deadline(); ok {
+		c.conn.SetDeadline(d)
+	} else {
+		c.conn.SetDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	wrap := func(err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("watchq client: %v: %w", req.Op(), ctx.Err())
+		}
+		return fmt.Errorf("watchq client: %v: %w", req.Op(), err)
+	}
+	if _, err := c.conn.Write(protocol.AppendMessage(nil, req.Op(), id, body)); err != nil {
+		return nil, nil, wrap(err)
+	}
+	for {
+		n, oobn, _, _, err := c.conn.ReadMsgUnix(c.buf, c.oob)
+		if err != nil {
+			return nil, nil, wrap(err)
+		}
+		fds := parseRights(c.oob[:oobn])
+		h, rb, err := protocol.ParseMessage(c.buf[:n])
+		if err != nil || h.ID != id || h.Op != req.Op()|protocol.ReplyFlag {
+			// A reply to a request abandoned earlier (its context
+			// ended): drop it.
+			closeAll(fds)
+			continue
+		}
+		errno, rest, err := protocol.ParseReply(rb)
+		if err != nil {
+			closeAll(fds)
+			return nil, nil, wrap(err)
+		}
+		if errno != 0 {
+			closeAll(fds)
+			return nil, nil, &Error{Op: req.Op().String(), Errno: errno, Reason: string(rest)}
+		}
+		return append([]byte(nil), rest...), fds, nil
+	}
+}
+
+func parseRights(oob []byte) []int {
+	if len(oob) == 0 {
+		return nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, m := range msgs {
+		if r, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, r...)
+		}
+	}
+	return fds
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// CreateQueue asks the daemon for a new queue and receives its pipe. size
+// 0 leaves the queue unsized: every record is lost until SetSize, as with
+// a notification pipe before IOC_WATCH_QUEUE_SET_SIZE; otherwise the queue
+// is sized at once (1..512 notes, rounded up to a multiple of 32).
+func (c *Client) CreateQueue(ctx context.Context, size int) (*Queue, error) {
+	if size < 0 || size > 1<<31-1 {
+		return nil, &Error{Op: protocol.OpCreateQueue.String(), Errno: syscall.EINVAL, Reason: fmt.Sprintf("size %d out of range", size)}
+	}
+	body, fds, err := c.do(ctx, protocol.CreateQueue{Size: uint32(size)})
+	if err != nil {
+		return nil, err
+	}
+	r, err := protocol.ParseQueueReply(body)
+	if err == nil && len(fds) != 1 {
+		err = fmt.Errorf("watchq client: create-queue reply carried %d fds, want 1", len(fds))
+	}
+	if err != nil {
+		closeAll(fds)
+		return nil, err
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		closeAll(fds)
+		return nil, fmt.Errorf("watchq client: %w", err)
+	}
+	f := os.NewFile(uintptr(fds[0]), fmt.Sprintf("watchq-queue-%d", r.Queue))
+	return &Queue{c: c, id: r.Queue, capacity: int(r.Capacity), f: f}, nil
+}
+
+// Publish posts rec, one whole record of a publisher type
+// (watchq.TypeUserFirst..TypeUserLast, length field equal to len(rec),
+// tag 0), to every queue watching its type that the policy lets it reach.
+// The daemon refuses with EACCES unless this client may publish the type,
+// and with EINVAL if the record is malformed.
+func (c *Client) Publish(ctx context.Context, rec []byte) error {
+	if err := protocol.ValidateRecord(rec); err != nil {
+		return fmt.Errorf("watchq client: publish: %w", err)
+	}
+	_, _, err := c.do(ctx, protocol.Publish{Record: rec})
+	return err
+}
+
+// Stats returns the daemon's counters and the queues the caller may see:
+// its own, or every client's for root.
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	var all *Stats
+	for off := uint32(0); ; {
+		body, _, err := c.do(ctx, protocol.StatsRequest{Offset: off})
+		if err != nil {
+			return nil, err
+		}
+		s, err := protocol.ParseStats(body)
+		if err != nil {
+			return nil, fmt.Errorf("watchq client: %w", err)
+		}
+		if all == nil {
+			all = &Stats{Clients: int(s.Clients), Queues: int(s.Queues), Devices: s.Devices != 0,
+				Published: s.Published, Refused: s.Refused}
+		}
+		for _, e := range s.Entries {
+			all.Entries = append(all.Entries, QueueStats(e))
+		}
+		off += uint32(len(s.Entries))
+		if len(s.Entries) == 0 || off >= s.Total {
+			return all, nil
+		}
+	}
+}
+
+// Stats is the daemon's view, from Client.Stats.
+type Stats struct {
+	Clients   int    // connected clients
+	Queues    int    // open queues, all clients
+	Devices   bool   // the device source runs
+	Published uint64 // records accepted from publishers
+	Refused   uint64 // requests the policy refused
+	Entries   []QueueStats
+}
+
+// QueueStats is one queue as the daemon sees it.
+type QueueStats protocol.QueueStats

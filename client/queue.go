@@ -1,0 +1,291 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/daemon/protocol"
+	"golang.org/x/sys/unix"
+)
+
+// Sources is the set of device record classes a device watch delivers
+// under the daemon's policy (protocol.SourceUSB, SourceBlockErrors,
+// SourceBlockLifecycle).
+type Sources = protocol.Sources
+
+// Device record classes, for the Sources WatchDevices returns.
+const (
+	SourceUSB            = protocol.SourceUSB
+	SourceBlockErrors    = protocol.SourceBlockErrors
+	SourceBlockLifecycle = protocol.SourceBlockLifecycle
+)
+
+// Queue is a queue in the daemon and the pipe its records arrive on.
+// Control methods talk to the daemon; Read, Next and Records read the
+// pipe. One goroutine at a time may read.
+type Queue struct {
+	c  *Client  // immutable
+	id uint32   // immutable
+	f  *os.File // the pipe's read end; immutable
+
+	mu       sync.Mutex // guards capacity
+	capacity int
+
+	// rmu serialises readers and guards pending.
+	rmu sync.Mutex
+	// pending holds a record read from the pipe that did not fit the
+	// caller's buffer: the pipe is packet-mode, so a record cannot be
+	// left in it half-read.
+	pending []byte
+	scratch [watchq.NoteSize]byte
+}
+
+// ID returns the daemon's id for the queue (unique in the daemon).
+func (q *Queue) ID() uint32 { return q.id }
+
+// File returns the pipe's read end. A program written for the kernel's
+// notification pipes can read it with plain read(2): one whole record per
+// packet. Reading it directly while also using Read loses records to
+// whichever reader gets them.
+func (q *Queue) File() *os.File { return q.f }
+
+// Capacity returns the queue's capacity in notes, 0 while unsized.
+func (q *Queue) Capacity() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.capacity
+}
+
+// SetSize sizes the queue to hold at least notes records and returns the
+// capacity (IOC_WATCH_QUEUE_SET_SIZE): 1..512 or EINVAL, once or EBUSY.
+func (q *Queue) SetSize(ctx context.Context, notes int) (int, error) {
+	if notes < 0 || notes > 1<<31-1 {
+		notes = 0 // let the daemon say EINVAL
+	}
+	body, _, err := q.c.do(ctx, protocol.SetSize{Queue: q.id, Notes: uint32(notes)})
+	if err != nil {
+		return 0, err
+	}
+	r, err := protocol.ParseQueueReply(body)
+	if err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	q.capacity = int(r.Capacity)
+	q.mu.Unlock()
+	return int(r.Capacity), nil
+}
+
+// SetFilter installs f, or removes the filter when f is nil
+// (IOC_WATCH_QUEUE_SET_FILTER).
+func (q *Queue) SetFilter(ctx context.Context, f *watchq.Filter) error {
+	var b []byte
+	if f != nil {
+		var err error
+		if b, err = f.MarshalBinary(); err != nil {
+			return err
+		}
+	}
+	return q.SetRawFilter(ctx, b)
+}
+
+// SetRawFilter installs the kernel's binary struct
+// watch_notification_filter; the daemon validates it as the kernel does
+// (EINVAL). An empty b removes the filter.
+func (q *Queue) SetRawFilter(ctx context.Context, b []byte) error {
+	_, _, err := q.c.do(ctx, protocol.SetFilter{Queue: q.id, Filter: b})
+	return err
+}
+
+// WatchDevices is watch_devices(2): tag 0..255 watches the global device
+// list, delivering records stamped with tag; -1 removes the watch (an
+// 8-byte removal record follows). It returns the classes of device records
+// the policy lets through to this client; a client granted none is refused
+// with EACCES. EBUSY: already watching; EBADSLT: no watch to remove;
+// ENODEV: the daemon runs without its device source.
+func (q *Queue) WatchDevices(ctx context.Context, tag int) (Sources, error) {
+	if tag < -1 || tag > 255 {
+		return 0, &Error{Op: protocol.OpWatchDevices.String(), Errno: syscall.EINVAL, Reason: fmt.Sprintf("tag %d out of range -1..255", tag)}
+	}
+	body, _, err := q.c.do(ctx, protocol.WatchDevices{Queue: q.id, Tag: int32(tag)})
+	if err != nil {
+		return 0, err
+	}
+	r, err := protocol.ParseWatchReply(body)
+	return r.Sources, err
+}
+
+// WatchPublisher watches publisher type typ (watchq.TypeUserFirst..
+// TypeUserLast) with tag 0..255, or removes the watch with -1 (a 16-byte
+// removal record carrying typ follows).
+func (q *Queue) WatchPublisher(ctx context.Context, typ watchq.Type, tag int) error {
+	if tag < -1 || tag > 255 {
+		return &Error{Op: protocol.OpWatchPublisher.String(), Errno: syscall.EINVAL, Reason: fmt.Sprintf("tag %d out of range -1..255", tag)}
+	}
+	_, _, err := q.c.do(ctx, protocol.WatchPublisher{Queue: q.id, Type: uint32(typ), Tag: int32(tag)})
+	return err
+}
+
+// Stats returns the daemon's counters for this queue.
+func (q *Queue) Stats(ctx context.Context) (QueueStats, error) {
+	s, err := q.c.Stats(ctx)
+	if err != nil {
+		return QueueStats{}, err
+	}
+	for _, e := range s.Entries {
+		if e.Queue == q.id {
+			return e, nil
+		}
+	}
+	return QueueStats{}, &Error{Op: protocol.OpStats.String(), Errno: syscall.ENOENT, Reason: "queue not found"}
+}
+
+// Close asks the daemon to close the queue and closes the pipe. Closing
+// the Client closes every queue in the daemon too.
+func (q *Queue) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := q.c.do(ctx, protocol.CloseQueue{Queue: q.id})
+	if cerr := q.f.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
+		err = nil
+	}
+	return err
+}
+
+// readPacket reads one packet into q.scratch. With wait it blocks (until
+// ctx ends); without, it returns ErrWouldBlock on an empty pipe.
+//
+// Preconditions: q.rmu is held.
+func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
+	rc, err := q.f.SyscallConn()
+	if err != nil {
+		return nil, watchq.ErrClosed
+	}
+	if wait {
+		if d, ok := ctx.Deadline(); ok {
+			q.f.SetReadDeadline(d)
+		} else {
+			q.f.SetReadDeadline(time.Time{})
+		}
+		stop := context.AfterFunc(ctx, func() { q.f.SetReadDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), q.scratch[:])
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		return !(wait && rerr == unix.EAGAIN)
+	})
+	switch {
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, os.ErrClosed) {
+			return nil, watchq.ErrClosed
+		}
+		return nil, err
+	case rerr == unix.EAGAIN:
+		return nil, watchq.ErrWouldBlock
+	case rerr != nil:
+		return nil, fmt.Errorf("watchq client: read queue %d: %w", q.id, rerr)
+	case n == 0:
+		return nil, watchq.ErrClosed // the daemon closed the write end
+	}
+	rec, err := watchq.ParseRecord(q.scratch[:n])
+	if err != nil {
+		return nil, err
+	}
+	if len(rec) != n {
+		return nil, &watchq.RecordError{Reason: fmt.Sprintf("packet of %d bytes holds a %d-byte record", n, len(rec))}
+	}
+	return rec, nil
+}
+
+// Read blocks until at least one record has arrived, then packs as many
+// whole records into buf as are available and fit, like read(2) on a
+// notification pipe. It returns watchq.ErrBufferTooSmall (ENOBUFS) if the
+// next record does not fit in buf (the record is kept for the next read),
+// ctx.Err() when ctx ends, and watchq.ErrClosed once the daemon has closed
+// the queue and every record has been read.
+func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
+	q.rmu.Lock()
+	defer q.rmu.Unlock()
+	off := 0
+	for {
+		var rec []byte
+		if q.pending != nil {
+			rec = q.pending
+		} else {
+			var err error
+			rec, err = q.readPacket(ctx, off == 0)
+			if err == watchq.ErrWouldBlock && off > 0 {
+				return off, nil
+			}
+			if err != nil {
+				if off > 0 {
+					return off, nil
+				}
+				return 0, err
+			}
+		}
+		if len(rec) > len(buf)-off {
+			if q.pending == nil {
+				q.pending = append(make([]byte, 0, watchq.NoteSize), rec...)
+			}
+			if off == 0 {
+				return 0, watchq.ErrBufferTooSmall
+			}
+			return off, nil
+		}
+		off += copy(buf[off:], rec)
+		q.pending = nil
+		if len(buf)-off < watchq.HeaderSize {
+			return off, nil
+		}
+	}
+}
+
+// Next blocks for the next record and returns a copy of it.
+func (q *Queue) Next(ctx context.Context) (watchq.Record, error) {
+	q.rmu.Lock()
+	defer q.rmu.Unlock()
+	if p := q.pending; p != nil {
+		q.pending = nil
+		return watchq.Record(p), nil
+	}
+	rec, err := q.readPacket(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	return watchq.Record(append([]byte(nil), rec...)), nil
+}
+
+// Records iterates over the queue's records, blocking for each, until ctx
+// ends or the queue is closed; the final error (ctx.Err() or
+// watchq.ErrClosed) is yielded once with a nil record.
+func (q *Queue) Records(ctx context.Context) iter.Seq2[watchq.Record, error] {
+	return func(yield func(watchq.Record, error) bool) {
+		for {
+			r, err := q.Next(ctx)
+			if !yield(r, err) || err != nil {
+				return
+			}
+		}
+	}
+}

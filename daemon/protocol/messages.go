@@ -1,0 +1,222 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/watchq/watchq"
+)
+
+// Request is a decoded request body. Its concrete type tells the op.
+type Request interface {
+	// Op is the request's operation.
+	Op() Op
+	// AppendBinary appends the body's bytes.
+	AppendBinary(b []byte) ([]byte, error)
+}
+
+// Hello opens a session: the client's protocol version.
+type Hello struct{ Version uint32 }
+
+// CreateQueue asks for a new queue. Size 0 leaves it unsized (SetSize
+// later, once); any other size sizes it at once, as SetSize would.
+type CreateQueue struct{ Size uint32 }
+
+// SetSize sizes queue Queue to hold at least Notes records
+// (IOC_WATCH_QUEUE_SET_SIZE); a second call is EBUSY.
+type SetSize struct{ Queue, Notes uint32 }
+
+// SetFilter installs Filter, the kernel's struct
+// watch_notification_filter, on queue Queue; an empty Filter removes the
+// queue's filter (IOC_WATCH_QUEUE_SET_FILTER with a NULL argument).
+type SetFilter struct {
+	Queue  uint32
+	Filter []byte
+}
+
+// WatchDevices is watch_devices(2): Tag 0..255 watches the global device
+// list, -1 removes the watch; Flags must be 0.
+type WatchDevices struct {
+	Queue uint32
+	Tag   int32
+	Flags uint32
+}
+
+// WatchPublisher watches publisher type Type with Tag 0..255, or removes
+// the watch with -1.
+type WatchPublisher struct {
+	Queue uint32
+	Type  uint32
+	Tag   int32
+}
+
+// Publish posts Record, one whole record of a publisher type.
+type Publish struct{ Record []byte }
+
+// StatsRequest asks for the daemon's counters and queue entries from
+// Offset on: the caller's own queues, or every queue for root.
+type StatsRequest struct{ Offset uint32 }
+
+// CloseQueue closes queue Queue: its watches go and its pipe's write end
+// is closed, so the reader sees end of file.
+type CloseQueue struct{ Queue uint32 }
+
+// Op implements Request.
+func (Hello) Op() Op          { return OpHello }
+func (CreateQueue) Op() Op    { return OpCreateQueue }
+func (SetSize) Op() Op        { return OpSetSize }
+func (SetFilter) Op() Op      { return OpSetFilter }
+func (WatchDevices) Op() Op   { return OpWatchDevices }
+func (WatchPublisher) Op() Op { return OpWatchPublisher }
+func (Publish) Op() Op        { return OpPublish }
+func (StatsRequest) Op() Op   { return OpStats }
+func (CloseQueue) Op() Op     { return OpCloseQueue }
+
+func u32s(b []byte, vs ...uint32) []byte {
+	for _, v := range vs {
+		b = binary.NativeEndian.AppendUint32(b, v)
+	}
+	return b
+}
+
+// AppendBinary implements Request.
+func (m Hello) AppendBinary(b []byte) ([]byte, error)       { return u32s(b, m.Version), nil }
+func (m CreateQueue) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Size), nil }
+func (m SetSize) AppendBinary(b []byte) ([]byte, error)     { return u32s(b, m.Queue, m.Notes), nil }
+func (m SetFilter) AppendBinary(b []byte) ([]byte, error) {
+	return append(u32s(b, m.Queue), m.Filter...), nil
+}
+func (m WatchDevices) AppendBinary(b []byte) ([]byte, error) {
+	return u32s(b, m.Queue, uint32(m.Tag), m.Flags), nil
+}
+func (m WatchPublisher) AppendBinary(b []byte) ([]byte, error) {
+	return u32s(b, m.Queue, m.Type, uint32(m.Tag)), nil
+}
+func (m Publish) AppendBinary(b []byte) ([]byte, error)      { return append(b, m.Record...), nil }
+func (m StatsRequest) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Offset), nil }
+func (m CloseQueue) AppendBinary(b []byte) ([]byte, error)   { return u32s(b, m.Queue), nil }
+
+// fixed checks that body is exactly n bytes and returns its n/4 words.
+func fixed(op Op, body []byte, n int) ([]uint32, error) {
+	if len(body) != n {
+		return nil, errInval("%v body is %d bytes, want %d", op, len(body), n)
+	}
+	w := make([]uint32, n/4)
+	for i := range w {
+		w[i] = binary.NativeEndian.Uint32(body[4*i:])
+	}
+	return w, nil
+}
+
+// ParseRequest decodes the body of a request with op. An unknown op is
+// EOPNOTSUPP; a body of the wrong size, or a field out of range, EINVAL.
+// SetFilter's filter and Publish's record are checked here as far as the
+// protocol goes (sizes); the daemon then validates them as the kernel
+// would (watchq.ParseFilter, ValidateRecord).
+func ParseRequest(op Op, body []byte) (Request, error) {
+	switch op {
+	case OpHello:
+		w, err := fixed(op, body, 4)
+		if err != nil {
+			return nil, err
+		}
+		return Hello{Version: w[0]}, nil
+	case OpCreateQueue:
+		w, err := fixed(op, body, 4)
+		if err != nil {
+			return nil, err
+		}
+		return CreateQueue{Size: w[0]}, nil
+	case OpSetSize:
+		w, err := fixed(op, body, 8)
+		if err != nil {
+			return nil, err
+		}
+		return SetSize{Queue: w[0], Notes: w[1]}, nil
+	case OpSetFilter:
+		if len(body) < 4 {
+			return nil, errInval("%v body is %d bytes, want at least 4", op, len(body))
+		}
+		f := body[4:]
+		if max := watchq.FilterHeaderSize + watchq.MaxFilters*watchq.FilterEntrySize; len(f) > max {
+			return nil, errInval("filter of %d bytes is longer than the largest valid filter (%d)", len(f), max)
+		}
+		return SetFilter{Queue: binary.NativeEndian.Uint32(body), Filter: append([]byte(nil), f...)}, nil
+	case OpWatchDevices:
+		w, err := fixed(op, body, 12)
+		if err != nil {
+			return nil, err
+		}
+		return WatchDevices{Queue: w[0], Tag: int32(w[1]), Flags: w[2]}, nil
+	case OpWatchPublisher:
+		w, err := fixed(op, body, 12)
+		if err != nil {
+			return nil, err
+		}
+		return WatchPublisher{Queue: w[0], Type: w[1], Tag: int32(w[2])}, nil
+	case OpPublish:
+		if err := ValidateRecord(body); err != nil {
+			return nil, err
+		}
+		return Publish{Record: append([]byte(nil), body...)}, nil
+	case OpStats:
+		w, err := fixed(op, body, 4)
+		if err != nil {
+			return nil, err
+		}
+		return StatsRequest{Offset: w[0]}, nil
+	case OpCloseQueue:
+		w, err := fixed(op, body, 4)
+		if err != nil {
+			return nil, err
+		}
+		return CloseQueue{Queue: w[0]}, nil
+	}
+	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
+}
+
+// ValidateRecord checks a record a publisher posts: 8..127 bytes, the
+// length field equal to its length, a type in
+// watchq.TypeUserFirst..TypeUserLast, and a zero tag byte (the daemon
+// stamps each watcher's tag). Each failure is EINVAL with the reason.
+func ValidateRecord(rec []byte) error {
+	if len(rec) < watchq.HeaderSize || len(rec) > watchq.MaxRecordSize {
+		return errInval("record of %d bytes: a record is %d..%d bytes", len(rec), watchq.HeaderSize, watchq.MaxRecordSize)
+	}
+	h := watchq.Header{
+		Type:    watchq.Type(binary.NativeEndian.Uint32(rec) & 0xffffff),
+		Subtype: uint8(binary.NativeEndian.Uint32(rec) >> 24),
+		Info:    binary.NativeEndian.Uint32(rec[4:]),
+	}
+	if h.Len() != len(rec) {
+		return errInval("record length field says %d, record has %d bytes", h.Len(), len(rec))
+	}
+	if h.Type < watchq.TypeUserFirst || h.Type > watchq.TypeUserLast {
+		return errInval("record type %#x is outside the publisher range %#x..%#x", uint32(h.Type), uint32(watchq.TypeUserFirst), uint32(watchq.TypeUserLast))
+	}
+	if h.Tag() != 0 {
+		return errInval("record tag is %d; publishers leave it 0", h.Tag())
+	}
+	return nil
+}
+
+// ErrnoOf returns the errno an error maps to and its reason: the errno of
+// a *watchq.Errno, EACCES for a policy refusal, an errno the error wraps,
+// or EIO.
+func ErrnoOf(err error) (syscall.Errno, string) {
+	var we *watchq.Errno
+	if errors.As(err, &we) {
+		return we.Errno, we.Reason
+	}
+	var pe *watchq.PermissionError
+	if errors.As(err, &pe) {
+		return syscall.EACCES, pe.Reason
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e, err.Error()
+	}
+	return syscall.EIO, err.Error()
+}

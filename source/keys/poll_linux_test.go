@@ -33,10 +33,15 @@ func openPoll(t *testing.T) (*Source, *watchq.Queue) {
 // documented differences from the kernel backend.
 func TestPollScenario(t *testing.T) {
 	src, q := openPoll(t)
-	_, err := os.Stat("/usr/share/keyutils/request-key-debug.sh")
+	// keyutils' /etc/request-key.conf constructs "debug:loop:*" user keys
+	// with |/bin/cat: the request_key step needs it.
+	_, err := os.Stat("/sbin/request-key")
 	sc := newScenario(t, src, q)
 	sc.run(err == nil)
 	for _, l := range sc.log {
 		t.Log(l)
+	}
+	if err != nil {
+		testenv.Skip(t, "request_key upcall step not run: %v (install keyutils)", err)
 	}
 }

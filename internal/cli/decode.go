@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/printer"
+)
+
+func newDecodeCommand() *cobra.Command {
+	var (
+		asJSON   bool
+		readSize int
+	)
+	cmd := &cobra.Command{
+		Use:   "decode [FILE|-]",
+		Short: "Print a captured record stream in the sample's format",
+		Long: `Decode reads a captured byte stream -- records back to back, as read(2) on a
+notification pipe returns them, or as "watchq watch --capture" writes them
+-- from FILE or standard input, and prints it in the kernel sample's format
+or as JSON lines.
+
+The records are grouped into reads as a reader with a --read-size buffer
+(433 bytes, like the sample) would have received them: each "read() = N"
+line covers as many whole records as fit.
+
+A malformed record (a length below 8 or past the end of the input) stops
+the decoding: everything before it is printed, then the error with the
+record's offset, and the exit status is 1.`,
+		Example: `  watchq decode capture.bin
+  watchq watch keys --capture /tmp/keys.bin --count 10 && watchq decode --json /tmp/keys.bin`,
+		Args: positional(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if readSize < watchq.MaxRecordSize {
+				return usageError{fmt.Errorf("--read-size %d: must be at least %d", readSize, watchq.MaxRecordSize)}
+			}
+			name := "-"
+			if len(args) == 1 {
+				name = args[0]
+			}
+			var in io.Reader = cmd.InOrStdin()
+			if name != "-" {
+				f, err := os.Open(name)
+				if err != nil {
+					return fmt.Errorf("decode: %w", err)
+				}
+				defer f.Close()
+				in = f
+			} else {
+				name = "standard input"
+			}
+			out := bufio.NewWriter(cmd.OutOrStdout())
+			defer out.Flush()
+			if err := Decode(out, in, asJSON, readSize); err != nil {
+				return fmt.Errorf("decode %s: %w", name, err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per record")
+	cmd.Flags().IntVar(&readSize, "read-size", ReadSize, "group records into reads of at most this many bytes")
+	return cmd
+}
+
+// DecodeError is a malformed record in a decoded stream.
+type DecodeError struct {
+	Offset int64  // byte offset of the record in the stream
+	Reason string // what is wrong with it
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("malformed record at offset %d (%#x): %s", e.Offset, e.Offset, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, watchq.ErrMalformed) hold.
+func (e *DecodeError) Unwrap() error { return watchq.ErrMalformed }
+
+// Decode reads records back to back from r and prints them to w, grouped
+// into reads of at most readSize bytes. It stops at the first malformed
+// record with a *DecodeError, after printing every record before it.
+func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
+	p := printer.New(w, asJSON)
+	br := bufio.NewReaderSize(r, 64<<10)
+	group := make([]byte, 0, readSize)
+	var off int64 // offset of the next record
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		err := p.Read(group)
+		group = group[:0]
+		return err
+	}
+	for {
+		hdr, err := br.Peek(watchq.HeaderSize)
+		if len(hdr) == 0 && errors.Is(err, io.EOF) {
+			return flush()
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			flush()
+			return err
+		}
+		if len(hdr) < watchq.HeaderSize {
+			flush()
+			return &DecodeError{off, fmt.Sprintf("%d bytes left, a record header needs %d", len(hdr), watchq.HeaderSize)}
+		}
+		// The length field of the info word, in host byte order as
+		// the kernel writes it.
+		n := int(binary.NativeEndian.Uint32(hdr[4:]) & watchq.InfoLength)
+		if n < watchq.HeaderSize {
+			flush()
+			return &DecodeError{off, fmt.Sprintf("length %d is below the header size %d", n, watchq.HeaderSize)}
+		}
+		rec, err := br.Peek(n)
+		if len(rec) < n {
+			flush()
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			return &DecodeError{off, fmt.Sprintf("length %d runs past the end of the input (%d bytes left)", n, len(rec))}
+		}
+		if _, err := watchq.ParseRecord(rec); err != nil {
+			flush()
+			var re *watchq.RecordError
+			if errors.As(err, &re) {
+				return &DecodeError{off, re.Reason}
+			}
+			return &DecodeError{off, err.Error()}
+		}
+		if len(group)+n > readSize {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		group = append(group, rec...)
+		br.Discard(n)
+		off += int64(n)
+	}
+}

@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/watchq/watchq"
+)
+
+// FilterSyntax documents the --filter text syntax, for help and man pages.
+const FilterSyntax = `Filters (--filter): one or more entries, separated by spaces or given as
+repeated --filter flags; a record passes if any entry accepts it, and meta
+records (loss, removal) always pass, as in the kernel. An entry is
+
+    TYPE[:SUBTYPE,...][@TAG,...]
+
+TYPE is key, block, usb or a publisher type number (0x800000..0xffffff).
+SUBTYPE is a name or a number (0..255); without it every subtype passes.
+The names are:
+
+    key:    instantiated updated linked unlinked cleared revoked
+            invalidated setattr
+    block:  timeout critical-space-allocation recoverable-transport
+            critical-target critical-nexus critical-medium protection
+            kernel-resource device-resource io (errors, 1..10)
+            add remove change media-change resize (lifecycle, 0x80..0x84)
+            error lifecycle (the two groups)
+    usb:    dev-add dev-remove dev-reset dev-error
+
+TAG selects the watch the record came through (0..255): each tag becomes
+its own filter entry matching the info word's WATCH_INFO_ID bits. TYPE may
+be left out before @: "@4" means key, block and usb records from the watch
+with tag 4. At most 16 entries in all. Examples:
+
+    key:linked,unlinked
+    usb
+    block:error
+    key@1 block
+    key:linked,unlinked@1,2`
+
+// subtypeNames maps a record type to its subtype names, normalised as
+// normName does, built from the engine's own names.
+func subtypeNames(t watchq.Type) map[string]uint8 {
+	var name func(uint8) string
+	switch t {
+	case watchq.TypeKey:
+		name = watchq.KeySubtypeName
+	case watchq.TypeBlock:
+		name = watchq.BlockSubtypeName
+	case watchq.TypeUSB:
+		name = watchq.USBSubtypeName
+	default:
+		return nil
+	}
+	m := map[string]uint8{}
+	for i := range 256 {
+		if n := name(uint8(i)); n != "unknown" {
+			m[normName(n)] = uint8(i)
+		}
+	}
+	return m
+}
+
+// normName lower-cases a subtype name, turns spaces into dashes and drops
+// slashes: "critical medium" → "critical-medium", "I/O" → "io".
+func normName(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	s = strings.ReplaceAll(s, " ", "-")
+	return strings.ReplaceAll(s, "/", "")
+}
+
+// subtypeGroups are the names that select several subtypes at once.
+var subtypeGroups = map[watchq.Type]map[string][]uint8{
+	watchq.TypeBlock: {
+		"error":     {1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+		"lifecycle": {watchq.BlockAdd, watchq.BlockRemove, watchq.BlockChange, watchq.BlockMediaChange, watchq.BlockResize},
+	},
+}
+
+// ParseFilter parses --filter values (see FilterSyntax) into filter
+// entries. No values means no filter (nil, nil).
+func ParseFilter(values []string) ([]watchq.FilterEntry, error) {
+	var out []watchq.FilterEntry
+	for _, v := range values {
+		for _, word := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == '\t' || r == ';' }) {
+			es, err := parseFilterEntry(word)
+			if err != nil {
+				return nil, fmt.Errorf("filter %q: %w", word, err)
+			}
+			out = append(out, es...)
+		}
+	}
+	if len(out) > watchq.MaxFilters {
+		return nil, fmt.Errorf("filter: %d entries, at most %d", len(out), watchq.MaxFilters)
+	}
+	return out, nil
+}
+
+func parseFilterEntry(word string) ([]watchq.FilterEntry, error) {
+	spec, tagText, hasTag := strings.Cut(word, "@")
+	typText, subText, hasSub := strings.Cut(spec, ":")
+	var types []watchq.Type
+	switch t := normName(typText); t {
+	case "key":
+		types = []watchq.Type{watchq.TypeKey}
+	case "block":
+		types = []watchq.Type{watchq.TypeBlock}
+	case "usb":
+		types = []watchq.Type{watchq.TypeUSB}
+	case "":
+		if !hasTag || hasSub {
+			return nil, fmt.Errorf("missing type (key, block, usb or a publisher number)")
+		}
+		types = []watchq.Type{watchq.TypeKey, watchq.TypeBlock, watchq.TypeUSB}
+	default:
+		n, err := strconv.ParseUint(t, 0, 32)
+		if err != nil || watchq.Type(n) < watchq.TypeUserFirst || watchq.Type(n) > watchq.TypeUserLast {
+			return nil, fmt.Errorf("unknown type %q: want key, block, usb or a publisher type %#x..%#x", typText, uint32(watchq.TypeUserFirst), uint32(watchq.TypeUserLast))
+		}
+		types = []watchq.Type{watchq.Type(n)}
+	}
+
+	subtypes := watchq.AllSubtypes
+	if hasSub {
+		var err error
+		if subtypes, err = parseSubtypes(types[0], subText); err != nil {
+			return nil, err
+		}
+	}
+
+	tags := []int{-1}
+	if hasTag {
+		tags = tags[:0]
+		for _, s := range strings.Split(tagText, ",") {
+			n, err := strconv.ParseUint(s, 0, 8)
+			if err != nil {
+				return nil, fmt.Errorf("bad tag %q: want 0..255", s)
+			}
+			tags = append(tags, int(n))
+		}
+	}
+
+	var out []watchq.FilterEntry
+	for _, t := range types {
+		for _, tag := range tags {
+			e := watchq.FilterEntry{Type: t, Subtypes: subtypes}
+			if tag >= 0 {
+				e.InfoMask = watchq.InfoID
+				e.InfoFilter = uint32(tag) << watchq.InfoIDShift
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func parseSubtypes(t watchq.Type, text string) ([8]uint32, error) {
+	names := subtypeNames(t)
+	var set []uint8
+	for _, s := range strings.Split(text, ",") {
+		n := normName(s)
+		if v, ok := names[n]; ok {
+			set = append(set, v)
+			continue
+		}
+		if g, ok := subtypeGroups[t][n]; ok {
+			set = append(set, g...)
+			continue
+		}
+		v, err := strconv.ParseUint(n, 0, 8)
+		if err != nil {
+			return [8]uint32{}, fmt.Errorf("unknown %s subtype %q", t, s)
+		}
+		set = append(set, uint8(v))
+	}
+	return watchq.SubtypeSet(set...), nil
+}

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/source/keys"
+)
+
+// parseBackend parses --backend.
+func parseBackend(s string) (keys.Backend, error) {
+	switch s {
+	case "auto", "":
+		return keys.Auto, nil
+	case "kernel":
+		return keys.Kernel, nil
+	case "poll":
+		return keys.Poll, nil
+	}
+	return 0, usageError{fmt.Errorf("--backend %q: want auto, kernel or poll", s)}
+}
+
+// kernelWhy says briefly why the kernel facility is unavailable, e.g.
+// "kernel: CONFIG_WATCH_QUEUE missing: ENOPKG".
+func kernelWhy(err error) string {
+	var ns *kernel.NotSupportedError
+	if !errors.As(err, &ns) {
+		return err.Error()
+	}
+	s := "kernel: " + strings.TrimPrefix(ns.Missing.String(), "kernel ")
+	if ns.Errno != 0 {
+		s += ": " + unix.ErrnoName(ns.Errno)
+	}
+	return s
+}
+
+// watchKeys opens the key source and watches every key in ks with q.
+func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *watchq.Queue, ks []keyArg, stderr io.Writer) (source, string, error) {
+	b, err := parseBackend(o.backend)
+	if err != nil {
+		return nil, "", err
+	}
+	if o.interval <= 0 {
+		return nil, "", usageError{fmt.Errorf("--interval %v: must be positive", o.interval)}
+	}
+	src, err := keys.Open(ctx, keys.Config{Engine: eng, Backend: b, Interval: o.interval})
+	if err != nil {
+		if errors.Is(err, kernel.ErrNotSupported) {
+			return nil, "", fmt.Errorf("keys: kernel backend unavailable (%s); try --backend=poll", kernelWhy(err))
+		}
+		return nil, "", fmt.Errorf("keys: %w", err)
+	}
+	switch got := src.Backend(); {
+	case got == keys.Kernel:
+		fmt.Fprintf(stderr, "watchq: keys: kernel backend (KEYCTL_WATCH_KEY on a notification pipe)\n")
+	case b == keys.Poll:
+		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (--backend=poll)\n", o.interval)
+	default:
+		why := "kernel backend not chosen"
+		if perr := kernel.Probe(); perr != nil {
+			why = kernelWhy(perr)
+		} else if os.Getenv(keys.BackendEnv) == "poll" {
+			why = "$" + keys.BackendEnv + "=poll"
+		}
+		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (%s)\n", o.interval, why)
+	}
+	var descs []string
+	for _, k := range ks {
+		serial := k.id
+		if k.id < 0 {
+			// Resolve a special id for the message; Watch resolves it
+			// the same way.
+			id, err := unix.KeyctlGetKeyringID(int(k.id), true)
+			if err != nil {
+				src.Close()
+				return nil, "", fmt.Errorf("keys: %s: %w", k.spec, err)
+			}
+			serial = int32(id)
+		}
+		if err := src.Watch(q, serial, k.tag, nil); err != nil {
+			src.Close()
+			return nil, "", fmt.Errorf("keys: watch %s: %w", k.spec, err)
+		}
+		d := fmt.Sprintf("%08x", uint32(serial))
+		if k.spec != fmt.Sprint(serial) {
+			d = k.spec + " " + d
+		}
+		descs = append(descs, fmt.Sprintf("%s tag %d", d, k.tag))
+	}
+	return src, "keys " + strings.Join(descs, ", "), nil
+}

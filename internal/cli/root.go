@@ -1,0 +1,84 @@
+// Package cli implements the watchq command line: watching keys and
+// devices through an engine queue, decoding captured record streams,
+// showing the daemon's statistics, and generating the man pages and shell
+// completion scripts. Each command lives in its own file; cmd/watchq only
+// calls Main.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit statuses.
+const (
+	ExitOK    = 0 // success, or stopped by SIGINT/SIGTERM
+	ExitError = 1 // the command failed
+	ExitUsage = 2 // bad flags or arguments
+)
+
+// usageError marks an error in the command line itself.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// Main runs the watchq command line with args (without the program name),
+// printing any error once to stderr as "watchq: …", and returns the exit
+// status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	root := NewRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetIn(os.Stdin)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "watchq: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+// NewRoot returns the root command with every subcommand attached.
+func NewRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "watchq",
+		Short: "Watch Linux key and device notifications through a watchq queue",
+		Long: `watchq watches keyrings and devices through watchq's general notification
+queue -- Linux's watch_queue rebuilt in Go -- and prints each read in the
+format of the kernel's sample program (samples/watch_queue/watch_test.c):
+
+    read() = 16
+    NOTIFY[000]: ty=000001 sy=02 i=01000010
+    KEY 2ffc2e5d change=2[linked] aux=1035096409
+
+or as JSON lines (--json). It also decodes captured record streams and
+shows the watchqd daemon's queues and counters. The daemon is described in
+watchqd(8) and its configuration in watchqd.conf(5).`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newGenDocsCommand())
+	return root
+}
+
+// positional wraps a cobra argument validator so its errors are usage
+// errors.
+func positional(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := v(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}

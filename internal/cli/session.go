@@ -1,0 +1,203 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/printer"
+)
+
+// ReadSize is the read buffer size watch uses: the kernel sample's odd 433
+// bytes, so "read() = N" lines show reads as the sample would see them.
+const ReadSize = 433
+
+// devicesMode says whether a watch command watches devices.
+type devicesMode int
+
+const (
+	devicesOff      devicesMode = iota // keys only
+	devicesOptional                    // devices if available, else say why not
+	devicesRequired                    // devices or fail
+)
+
+// watchOptions are the flags the watch commands share.
+type watchOptions struct {
+	size      int
+	filters   []string
+	json      bool
+	socket    string
+	backend   string
+	interval  time.Duration
+	count     int
+	timeout   time.Duration
+	capture   string
+	deviceTag uint8
+}
+
+func newWatchOptions() *watchOptions {
+	return &watchOptions{deviceTag: TagDevices}
+}
+
+func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
+	f := cmd.Flags()
+	f.IntVar(&o.size, "size", 256, "queue size in notes (1..512, rounded up to pages of 32), like IOC_WATCH_QUEUE_SET_SIZE")
+	f.StringArrayVar(&o.filters, "filter", nil, "queue filter, e.g. key:linked,unlinked or block:error or usb@4 (see the syntax above; repeatable)")
+	f.BoolVar(&o.json, "json", false, "print one JSON object per record instead of the sample's format")
+	f.IntVar(&o.count, "count", 0, "exit after the read that brings the records printed to N (0: run until interrupted)")
+	f.DurationVar(&o.timeout, "timeout", 0, "stop after this long; with --count, not reaching N records in time is an error")
+	f.StringVar(&o.capture, "capture", "", "also append the raw bytes of every read to `FILE` (for watchq decode)")
+	if keys {
+		f.StringVar(&o.backend, "backend", "auto", "key backend: auto, kernel (KEYCTL_WATCH_KEY) or poll")
+		f.DurationVar(&o.interval, "interval", time.Second, "poll backend interval")
+		_ = cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions([]string{"auto", "kernel", "poll"}, cobra.ShellCompDirectiveNoFileComp))
+	}
+	if devices {
+		f.StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path`")
+	}
+	_ = cmd.RegisterFlagCompletionFunc("filter", completeFilter)
+}
+
+// completeFilter offers filter entries for shell completion.
+func completeFilter(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return []string{
+		"key", "key:linked,unlinked", "key:updated", "key:revoked,invalidated", "key@1", "key@2",
+		"block", "block:error", "block:lifecycle", "usb", "usb:dev-add,dev-remove", "@4",
+	}, cobra.ShellCompDirectiveNoFileComp
+}
+
+// source is something that feeds the queue and must be closed afterwards.
+type source interface{ Close() error }
+
+// run watches ks (and devices, per mode) through one queue and prints
+// every read until the context ends, --count is reached or --timeout
+// passes.
+func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	entries, err := ParseFilter(o.filters)
+	if err != nil {
+		return usageError{err}
+	}
+	if o.count < 0 {
+		return usageError{fmt.Errorf("--count %d: must be 0 or more", o.count)}
+	}
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, o.timeout, errTimeout)
+		defer cancel()
+	}
+
+	eng := watchq.NewEngine(watchq.Config{})
+	q := watchq.NewQueue()
+	defer q.Close()
+	capacity, err := q.SetSize(o.size)
+	if err != nil {
+		return fmt.Errorf("queue size %d: %w", o.size, err)
+	}
+	filterText := "none"
+	if entries != nil {
+		f, err := watchq.NewFilter(entries...)
+		if err != nil {
+			return usageError{fmt.Errorf("filter: %w", err)}
+		}
+		if err := q.SetFilter(f); err != nil {
+			return fmt.Errorf("filter: %w", err)
+		}
+		filterText = strings.Join(o.filters, " ")
+	}
+
+	var sources []source
+	defer func() {
+		for i := len(sources) - 1; i >= 0; i-- {
+			sources[i].Close()
+		}
+	}()
+	var watching []string
+	if len(ks) > 0 {
+		src, desc, err := o.watchKeys(ctx, eng, q, ks, stderr)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
+		watching = append(watching, desc)
+	}
+	if mode != devicesOff {
+		src, desc, err := o.watchDevices(ctx, eng, q, stderr)
+		switch {
+		case err == nil:
+			sources = append(sources, src)
+			watching = append(watching, desc)
+		case mode == devicesRequired:
+			return err
+		default:
+			fmt.Fprintf(stderr, "watchq: devices: unavailable: %v\n", err)
+		}
+	}
+
+	var capture io.Writer
+	if o.capture != "" {
+		f, err := os.OpenFile(o.capture, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+		defer f.Close()
+		capture = f
+	}
+
+	fmt.Fprintf(stderr, "watchq: watching %s; queue %d notes, filter %s\n", strings.Join(watching, ", "), capacity, filterText)
+	return o.readLoop(ctx, q, stdout, capture)
+}
+
+// errTimeout is the cause of a context ended by --timeout.
+var errTimeout = errors.New("timeout")
+
+// readLoop reads the queue with a ReadSize buffer and prints every read.
+func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, capture io.Writer) error {
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+	p := printer.New(out, o.json)
+	buf := make([]byte, ReadSize)
+	seen := 0
+	for {
+		n, err := q.Read(ctx, buf)
+		if err != nil {
+			if ctx.Err() == nil {
+				return fmt.Errorf("read queue: %w", err)
+			}
+			if context.Cause(ctx) == errTimeout && o.count > 0 {
+				return fmt.Errorf("timeout after %v: %d of %d records", o.timeout, seen, o.count)
+			}
+			return nil // interrupted, or --timeout without --count
+		}
+		if capture != nil {
+			if _, err := capture.Write(buf[:n]); err != nil {
+				return fmt.Errorf("capture: %w", err)
+			}
+		}
+		if err := p.Read(buf[:n]); err != nil {
+			return fmt.Errorf("queue returned a malformed read: %w", err)
+		}
+		if err := out.Flush(); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		for range watchq.Records(buf[:n]) {
+			seen++
+		}
+		if o.count > 0 && seen >= o.count {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/watchq/watchq/client"
+)
+
+func newStatCommand() *cobra.Command {
+	var (
+		asJSON  bool
+		socket  string
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "stat",
+		Short: "Show the watchqd daemon's queues, depths and losses",
+		Long: `Stat asks the watchqd daemon for its counters and prints them: connected
+clients, open queues, whether the device source runs, records published
+and requests refused, and for each queue the caller may see (its own, or
+every client's for root) its owner, capacity, depth (records queued),
+watches, and records posted, lost, filtered, denied and written to the
+client's pipe.
+
+If the daemon does not answer at --socket, stat says so and exits with
+status 1.`,
+		Example: `  watchq stat
+  watchq stat --json --socket /run/watchq/watchqd.sock`,
+		Args: positional(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			c, err := client.Dial(ctx, socket)
+			if err != nil {
+				return fmt.Errorf("watchqd at %s: %s", socket, dialWhy(err))
+			}
+			defer c.Close()
+			s, err := c.Stats(ctx)
+			if err != nil {
+				return fmt.Errorf("stat: %w", err)
+			}
+			if asJSON {
+				return writeStatJSON(cmd.OutOrStdout(), socket, s)
+			}
+			return writeStatText(cmd.OutOrStdout(), socket, s)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the statistics as one JSON object")
+	cmd.Flags().StringVar(&socket, "socket", defaultSocket(), "watchqd daemon socket `path`")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "give up on the daemon after this long")
+	return cmd
+}
+
+// statJSON is stat's JSON form.
+type statJSON struct {
+	Socket    string          `json:"socket"`
+	Clients   int             `json:"clients"`
+	Queues    int             `json:"queues"`
+	Devices   bool            `json:"devices"`
+	Published uint64          `json:"published"`
+	Refused   uint64          `json:"refused"`
+	Entries   []statQueueJSON `json:"queue_list"`
+}
+
+// statQueueJSON is one queue in stat's JSON form.
+type statQueueJSON struct {
+	Queue    uint32 `json:"queue"`
+	PID      int32  `json:"pid"`
+	UID      uint32 `json:"uid"`
+	Capacity uint32 `json:"capacity"`
+	Queued   uint32 `json:"queued"`
+	Watches  uint32 `json:"watches"`
+	Posted   uint64 `json:"posted"`
+	Lost     uint64 `json:"lost"`
+	Filtered uint64 `json:"filtered"`
+	Denied   uint64 `json:"denied"`
+	Written  uint64 `json:"written"`
+}
+
+func writeStatJSON(w io.Writer, socket string, s *client.Stats) error {
+	j := statJSON{Socket: socket, Clients: s.Clients, Queues: s.Queues, Devices: s.Devices,
+		Published: s.Published, Refused: s.Refused, Entries: []statQueueJSON{}}
+	for _, q := range s.Entries {
+		j.Entries = append(j.Entries, statQueueJSON(q))
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(j)
+}
+
+func writeStatText(w io.Writer, socket string, s *client.Stats) error {
+	dev := "not running"
+	if s.Devices {
+		dev = "running"
+	}
+	fmt.Fprintf(w, "watchqd at %s\n", socket)
+	fmt.Fprintf(w, "clients %d, queues %d, device source %s, published %d, refused %d\n",
+		s.Clients, s.Queues, dev, s.Published, s.Refused)
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "QUEUE\tPID\tUID\tCAPACITY\tDEPTH\tWATCHES\tPOSTED\tLOST\tFILTERED\tDENIED\tWRITTEN\t")
+	for _, q := range s.Entries {
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n",
+			q.Queue, q.PID, q.UID, q.Capacity, q.Queued, q.Watches, q.Posted, q.Lost, q.Filtered, q.Denied, q.Written)
+	}
+	return tw.Flush()
+}

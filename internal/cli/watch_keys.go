@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/watchq/watchq/source/keys"
+)
+
+// keyArg is one key to watch: the id as given, the parsed id and the tag.
+type keyArg struct {
+	spec string
+	id   int32
+	tag  uint8
+}
+
+// defaultKeyArgs are the sample's watches: @s with tag 1, @u with tag 2.
+func defaultKeyArgs() []keyArg {
+	return []keyArg{{"@s", keys.SpecSession, TagSession}, {"@u", keys.SpecUser, TagUser}}
+}
+
+// parseKeyArgs parses KEY[=TAG] arguments; a key without a tag gets its
+// position (1, 2, …).
+func parseKeyArgs(args []string) ([]keyArg, error) {
+	if len(args) == 0 {
+		return defaultKeyArgs(), nil
+	}
+	out := make([]keyArg, 0, len(args))
+	for i, a := range args {
+		spec, tagText, hasTag := strings.Cut(a, "=")
+		id, err := keys.ParseID(spec)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("key %q: %w", a, err)}
+		}
+		tag := i + 1
+		if hasTag {
+			n, err := strconv.ParseUint(tagText, 0, 8)
+			if err != nil {
+				return nil, usageError{fmt.Errorf("key %q: bad tag %q: want 0..255", a, tagText)}
+			}
+			tag = int(n)
+		} else if tag > 255 {
+			return nil, usageError{fmt.Errorf("key %q: too many keys for positional tags; give KEY=TAG", a)}
+		}
+		out = append(out, keyArg{spec, id, uint8(tag)})
+	}
+	return out, nil
+}
+
+func newWatchKeysCommand() *cobra.Command {
+	o := newWatchOptions()
+	cmd := &cobra.Command{
+		Use:   "keys [KEY[=TAG]...]",
+		Short: "Watch keys and keyrings (in-process)",
+		Long: `Watch keys and keyrings through an in-process key source. A KEY is a serial
+(decimal or 0x hex) or a special id as keyctl(1) spells it: @t, @p, @s, @u,
+@us, @a. Each key is watched with TAG, or with its position (1, 2, ...) when
+none is given. Without keys: the session keyring with tag 1 and the user
+keyring with tag 2, as the kernel's sample does.
+
+The kernel backend (KEYCTL_WATCH_KEY on a notification pipe) needs a kernel
+with CONFIG_WATCH_QUEUE and CONFIG_KEY_NOTIFICATIONS; the poll backend diffs
+/proc/keys and KEYCTL_READ every --interval. --backend=auto picks the
+kernel backend when the kernel has it.
+
+` + FilterSyntax,
+		Example: `  watchq watch keys                       # @s tag 1, @u tag 2
+  watchq watch keys @u=7 0x2ffc2e5d=8 --backend=poll --interval=100ms
+  watchq watch keys --filter key:linked,unlinked --json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ks, err := parseKeyArgs(args)
+			if err != nil {
+				return err
+			}
+			return o.run(cmd, ks, devicesOff)
+		},
+	}
+	o.addFlags(cmd, true, false)
+	return cmd
+}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -44,6 +45,11 @@ func newPair(t *testing.T, tag uint8) *pair {
 	if err := kernel.Probe(); err != nil {
 		t.Fatalf("the vmtest kernel must have the facility: %v", err)
 	}
+	// Keyrings hang off the thread's credentials (a process keyring made
+	// on one thread is not seen by threads that existed before it), so
+	// every key operation of a test runs on one thread.
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
 	kp, err := kernel.Open(0)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/daemon/policy"
+	"github.com/watchq/watchq/source/device"
+)
+
+// Defaults for watchqd's flags.
+const (
+	DefaultSocket = "/run/watchq/watchqd.sock"
+	DefaultConfig = "/etc/watchq/watchqd.conf"
+)
+
+// Options are watchqd's command-line settings.
+type Options struct {
+	Socket     string // socket path, unless systemd passes a socket
+	SocketMode uint32 // permission bits of a socket watchqd creates
+	Config     string // watchqd.conf(5) path
+	Devices    string // "auto", "on" or "off"
+	MaxClients int
+	MaxQueues  int
+	PipeSlots  int
+	LogLevel   slog.Level
+	LogJSON    bool
+}
+
+// ParseFlags parses watchqd's command line.
+func ParseFlags(args []string, stderr io.Writer) (*Options, error) {
+	o := &Options{}
+	fs := flag.NewFlagSet("watchqd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Socket, "socket", DefaultSocket, "`path` of the control socket (ignored under systemd socket activation)")
+	mode := fs.String("socket-mode", "0666", "permission `bits` of the socket watchqd creates (the policy, not the mode, decides access)")
+	fs.StringVar(&o.Config, "config", DefaultConfig, "policy configuration `file`, see watchqd.conf(5)")
+	fs.StringVar(&o.Devices, "devices", "auto", "device source: on (required), off, or auto (used when it opens)")
+	fs.IntVar(&o.MaxClients, "max-clients", 1024, "most concurrent clients")
+	fs.IntVar(&o.MaxQueues, "max-queues", 16, "most queues per client")
+	fs.IntVar(&o.PipeSlots, "pipe-slots", 32, "records each client pipe holds (one page each)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&o.LogJSON, "log-json", false, "log JSON lines instead of text")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("watchqd: unexpected arguments %q", fs.Args())
+	}
+	m, err := strconv.ParseUint(*mode, 8, 32)
+	if err != nil || m > 0o777 {
+		return nil, fmt.Errorf("watchqd: -socket-mode %q: want octal permission bits", *mode)
+	}
+	o.SocketMode = uint32(m)
+	if err := o.LogLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("watchqd: -log-level: %w", err)
+	}
+	switch o.Devices {
+	case "auto", "on", "off":
+	default:
+		return nil, fmt.Errorf("watchqd: -devices %q: want auto, on or off", o.Devices)
+	}
+	return o, nil
+}
+
+// Main is watchqd's main function: it parses args, runs the daemon until
+// SIGINT or SIGTERM, and returns the exit status.
+func Main(args []string) int {
+	o, err := ParseFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// Run runs watchqd with o until ctx ends: it loads the policy, opens the
+// device source, listens (or takes systemd's socket), tells systemd it is
+// ready, reloads the policy on SIGHUP, and on the way out closes every
+// client.
+func Run(ctx context.Context, o *Options) error {
+	var h slog.Handler
+	hopts := &slog.HandlerOptions{Level: o.LogLevel}
+	if o.LogJSON {
+		h = slog.NewJSONHandler(os.Stderr, hopts)
+	} else {
+		h = slog.NewTextHandler(os.Stderr, hopts)
+	}
+	log := slog.New(h)
+
+	rules, err := policy.Load(o.Config)
+	if err != nil {
+		return fmt.Errorf("watchqd: %w", err)
+	}
+	pol := policy.New(rules)
+	eng := watchq.NewEngine(watchq.Config{Policy: pol})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var devices DeviceSource
+	if o.Devices != "off" {
+		src, err := device.Open(ctx, device.Config{Engine: eng})
+		switch {
+		case err != nil && o.Devices == "on":
+			return fmt.Errorf("watchqd: device source: %w", err)
+		case err != nil:
+			log.Warn("running without the device source", "err", err)
+		default:
+			defer src.Close()
+			devices = src
+			c := src.Capabilities()
+			log.Info("device source", "uevents", errString(c.Uevents), "block_errors", errString(c.BlockErrors), "usb_reset", errString(c.USBReset))
+		}
+	}
+
+	srv, err := New(Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
+		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, PipeSlots: o.PipeSlots})
+	if err != nil {
+		return err
+	}
+	l, err := listen(o, log)
+	if err != nil {
+		return err
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				sddaemon.SdNotify(false, sddaemon.SdNotifyReloading)
+				rs, err := policy.Load(o.Config)
+				if err != nil {
+					log.Error("reload failed; keeping the rules in force", "err", err)
+				} else {
+					pol.Set(rs)
+					log.Info("policy reloaded", "config", o.Config, "rules", rs.Len())
+				}
+				sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+			}
+		}
+	}()
+
+	log.Info("watchqd ready", "socket", l.Addr().String(), "config", o.Config, "rules", rules.Len(), "devices", devices != nil)
+	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+	err = srv.Serve(ctx, l)
+	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+	return err
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+// listen returns systemd's socket when activated, else a new
+// SOCK_SEQPACKET socket at o.Socket (replacing a stale one).
+func listen(o *Options, log *slog.Logger) (*net.UnixListener, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("watchqd: socket activation: %w", err)
+	}
+	for _, l := range ls {
+		if ul, ok := l.(*net.UnixListener); ok && ul.Addr().Network() == "unixpacket" {
+			log.Debug("socket from systemd", "addr", ul.Addr().String())
+			return ul, nil
+		}
+	}
+	if len(ls) > 0 {
+		return nil, errors.New("watchqd: systemd passed no SOCK_SEQPACKET Unix socket (want ListenSequentialPacket=)")
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o755); err != nil {
+		return nil, fmt.Errorf("watchqd: %w", err)
+	}
+	if fi, err := os.Lstat(o.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(o.Socket)
+	}
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: o.Socket, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("watchqd: listen: %w", err)
+	}
+	if err := os.Chmod(o.Socket, os.FileMode(o.SocketMode)); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("watchqd: %w", err)
+	}
+	return l, nil
+}

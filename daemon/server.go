@@ -1,0 +1,157 @@
+// Package daemon is watchqd: a server that hands notification queues to
+// other processes as packet-mode pipes, fed by the watchq engine, its
+// device source and authorised userspace publishers, under the policy of
+// watchqd.conf(5).
+//
+// Each connection on the SOCK_SEQPACKET control socket is identified by
+// SO_PEERCRED, SO_PEERGROUPS and SO_PEERSEC when it connects; the policy
+// rules on those credentials. docs/protocol.md describes the protocol;
+// docs/daemon.md the design: one goroutine per connection reads requests,
+// one goroutine per queue moves records from the engine queue into the
+// pipe, parking in the runtime's poller (epoll) while the pipe is full, so
+// that a slow reader stalls only its own queue, which then loses records
+// and says so in-band, exactly as the kernel's queues do.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/daemon/policy"
+)
+
+// DeviceSource is what the daemon needs of the device source
+// (*device.Source): watch_devices(2) on its global watch list.
+type DeviceSource interface {
+	// Watch adds (tag 0..255) or removes (tag -1) q's watch on the
+	// device list, for watcher.
+	Watch(q *watchq.Queue, tag int, watcher *watchq.Cred) error
+}
+
+// Config configures a Server.
+type Config struct {
+	// Engine runs the queues and watch lists; its policy should be
+	// Policy. Required.
+	Engine *watchq.Engine
+	// Policy decides who may publish what and reports device grants.
+	// Required.
+	Policy *policy.Policy
+	// Devices is the device source; nil makes WatchDevices ENODEV.
+	Devices DeviceSource
+	// Logger receives one line per denial and per client; nil discards.
+	Logger *slog.Logger
+	// MaxClients bounds concurrent connections; 0 means 1024.
+	MaxClients int
+	// MaxQueues bounds the queues one connection holds; 0 means 16.
+	MaxQueues int
+	// PipeSlots is how many packets (records) each pipe holds before the
+	// daemon keeps records in the engine queue instead; 0 means 32. The
+	// kernel uses one page per packet.
+	PipeSlots int
+}
+
+// Server is a running watchqd. Its methods are safe for concurrent use.
+type Server struct {
+	cfg Config            // immutable
+	log *slog.Logger      // immutable
+	pub *watchq.WatchList // publisher channels, id = record type; immutable
+
+	nextQueue atomic.Uint32
+	published atomic.Uint64 // records accepted from publishers
+	refused   atomic.Uint64 // requests the policy refused
+
+	mu    sync.Mutex         // guards conns
+	conns map[*conn]struct{} // live connections
+	wg    sync.WaitGroup     // connection goroutines
+}
+
+// New returns a server configured by cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Engine == nil || cfg.Policy == nil {
+		return nil, errors.New("watchqd: Config.Engine and Config.Policy are required")
+	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = 1024
+	}
+	if cfg.MaxQueues <= 0 {
+		cfg.MaxQueues = 16
+	}
+	if cfg.PipeSlots <= 0 {
+		cfg.PipeSlots = 32
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:   cfg,
+		log:   log,
+		pub:   cfg.Engine.NewWatchList(watchq.Object{Kind: watchq.KindPublisher}),
+		conns: make(map[*conn]struct{}),
+	}, nil
+}
+
+// Publishers returns the watch list publisher records are posted to: one
+// list for every publisher type, the record type being the object id.
+func (s *Server) Publishers() *watchq.WatchList { return s.pub }
+
+// Serve accepts connections on l until ctx ends or l fails, then closes
+// every connection (their queues, watches and pipes go) and returns.
+func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var err error
+	for {
+		var c *net.UnixConn
+		c, err = l.AcceptUnix()
+		if err != nil {
+			break
+		}
+		cn, cerr := s.newConn(c)
+		if cerr != nil {
+			s.log.Warn("refusing client", "err", cerr)
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			cn.serve()
+		}()
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("watchqd: accept: %w", err)
+}
+
+// Stats is a snapshot of the server.
+type Stats struct {
+	Clients   int
+	Queues    int
+	Published uint64
+	Refused   uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Clients: len(s.conns), Published: s.published.Load(), Refused: s.refused.Load()}
+	for c := range s.conns {
+		st.Queues += c.numQueues()
+	}
+	return st
+}

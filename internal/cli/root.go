@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -40,7 +41,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(stderr, "watchq: %v\n", err)
+	// Errors from the engine and its packages name themselves
+	// ("watchq: queue closed"); the message is printed once, with one
+	// prefix.
+	msg := strings.ReplaceAll(err.Error(), ": watchq: ", ": ")
+	fmt.Fprintf(stderr, "watchq: %s\n", strings.TrimPrefix(msg, "watchq: "))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return ExitUsage

@@ -88,6 +88,9 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 	if err != nil {
 		return usageError{err}
 	}
+	if o.size < 1 || o.size > watchq.DefaultMaxNotes {
+		return usageError{fmt.Errorf("--size %d: want 1..%d notes", o.size, watchq.DefaultMaxNotes)}
+	}
 	if o.count < 0 {
 		return usageError{fmt.Errorf("--count %d: must be 0 or more", o.count)}
 	}

@@ -25,6 +25,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Tests run the binary as nobody too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	watchqBin = filepath.Join(dir, "watchq")
 	out, err := exec.Command("go", "build", "-o", watchqBin, ".").CombinedOutput()
 	if err != nil {

@@ -62,13 +62,13 @@ func TestParseFilter(t *testing.T) {
 
 func TestParseFilterErrors(t *testing.T) {
 	for in, want := range map[string]string{
-		"bogus":          "unknown type",
-		"key:frobbed":    "unknown key subtype",
-		"key:256":        "unknown key subtype",
-		"usb@256":        "bad tag",
-		"usb@":           "bad tag",
-		":linked":        "missing type",
-		"5":              "unknown type", // a kernel type watchq does not know
+		"bogus":       "unknown type",
+		"key:frobbed": "unknown key subtype",
+		"key:256":     "unknown key subtype",
+		"usb@256":     "bad tag",
+		"usb@":        "bad tag",
+		":linked":     "missing type",
+		"5":           "unknown type", // a kernel type watchq does not know
 		"block:error@" + strings.Repeat("1,", 16) + "1": "at most 16",
 	} {
 		_, err := ParseFilter([]string{in})

@@ -5,6 +5,6 @@ package device
 // SetTestHookReceive installs f, called by the uevent goroutine before each
 // receive; tests use it to hold the listener while a storm fills the socket.
 func SetTestHookReceive(f func()) func() {
-	testHookReceive = f
-	return func() { testHookReceive = nil }
+	testHookReceive.Store(&f)
+	return func() { testHookReceive.Store(nil) }
 }

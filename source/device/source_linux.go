@@ -193,7 +193,7 @@ func (s *Source) Close() error {
 }
 
 // testHookReceive, if set (by tests only), runs before each uevent receive.
-var testHookReceive func()
+var testHookReceive atomic.Pointer[func()]
 
 func (s *Source) post(rec []byte) {
 	s.wl.Post(rec, watchq.SystemCred, 0)
@@ -213,8 +213,8 @@ func (s *Source) listen() {
 	)
 	size := s.blockSize
 	for {
-		if h := testHookReceive; h != nil {
-			h()
+		if h := testHookReceive.Load(); h != nil {
+			(*h)()
 		}
 		n, err := s.conn.Receive(context.Background(), buf)
 		if err != nil {

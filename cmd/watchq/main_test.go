@@ -16,8 +16,13 @@ import (
 )
 
 // watchqBin is the watchq binary TestMain builds; every test runs it as a
-// subprocess.
-var watchqBin string
+// subprocess. watchqdBin is the daemon, built beside it; watchqdErr says
+// why it could not be built.
+var (
+	watchqBin  string
+	watchqdBin string
+	watchqdErr error
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "watchq-cli-test-")
@@ -36,6 +41,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
+	}
+	watchqdBin = filepath.Join(dir, "watchqd")
+	if out, err := exec.Command("go", "build", "-o", watchqdBin, "../watchqd").CombinedOutput(); err != nil {
+		watchqdErr = fmt.Errorf("go build ../watchqd: %v\n%s", err, out)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

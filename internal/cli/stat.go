@@ -103,10 +103,10 @@ func writeStatText(w io.Writer, socket string, s *client.Stats) error {
 	fmt.Fprintf(w, "watchqd at %s\n", socket)
 	fmt.Fprintf(w, "clients %d, queues %d, device source %s, published %d, refused %d\n",
 		s.Clients, s.Queues, dev, s.Published, s.Refused)
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "QUEUE\tPID\tUID\tCAPACITY\tDEPTH\tWATCHES\tPOSTED\tLOST\tFILTERED\tDENIED\tWRITTEN\t")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tPID\tUID\tCAPACITY\tDEPTH\tWATCHES\tPOSTED\tLOST\tFILTERED\tDENIED\tWRITTEN")
 	for _, q := range s.Entries {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n",
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n",
 			q.Queue, q.PID, q.UID, q.Capacity, q.Queued, q.Watches, q.Posted, q.Lost, q.Filtered, q.Denied, q.Written)
 	}
 	return tw.Flush()

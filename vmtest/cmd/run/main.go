@@ -45,6 +45,7 @@ type options struct {
 	gobins    listFlag
 	qemuArgs  listFlag
 	artifacts string
+	cmdline   string
 	keep      bool
 	packages  []string
 	testArgs  []string
@@ -53,7 +54,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.kernel, "kernel", os.Getenv("WATCHQ_VMTEST_KERNEL"), "bzImage to boot (default: $WATCHQ_VMTEST_KERNEL, else the output of vmtest/build-kernel)")
-	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard timeout for build + boot + all guest tests")
+	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard timeout for boot + all guest tests (the kernel build and go builds are not counted)")
 	flag.BoolVar(&o.verbose, "v", false, "run guest tests with -test.v")
 	flag.StringVar(&o.run, "run", "", "run only guest tests matching this regexp (-test.run)")
 	flag.StringVar(&o.accel, "accel", "auto", "qemu accelerator: auto (KVM only where it really works), kvm or tcg")
@@ -64,6 +65,7 @@ func main() {
 	flag.Var(&o.gobins, "gobin", "PACKAGE:GUEST Go main package to build static and install in the guest; repeatable")
 	flag.Var(&o.qemuArgs, "qemu-arg", "extra qemu argument; repeatable")
 	flag.StringVar(&o.artifacts, "artifacts", "", "directory for files guests hand back with guest.SaveArtifact (default: discard)")
+	flag.StringVar(&o.cmdline, "cmdline", "", "extra kernel command line, e.g. loglevel=7 (kernel messages are quiet by default)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, binaries) and print its path")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./vmtest/cmd/run [flags] [packages] [-- test args]\n\n")
@@ -94,9 +96,7 @@ func logf(format string, args ...any) {
 
 func run(o options) error {
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-	defer cancel()
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if _, err := exec.LookPath(qemuBinary); err != nil {
@@ -221,10 +221,14 @@ func run(o options) error {
 	vm := vmConfig{
 		kernel: kernel, initrd: initrd, accel: accel, memMB: o.memMB, cpus: o.cpus,
 		qmpSock: filepath.Join(work, "qmp.sock"), ctlSock: ctlSock,
-		extraArgs: o.qemuArgs,
+		extraArgs: o.qemuArgs, cmdline: o.cmdline,
 	}
 	logf("booting %s with %s (%s)", kernel, accel, why)
 
+	// The hard timeout covers the guest only: a cold kernel build (~13 min)
+	// must not eat into it.
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
 	ctl := &controller{workDir: work, artifacts: o.artifacts, storage: map[string]storageDev{}, logf: logf}
 	qmpReady := make(chan error, 1)
 	res, err := runQEMU(ctx, vm, os.Stdout, func() {
@@ -261,7 +265,7 @@ func run(o options) error {
 	case res.verdict == "":
 		return fmt.Errorf("qemu exited without a result line: the guest kernel panicked or /init failed (see console above)")
 	default:
-		return fmt.Errorf("guest tests failed: %s", res.verdict)
+		return fmt.Errorf("guest tests failed (%s): %s", res.verdict, strings.Join(res.failed, ", "))
 	}
 }
 

@@ -67,13 +67,16 @@ func (e *PermissionError) Unwrap() error { return syscall.EACCES }
 
 // DefaultPolicy is discretionary access control: root may watch anything;
 // others need the Object's Mode bits for owner, group or other (Mode 0:
-// anyone may watch). Every record reaches every watcher, as in a kernel
-// without an LSM that implements post_notification.
+// anyone may watch). Keys are the exception: their discretionary check is
+// the kernel's own (KEY_NEED_VIEW, possession included), which the key
+// source makes under the watcher's credentials before the engine is asked,
+// so DefaultPolicy adds nothing for KindKey. Every record reaches every
+// watcher, as in a kernel without an LSM that implements post_notification.
 type DefaultPolicy struct{}
 
 // WatchAllowed implements Policy.
 func (DefaultPolicy) WatchAllowed(w *Cred, obj Object) error {
-	if w.UID == 0 || obj.Mode == 0 {
+	if w.UID == 0 || obj.Mode == 0 || obj.Kind == KindKey {
 		return nil
 	}
 	var bit uint32

@@ -223,7 +223,7 @@ func TestPolicyConsulted(t *testing.T) {
 
 func TestDefaultPolicy(t *testing.T) {
 	p := DefaultPolicy{}
-	obj := Object{Kind: KindKey, UID: 1000, GID: 100, Mode: 0o440}
+	obj := Object{Kind: KindPublisher, UID: 1000, GID: 100, Mode: 0o440}
 	for _, tc := range []struct {
 		c    Cred
 		want bool
@@ -241,6 +241,10 @@ func TestDefaultPolicy(t *testing.T) {
 	}
 	if err := p.WatchAllowed(&Cred{UID: 5}, Object{Kind: KindDevices}); err != nil {
 		t.Errorf("mode 0 object: %v", err)
+	}
+	// Keys: the kernel's view check (possession included) is the DAC.
+	if err := p.WatchAllowed(&Cred{UID: 5}, Object{Kind: KindKey, UID: 1, Mode: 0o1000}); err != nil {
+		t.Errorf("key: %v", err)
 	}
 }
 

@@ -282,9 +282,13 @@ func TestDecodeErrors(t *testing.T) {
 	if r.code != 2 || !strings.HasPrefix(r.stderr, "watchq: ") {
 		t.Errorf("two files: exit %d, stderr %q", r.code, r.stderr)
 	}
-	r = run(t, nil, "decode", "--read-size", "64", "-")
+	r = run(t, nil, "decode", "--read-size", "7", "-")
 	if r.code != 2 {
-		t.Errorf("--read-size 64: exit %d, stderr %q", r.code, r.stderr)
+		t.Errorf("--read-size 7: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = run(t, nil, "decode", "--read-size", "20", filepath.Join(cliData, "mixed.bin"))
+	if want := "watchq: decode " + filepath.Join(cliData, "mixed.bin") + ": record at offset 296 (0x128) is 28 bytes, more than --read-size 20 (a read would fail with ENOBUFS)\n"; r.code != 1 || r.stderr != want {
+		t.Errorf("--read-size 20: exit %d, stderr %q, want %q", r.code, r.stderr, want)
 	}
 	r = run(t, nil, "decode")
 	if r.code != 0 || r.stdout != "" {

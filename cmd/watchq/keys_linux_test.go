@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -258,5 +259,24 @@ func TestWatchKernelBackend(t *testing.T) {
 	case r.code == 0 && strings.HasPrefix(r.stderr, "watchq: keys: kernel backend (KEYCTL_WATCH_KEY"):
 	default:
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestWatchCapture checks --capture: the raw reads decode to the same
+// records watch printed.
+func TestWatchCapture(t *testing.T) {
+	keySession(t)
+	capture := filepath.Join(t.TempDir(), "keys.bin")
+	p := start(t, "watch", "keys", "--backend=poll", "--interval=50ms", "--count=2", "--timeout=60s", "--capture", capture, "@s")
+	p.waitReady()
+	addKey(t, "user", "watchq-a", "a", unix.KEY_SPEC_SESSION_KEYRING)
+	p.waitLines(3)
+	addKey(t, "user", "watchq-b", "b", unix.KEY_SPEC_SESSION_KEYRING)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	r := run(t, nil, "decode", "--read-size", "16", capture)
+	if r.code != 0 || r.stdout != p.out() {
+		t.Errorf("decode of the capture (exit %d, stderr %q):\n%s\nwatch printed:\n%s", r.code, r.stderr, r.stdout, p.out())
 	}
 }

@@ -38,8 +38,8 @@ record's offset, and the exit status is 1.`,
   watchq watch keys --capture /tmp/keys.bin --count 10 && watchq decode --json /tmp/keys.bin`,
 		Args: positional(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if readSize < watchq.MaxRecordSize {
-				return usageError{fmt.Errorf("--read-size %d: must be at least %d", readSize, watchq.MaxRecordSize)}
+			if readSize < watchq.HeaderSize {
+				return usageError{fmt.Errorf("--read-size %d: must be at least %d", readSize, watchq.HeaderSize)}
 			}
 			name := "-"
 			if len(args) == 1 {
@@ -65,7 +65,7 @@ record's offset, and the exit status is 1.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per record")
-	cmd.Flags().IntVar(&readSize, "read-size", ReadSize, "group records into reads of at most this many bytes")
+	cmd.Flags().IntVar(&readSize, "read-size", ReadSize, "group records into reads of at most this many `bytes`")
 	return cmd
 }
 
@@ -133,6 +133,10 @@ func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
 				return &DecodeError{off, re.Reason}
 			}
 			return &DecodeError{off, err.Error()}
+		}
+		if n > readSize {
+			flush()
+			return fmt.Errorf("record at offset %d (%#x) is %d bytes, more than --read-size %d (a read would fail with ENOBUFS)", off, off, n, readSize)
 		}
 		if len(group)+n > readSize {
 			if err := flush(); err != nil {

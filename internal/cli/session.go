@@ -51,10 +51,10 @@ func newWatchOptions() *watchOptions {
 
 func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	f := cmd.Flags()
-	f.IntVar(&o.size, "size", 256, "queue size in notes (1..512, rounded up to pages of 32), like IOC_WATCH_QUEUE_SET_SIZE")
-	f.StringArrayVar(&o.filters, "filter", nil, "queue filter, e.g. key:linked,unlinked or block:error or usb@4 (see the syntax above; repeatable)")
+	f.IntVar(&o.size, "size", 256, "queue size in `notes` (1..512, rounded up to pages of 32), like IOC_WATCH_QUEUE_SET_SIZE")
+	f.StringArrayVar(&o.filters, "filter", nil, "queue `filter`, e.g. key:linked,unlinked or block:error or usb@4 (see the syntax above; repeatable)")
 	f.BoolVar(&o.json, "json", false, "print one JSON object per record instead of the sample's format")
-	f.IntVar(&o.count, "count", 0, "exit after the read that brings the records printed to N (0: run until interrupted)")
+	f.IntVar(&o.count, "count", 0, "exit after the read that brings the records printed to `N` (0: run until interrupted)")
 	f.DurationVar(&o.timeout, "timeout", 0, "stop after this long; with --count, not reaching N records in time is an error")
 	f.StringVar(&o.capture, "capture", "", "also append the raw bytes of every read to `FILE` (for watchq decode)")
 	if keys {

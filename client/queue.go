@@ -50,11 +50,34 @@ type Queue struct {
 // ID returns the daemon's id for the queue (unique in the daemon).
 func (q *Queue) ID() uint32 { return q.id }
 
-// File returns the pipe's read end. A program written for the kernel's
-// notification pipes can read it with plain read(2): one whole record per
-// packet. Reading it directly while also using Read loses records to
-// whichever reader gets them.
+// File returns the pipe's read end, in non-blocking mode (the runtime's
+// poller reads it). Reading it directly while also using Read loses
+// records to whichever reader gets them. To hand the pipe to another
+// program, use OpenFile.
 func (q *Queue) File() *os.File { return q.f }
+
+// OpenFile opens the queue's pipe again for reading, as a new open file
+// description in blocking mode (through /proc/self/fd), for a program
+// written for the kernel's notification pipes: it reads one whole record
+// per read(2) and sees end of file when the daemon closes the queue.
+func (q *Queue) OpenFile() (*os.File, error) {
+	// Not q.f.Fd(): it would put q.f in blocking mode.
+	rc, err := q.f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("watchq client: reopen queue %d: %w", q.id, err)
+	}
+	var f *os.File
+	cerr := rc.Control(func(fd uintptr) {
+		f, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|syscall.O_CLOEXEC, 0)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("watchq client: reopen queue %d: %w", q.id, err)
+	}
+	return f, nil
+}
 
 // Capacity returns the queue's capacity in notes, 0 while unsized.
 func (q *Queue) Capacity() int {

@@ -4,7 +4,7 @@
 # run: the main job — watch notifications and print them.
 .PHONY: run test setup bench
 run:
-	go run ./examples/flow
+	go run ./cmd/watchq watch
 
 # test: install what the tests need (scripts/setup, root), then run them all
 # (scripts/check). CI runs exactly this with WATCHQ_STRICT=1.

@@ -1,0 +1,81 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/daemon/protocol"
+)
+
+func stubLookup(kind, name string) (uint32, error) {
+	ids := map[string]uint32{"user/root": 0, "group/adm": 4, "user/smartmon": 1001, "user/backup": 1002}
+	if id, ok := ids[kind+"/"+name]; ok {
+		return id, nil
+	}
+	return 0, errors.New("no such " + kind)
+}
+
+func rec(t watchq.Type, sub uint8) watchq.Record {
+	b := make([]byte, 8)
+	watchq.Header{Type: t, Subtype: sub, Info: 8}.Put(b)
+	return b
+}
+
+// TestExampleConfig: the man page's example parses and means what it says.
+func TestExampleConfig(t *testing.T) {
+	f, err := os.Open("../../testdata/daemon/watchqd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rs, err := Parse(f, "watchqd.conf", stubLookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(rs)
+	root, adm := &watchq.Cred{UID: 0}, &watchq.Cred{UID: 50, Groups: []uint32{4}}
+	smart, backup, other := &watchq.Cred{UID: 1001}, &watchq.Cred{UID: 1002}, &watchq.Cred{UID: 2000}
+	dev := watchq.Object{Kind: watchq.KindDevices}
+	for _, c := range []*watchq.Cred{root, adm, smart} {
+		if err := p.WatchAllowed(c, dev); err != nil {
+			t.Errorf("%v: %v", c, err)
+		}
+	}
+	if err := p.WatchAllowed(other, dev); !errors.Is(err, syscall.EACCES) || !strings.Contains(err.Error(), "uid 2000") {
+		t.Errorf("other: %v", err)
+	}
+	if p.Devices(smart) != protocol.SourceBlockErrors || p.Devices(adm) != protocol.SourceDevices {
+		t.Errorf("grants: smart %v adm %v", p.Devices(smart), p.Devices(adm))
+	}
+	if p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeBlock, watchq.BlockErrorIO)) != nil ||
+		p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeBlock, watchq.BlockAdd)) == nil ||
+		p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeUSB, watchq.USBDeviceAdd)) == nil {
+		t.Error("smartmon's device classes")
+	}
+	pub := watchq.Object{Kind: watchq.KindPublisher, ID: 0x800100}
+	if p.WatchAllowed(other, pub) != nil || p.PublishAllowed(backup, 0x800100) != nil || p.PublishAllowed(other, 0x800100) == nil {
+		t.Error("publisher grants")
+	}
+	if p.PostAllowed(other, backup, rec(0x800100, 0)) != nil || p.PostAllowed(other, other, rec(0x800100, 0)) == nil ||
+		p.PostAllowed(other, backup, rec(0x800101, 0)) == nil {
+		t.Error("publisher post decisions")
+	}
+	if n := testing.AllocsPerRun(100, func() { p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeUSB, 0)) }); n > 1 {
+		t.Errorf("PostAllowed allocates %v times", n)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, in := range []string{
+		"user=nobodyknows watch=usb", "user=root", "user=root watch=floppy", "user=root watch=0x12",
+		"user=root publish=0x800002-0x800001", "user=root listen=usb", "bogus watch=usb", "user= watch=usb",
+	} {
+		if _, err := Parse(strings.NewReader(in), "t", stubLookup); err == nil || !strings.Contains(err.Error(), "t:1:") {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
+}

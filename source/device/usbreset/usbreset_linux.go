@@ -3,19 +3,33 @@
 // Package usbreset reports USB device resets with an fexit eBPF program on
 // usb_reset_device() (drivers/usb/core/hub.c). The ver #2 patch set posted
 // NOTIFY_USB_DEVICE_RESET from hub_port_init(); a stock kernel has no hook
-// there, and fexit is the closest place a BPF program can attach.
+// there, and fexit is the closest place a BPF program can attach. Every
+// reset of a device by its driver or from userspace (USBDEVFS_RESET,
+// drivers/usb/core/devio.c:proc_resetdevice) goes through usb_reset_device;
+// the program reports the calls that returned 0, so a refused reset (a root
+// hub: -EISDIR; a detached device: -EINVAL; one already in progress:
+// -EINPROGRESS) or a failed one (the device then goes away: a REMOVE) is
+// not a reset record.
 //
-// fexit needs a kernel with CONFIG_USB, BTF (CONFIG_DEBUG_INFO_BTF), BPF
-// trampolines, and a lockdown/LSM policy that allows BPF_PROG_TYPE_TRACING.
-// Open returns an error wrapping ebpf.ErrNotSupported, with the reason,
-// where any of that is missing.
+// fexit needs a kernel with CONFIG_USB, BTF (CONFIG_DEBUG_INFO_BTF, and
+// CONFIG_DEBUG_INFO_BTF_MODULES where usbcore is a module), BPF trampolines
+// (CONFIG_BPF_JIT, CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS), and a
+// lockdown/LSM policy that allows BPF_PROG_TYPE_TRACING. Open returns an
+// error wrapping ebpf.ErrNotSupported, with the reason, where any of that is
+// missing. The vmtest guest kernel (6.12) runs it: see
+// source/device/usbreset_vmtest_test.go.
 package usbreset
 
 import (
+	"bufio"
+	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
@@ -49,17 +63,77 @@ func memberOffset(s *btf.Struct, name string) (uint32, error) {
 	return 0, fmt.Errorf("struct %s has no member %q", s.Name, name)
 }
 
+// kernelSpec returns the BTF that defines usb_reset_device: vmlinux's when
+// the USB core is built in (CONFIG_USB=y), else the loaded usbcore module's
+// (CONFIG_USB=m; module BTF is split BTF on top of vmlinux's, so it has
+// struct usb_device too). cilium/ebpf finds the attach target in either.
+func kernelSpec() (*btf.Spec, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("kernel BTF (CONFIG_DEBUG_INFO_BTF): %w (%w)", err, ebpf.ErrNotSupported)
+	}
+	var fn *btf.Func
+	if spec.TypeByName(Target, &fn) == nil {
+		return spec, nil
+	}
+	if mod, err := btf.LoadKernelModuleSpec("usbcore"); err == nil && mod.TypeByName(Target, &fn) == nil {
+		return mod, nil
+	}
+	return nil, fmt.Errorf("no %s in the kernel's BTF (vmlinux or usbcore module): %s (%w)",
+		Target, noUSBReason("/proc/config.gz", "/sys"), ebpf.ErrNotSupported)
+}
+
+// noUSBReason says why the kernel has no usb_reset_device to attach to,
+// from the kernel's own config (procConfig, CONFIG_IKCONFIG_PROC) where it
+// has one, else from sysfs (sys).
+func noUSBReason(procConfig, sys string) string {
+	switch v, ok := kconfig(procConfig, "CONFIG_USB"); {
+	case ok && v == "":
+		return "CONFIG_USB is not set (" + procConfig + ")"
+	case ok && v == "m":
+		if _, err := os.Stat(filepath.Join(sys, "module/usbcore")); err != nil {
+			return "CONFIG_USB=m and the usbcore module is not loaded"
+		}
+		return "usbcore is loaded but has no BTF (CONFIG_DEBUG_INFO_BTF_MODULES off?)"
+	}
+	if _, err := os.Stat(filepath.Join(sys, "bus/usb")); err != nil {
+		return "no USB core: " + filepath.Join(sys, "bus/usb") + " does not exist (CONFIG_USB off or usbcore not loaded)"
+	}
+	return "the USB core is present but its BTF lacks " + Target + " (usbcore built without BTF?)"
+}
+
+// kconfig looks name up in a gzipped kernel config: its value, "" for
+// "# name is not set", and whether the file said either.
+func kconfig(path, name string) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		return "", false
+	}
+	sc := bufio.NewScanner(z)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, name+"="); ok {
+			return v, true
+		}
+		if line == "# "+name+" is not set" {
+			return "", true
+		}
+	}
+	return "", false
+}
+
 // probeLayout finds usb_reset_device and the struct offsets in the running
 // kernel's BTF.
 func probeLayout() (layout, error) {
 	var l layout
-	spec, err := btf.LoadKernelSpec()
+	spec, err := kernelSpec()
 	if err != nil {
-		return l, fmt.Errorf("kernel BTF: %w (%w)", err, ebpf.ErrNotSupported)
-	}
-	var fn *btf.Func
-	if err := spec.TypeByName(Target, &fn); err != nil {
-		return l, fmt.Errorf("kernel BTF has no %s (kernel built without CONFIG_USB?): %w (%w)", Target, err, ebpf.ErrNotSupported)
+		return l, err
 	}
 	var udev, bus *btf.Struct
 	if err := spec.TypeByName("usb_device", &udev); err != nil {
@@ -83,6 +157,8 @@ func probeLayout() (layout, error) {
 //
 //	SEC("fexit/usb_reset_device")
 //	int BPF_PROG(prog, struct usb_device *udev, int ret) {
+//		if (ret != 0)	// refused or failed: no reset to report
+//			return 0;
 //		struct { u32 busnum, pad; char devpath[16]; } e = { udev->bus->busnum };
 //		__builtin_memcpy(e.devpath, udev->devpath, 16);
 //		bpf_ringbuf_output(&events, &e, sizeof(e), 0);	// on failure: drops[0]++
@@ -103,6 +179,9 @@ func collectionSpec(l layout) *ebpf.CollectionSpec {
 				Name: "wq_usb_reset", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFExit, AttachTo: Target,
 				License: "GPL",
 				Instructions: asm.Instructions{
+					// fexit ctx: u64 slots, the arguments then the return value.
+					asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord), // ret = ctx[1]
+					asm.JNE.Imm32(asm.R2, 0, "exit"),          // int: low 32 bits only
 					asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord), // udev = ctx[0]
 					asm.LoadMem(asm.R2, asm.R6, int16(l.bus), asm.DWord),
 					asm.LoadMem(asm.R3, asm.R2, int16(l.busnum), asm.Word),

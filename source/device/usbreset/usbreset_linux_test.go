@@ -3,7 +3,11 @@
 package usbreset
 
 import (
+	"compress/gzip"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -52,5 +56,52 @@ func TestOpen(t *testing.T) {
 	defer tr.Close()
 	if n, err := tr.Drops(); err != nil || n != 0 {
 		t.Fatalf("Drops = %d, %v", n, err)
+	}
+}
+
+// TestNoUSBReason checks the reasons Open gives for a kernel without
+// usb_reset_device, against fake /proc/config.gz and sysfs trees.
+func TestNoUSBReason(t *testing.T) {
+	gz := func(t *testing.T, dir, config string) string {
+		p := filepath.Join(dir, "config.gz")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z := gzip.NewWriter(f)
+		z.Write([]byte(config))
+		if err := z.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return p
+	}
+	for _, tc := range []struct {
+		name, config string
+		sysDirs      []string
+		want         string
+	}{
+		{"not set", "CONFIG_USB_SUPPORT=y\n# CONFIG_USB is not set\n", nil, "CONFIG_USB is not set"},
+		{"module not loaded", "CONFIG_USB=m\n", nil, "CONFIG_USB=m and the usbcore module is not loaded"},
+		{"module without BTF", "CONFIG_USB=m\n", []string{"module/usbcore", "bus/usb"}, "usbcore is loaded but has no BTF"},
+		{"no config, no bus", "", nil, "bus/usb does not exist"},
+		{"no config, bus", "", []string{"bus/usb"}, "lacks usb_reset_device"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			config := filepath.Join(dir, "absent.gz")
+			if tc.config != "" {
+				config = gz(t, dir, tc.config)
+			}
+			sys := filepath.Join(dir, "sys")
+			for _, d := range tc.sysDirs {
+				if err := os.MkdirAll(filepath.Join(sys, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := noUSBReason(config, sys); !strings.Contains(got, tc.want) {
+				t.Errorf("noUSBReason = %q, want it to say %q", got, tc.want)
+			}
+		})
 	}
 }

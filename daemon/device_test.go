@@ -1,81 +1,16 @@
 package daemon_test
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"golang.org/x/sys/unix"
 )
-
-// badFile is a FUSE file of zeros whose reads overlapping
-// [badOff, badOff+badLen) fail with EIO: behind a loop device, an O_DIRECT
-// read there fails in the block layer (block:block_rq_error). The same
-// approach as source/device's tests (their helpers are internal to it).
-type badFile struct {
-	fs.Inode
-	size, badOff, badLen int64
-}
-
-func (f *badFile) Open(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return nil, fuse.FOPEN_DIRECT_IO, 0
-}
-
-func (f *badFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode, out.Size = syscall.S_IFREG|0o444, uint64(f.size)
-	return 0
-}
-
-func (f *badFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	end := max(min(off+int64(len(dest)), f.size), off)
-	if off < f.badOff+f.badLen && end > f.badOff {
-		return nil, syscall.EIO
-	}
-	clear(dest)
-	return fuse.ReadResultData(dest[:end-off]), 0
-}
-
-// mountBadFile mounts a badFile and returns its path.
-func mountBadFile(t *testing.T, size, badOff, badLen int64) string {
-	testenv.RequireFile(t, "/dev/fuse")
-	dir := t.TempDir()
-	root := &fs.Inode{}
-	file := &badFile{size: size, badOff: badOff, badLen: badLen}
-	srv, err := fs.Mount(dir, root, &fs.Options{
-		MountOptions: fuse.MountOptions{DirectMountStrict: true, FsName: "watchqd-badfile", Name: "watchq"},
-		OnAdd: func(ctx context.Context) {
-			root.AddChild("disk", root.NewPersistentInode(ctx, file, fs.StableAttr{Mode: syscall.S_IFREG}), true)
-		},
-	})
-	testenv.SkipIfUnsupported(t, "FUSE mount", err)
-	t.Cleanup(func() { srv.Unmount() })
-	return filepath.Join(dir, "disk")
-}
-
-// directRead reads 4 KiB at off with O_DIRECT (bypassing the page cache).
-func directRead(path string, off int64) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
-	if err != nil {
-		return err
-	}
-	defer unix.Munmap(buf)
-	_, err = unix.Pread(fd, buf, off)
-	return err
-}
 
 // TestDeviceUsers runs watchqd with its real device source and three
 // unprivileged users: alice may watch block errors, carol block lifecycle,
@@ -86,7 +21,6 @@ func directRead(path string, off int64) error {
 // refused with EACCES and a reason, and gets nothing.
 func TestDeviceUsers(t *testing.T) {
 	testenv.RequireRoot(t)
-	losetup := testenv.RequireCommand(t, "losetup")
 	alice, bob, carol := newUser(t, "al"), newUser(t, "bo"), newUser(t, "ca")
 	conf := fmt.Sprintf("user=%s watch=block-errors\nuser=%s watch=block-lifecycle\n", alice.name, carol.name)
 	e := startDaemon(t, conf, "-devices", "on")
@@ -108,19 +42,11 @@ func TestDeviceUsers(t *testing.T) {
 		t.Errorf("carol: %q", l)
 	}
 
+	// A read-only loop device over a 1 MiB FUSE file whose 4 KiB at
+	// badOff fail with EIO.
 	const badOff = 512 << 10
-	disk := mountBadFile(t, 1<<20, badOff, 4096)
-	out, err := exec.Command(losetup, "--find", "--show", "--read-only", disk).Output()
-	if err != nil {
-		t.Fatalf("losetup: %v", err)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command(losetup, "-d", loop).Run() })
-	var st unix.Stat_t
-	if err := unix.Stat(loop, &st); err != nil {
-		t.Fatal(err)
-	}
-	dev := watchq.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	loop := devtest.AttachLoop(t, devtest.BadFile(t, 1<<20, badOff, 4096), unix.LO_FLAGS_READ_ONLY)
+	dev := loop.Dev
 
 	// carol: the lifecycle record for our loop device.
 	for {
@@ -136,7 +62,7 @@ func TestDeviceUsers(t *testing.T) {
 	// alice: the block error, and before it nothing (lifecycle records are
 	// denied to her).
 	deadline := time.Now().Add(10 * time.Second)
-	for directRead(loop, badOff) == nil {
+	for devtest.DirectRead(loop.Path, badOff) == nil {
 		if time.Now().After(deadline) {
 			t.Fatal("the bad range never failed")
 		}

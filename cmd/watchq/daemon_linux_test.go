@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,7 +94,6 @@ func statQueue(t *testing.T, out string, pid int) map[string]string {
 // running.
 func TestDaemon(t *testing.T) {
 	testenv.RequireRoot(t) // the daemon's device source
-	testenv.RequireCommand(t, "losetup")
 	sock, daemon := startDaemon(t)
 
 	p := start(t, "watch", "devices", "--socket", sock, "--filter", "block:lifecycle")
@@ -118,17 +116,7 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("queue row %v, want capacity 256, 1 watch, uid 0", q)
 	}
 
-	file := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(file, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dev := loopAttach(t, file)
-	prefix := fmt.Sprintf("BLOCK %08x e=130[change] s=", blockDev(t, dev))
-	attached := prefix + "800 " + filepath.Base(dev)
-	p.waitFor("the attach line "+attached, 20*time.Second, func(out, _ []string) bool { return findLine(out, attached, "") != "" })
-	loopDetach(t, dev)
-	detached := prefix + "0 " + filepath.Base(dev)
-	p.waitFor("the detach line "+detached, 20*time.Second, func(out, _ []string) bool { return findLine(out, detached, "") != "" })
+	attachDetach(t, p)
 
 	r = run(t, nil, "stat", "--json", "--socket", sock)
 	var js struct {

@@ -10,42 +10,27 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 )
 
-// loopAttach attaches file to a free loop device with losetup(8) and
-// returns the device path; the device is detached when the test ends.
-func loopAttach(t *testing.T, file string) string {
+// attachDetach attaches a 1 MiB file of zeros to a free loop device and
+// detaches it, waiting each time for p's BLOCK lifecycle line for the
+// device: a change to 0x800 sectors, then to 0. It returns the two lines.
+func attachDetach(t *testing.T, p *proc) (attached, detached string) {
 	t.Helper()
-	losetup := testenv.RequireCommand(t, "losetup")
-	out, err := exec.Command(losetup, "-f", "--show", file).CombinedOutput()
-	if err != nil {
-		testenv.Skip(t, "losetup -f --show: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { loopDetach(t, dev) })
-	return dev
-}
-
-func loopDetach(t *testing.T, dev string) {
-	out, err := exec.Command("losetup", "-d", dev).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "No such device") {
-		t.Logf("losetup -d %s: %v: %s", dev, err, out)
-	}
-}
-
-// blockDev returns the kernel-internal dev_t of a block device node, as
-// block records carry it.
-func blockDev(t *testing.T, path string) uint64 {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	file := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(file, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return watchq.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	loop := devtest.AttachLoop(t, file, 0)
+	prefix := fmt.Sprintf("BLOCK %08x e=130[change] s=", loop.Dev)
+	attached = prefix + "800 " + loop.Name
+	p.waitFor("the attach line "+attached, 20*time.Second, func(out, _ []string) bool { return findLine(out, attached, "") != "" })
+	loop.Detach(t)
+	detached = prefix + "0 " + loop.Name
+	p.waitFor("the detach line "+detached, 20*time.Second, func(out, _ []string) bool { return findLine(out, detached, "") != "" })
+	return attached, detached
 }
 
 // findLine returns the first line with the prefix and suffix, or "".
@@ -66,11 +51,6 @@ func findLine(lines []string, prefix, suffix string) string {
 // cleanly.
 func TestWatchDevicesInProcess(t *testing.T) {
 	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "losetup")
-	file := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(file, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	p := start(t, "watch", "devices", "--socket", filepath.Join(t.TempDir(), "none.sock"), "--filter", "block:lifecycle")
 	stderr := strings.Join(p.waitReady(), "\n")
 	if !strings.Contains(stderr, "watchq: devices: in-process (uevents;") || !strings.Contains(stderr, "none.sock: not running (no such file or directory)") {
@@ -80,15 +60,7 @@ func TestWatchDevicesInProcess(t *testing.T) {
 		t.Errorf("watching line missing:\n%s", stderr)
 	}
 
-	dev := loopAttach(t, file)
-	name := filepath.Base(dev)
-	prefix := fmt.Sprintf("BLOCK %08x e=130[change] s=", blockDev(t, dev))
-	attached := prefix + "800 " + name
-	p.waitFor("the attach line "+attached, 20*time.Second, func(out, _ []string) bool { return findLine(out, attached, "") != "" })
-
-	loopDetach(t, dev)
-	detached := prefix + "0 " + name
-	p.waitFor("the detach line "+detached, 20*time.Second, func(out, _ []string) bool { return findLine(out, detached, "") != "" })
+	attached, detached := attachDetach(t, p)
 
 	// Each BLOCK line follows its NOTIFY line with tag 4 and the
 	// lifecycle subtype, and some read() line before it.

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/source/device"
-	"github.com/watchq/watchq/source/device/internal/devtest"
 	"github.com/watchq/watchq/source/device/uevent"
 	"golang.org/x/sys/unix"
 )

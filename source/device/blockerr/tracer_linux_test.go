@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/source/device/blockerr"
-	"github.com/watchq/watchq/source/device/internal/devtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,24 +20,6 @@ const (
 	badOff   = 4 << 20 // far from the start and end a partition scan reads
 	badLen   = 64 << 10
 )
-
-// directRead reads 4 KiB at off from path with O_DIRECT into a page-aligned
-// buffer, bypassing the loop device's page cache.
-func directRead(t *testing.T, path string, off int64) error {
-	t.Helper()
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(buf)
-	_, err = unix.Pread(fd, buf, off)
-	return err
-}
 
 func openTracer(t *testing.T) *blockerr.Tracer {
 	t.Helper()
@@ -73,10 +55,10 @@ func TestBlockError(t *testing.T) {
 	file := devtest.BadFile(t, diskSize, badOff, badLen)
 	loop := devtest.AttachLoop(t, file, unix.LO_FLAGS_READ_ONLY)
 	for i, bad := range []int64{badOff, badOff + 8192} {
-		if err := directRead(t, loop.Path, int64(i)*4096); err != nil {
+		if err := devtest.DirectRead(loop.Path, int64(i)*4096); err != nil {
 			t.Fatalf("good read at %d: %v", i*4096, err)
 		}
-		if err := directRead(t, loop.Path, bad); !errors.Is(err, syscall.EIO) {
+		if err := devtest.DirectRead(loop.Path, bad); !errors.Is(err, syscall.EIO) {
 			t.Fatalf("bad read at %d = %v, want EIO", bad, err)
 		}
 		e := nextFor(t, tr, loop.Dev)

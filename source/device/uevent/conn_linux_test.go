@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
-	"github.com/watchq/watchq/source/device/internal/devtest"
 	"github.com/watchq/watchq/source/device/uevent"
 )
 

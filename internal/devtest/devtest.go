@@ -1,7 +1,8 @@
 //go:build linux
 
-// Package devtest holds helpers the device source's tests share: private
-// network namespaces and synthetic kernel uevents.
+// Package devtest holds helpers the device tests share (source/device,
+// daemon, cmd/watchq): private network namespaces, synthetic kernel
+// uevents, loop devices, and FUSE files with a range that fails with EIO.
 package devtest
 
 import (

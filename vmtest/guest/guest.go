@@ -99,10 +99,12 @@ func (c *client) call(ctx context.Context, op string, args, result any) error {
 	if !ok {
 		deadline = time.Now().Add(5 * time.Minute)
 	}
-	stop := context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Now()) })
-	defer stop()
+	// Deadline first, then the cancel hook, so a ctx that is already done
+	// cannot have its "now" deadline overwritten.
 	c.f.SetReadDeadline(deadline)
 	defer c.f.SetReadDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Now()) })
+	defer stop()
 	for {
 		b, err := c.r.ReadBytes('\n')
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,6 +58,19 @@ func main() {
 	os.Exit(1)
 }
 
+// timeoutMargin is kept from the hard timeout for boot and output.
+const timeoutMargin = 20 * time.Second
+
+// hasTimeoutFlag reports whether the user passed -test.timeout already.
+func hasTimeoutFlag(args []string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, "-test.timeout") {
+			return true
+		}
+	}
+	return false
+}
+
 func run() error {
 	for _, m := range mounts {
 		if err := os.MkdirAll(m.target, 0o755); err != nil && !m.optional {
@@ -90,11 +104,19 @@ func run() error {
 	unix.Uname(&uname)
 	fmt.Printf("vmtest init: kernel %s, %d test binaries\n", unix.ByteSliceToString(uname.Release[:]), len(man.Tests))
 
+	// The host's clock started before boot; keep a margin for boot and for
+	// the dump of a timed-out test to reach the console.
+	deadline := time.Now().Add(time.Duration(man.TimeoutSeconds)*time.Second - timeoutMargin)
 	failed := 0
 	for _, t := range man.Tests {
 		fmt.Printf("=== vmtest: RUN %s\n", t.Pkg)
 		start := time.Now()
-		cmd := exec.Command(t.Bin, t.Args...)
+		args := t.Args
+		if man.TimeoutSeconds > 0 && !hasTimeoutFlag(args) {
+			left := max(time.Until(deadline), 10*time.Second)
+			args = append([]string{"-test.timeout=" + left.Round(time.Second).String()}, args...)
+		}
+		cmd := exec.Command(t.Bin, args...)
 		cmd.Dir = t.Dir
 		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

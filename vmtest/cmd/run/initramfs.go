@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"time"
 
 	"github.com/watchq/watchq/vmtest/internal/cpio"
 	"github.com/watchq/watchq/vmtest/internal/proto"
@@ -21,7 +22,7 @@ type guestTest struct {
 // writeInitramfs packs /init, the test binaries (each with its package's
 // testdata below its working directory), the extra files and the manifest
 // into an uncompressed newc cpio archive at out.
-func writeInitramfs(out, initBin string, tests []guestTest, extras []extraFile, testArgs []string) error {
+func writeInitramfs(out, initBin string, tests []guestTest, extras []extraFile, testArgs, env []string, timeout time.Duration) error {
 	f, err := os.Create(out)
 	if err != nil {
 		return err
@@ -48,7 +49,7 @@ func writeInitramfs(out, initBin string, tests []guestTest, extras []extraFile, 
 		return err
 	}
 
-	var man proto.Manifest
+	man := proto.Manifest{Env: env, TimeoutSeconds: int(timeout.Seconds())}
 	for i, t := range tests {
 		bin := fmt.Sprintf("/watchq/tests/%02d.test", i)
 		dir := path.Join("/watchq/pkg", t.pkg.ImportPath)

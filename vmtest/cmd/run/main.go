@@ -195,7 +195,7 @@ func run(o options) error {
 		}
 	}
 
-	testArgs := []string{"-test.timeout=" + o.timeout.String()}
+	var testArgs []string // /init adds -test.timeout from the manifest
 	if o.verbose {
 		testArgs = append(testArgs, "-test.v")
 	}
@@ -204,7 +204,15 @@ func run(o options) error {
 	}
 	testArgs = append(testArgs, o.testArgs...)
 	initrd := filepath.Join(work, "initramfs.cpio")
-	if err := writeInitramfs(initrd, initBin, tests, extras, testArgs); err != nil {
+	// Host settings that guest tests must see: WATCHQ_STRICT turns
+	// testenv skips into failures inside the guest too.
+	var guestEnv []string
+	for _, k := range []string{"WATCHQ_STRICT"} {
+		if v, ok := os.LookupEnv(k); ok {
+			guestEnv = append(guestEnv, k+"="+v)
+		}
+	}
+	if err := writeInitramfs(initrd, initBin, tests, extras, testArgs, guestEnv, o.timeout); err != nil {
 		return err
 	}
 	st, _ := os.Stat(initrd)

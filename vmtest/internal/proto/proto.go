@@ -81,6 +81,10 @@ const ManifestPath = "/watchq/manifest.json"
 type Manifest struct {
 	Tests []Test   `json:"tests"`
 	Env   []string `json:"env,omitempty"` // extra KEY=VALUE for every test
+	// TimeoutSeconds is the runner's hard timeout. /init gives each test
+	// binary -test.timeout = what is left of it minus a margin, so a hung
+	// test panics with its goroutine dump before the host kills qemu.
+	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
 }
 
 // Test is one test binary in the initramfs.

@@ -3,6 +3,7 @@ package blockerr
 import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/watchq/watchq/source/device/internal/bpfring"
 )
 
 // Names of the collection's maps and program.
@@ -28,6 +29,7 @@ const DefaultRingSize = 256 << 10
 //		if (err == 0)	// block_rq_complete also fires on success
 //			return 0;
 //		struct event e = { *(u32 *)(ctx + dev_off), err, *(sector_t *)(ctx + sector_off) };
+//		// bpfring.OutputOrDrop:
 //		if (bpf_ringbuf_output(&events, &e, sizeof(e), 0) != 0) {
 //			u32 key = 0;
 //			u64 *n = bpf_map_lookup_elem(&drops, &key);
@@ -41,38 +43,18 @@ func collectionSpec(l Layout, ringSize int) *ebpf.CollectionSpec {
 	if l.Sector.Size == 4 {
 		sectorSize = asm.Word
 	}
-	insns := asm.Instructions{
+	insns := append(asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R7, asm.R6, int16(l.Error.Offset), asm.Word),
-		asm.JEq.Imm32(asm.R7, 0, "exit"),
+		asm.JEq.Imm32(asm.R7, 0, bpfring.Exit),
 		asm.LoadMem(asm.R1, asm.R6, int16(l.Dev.Offset), asm.Word),
 		asm.StoreMem(asm.RFP, -16, asm.R1, asm.Word),
 		asm.StoreMem(asm.RFP, -12, asm.R7, asm.Word),
 		asm.LoadMem(asm.R1, asm.R6, int16(l.Sector.Offset), sectorSize),
 		asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(eventsMap),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -16),
-		asm.Mov.Imm(asm.R3, eventSize),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnRingbufOutput.Call(),
-		asm.JEq.Imm(asm.R0, 0, "exit"),
-		asm.StoreImm(asm.RFP, -20, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(dropsMap),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -20),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "exit"),
-		asm.Mov.Imm(asm.R1, 1),
-		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
-		asm.Return(),
-	}
+	}, bpfring.OutputOrDrop(eventsMap, dropsMap, -16, eventSize)...)
 	return &ebpf.CollectionSpec{
-		Maps: map[string]*ebpf.MapSpec{
-			eventsMap: {Name: eventsMap, Type: ebpf.RingBuf, MaxEntries: uint32(ringSize)},
-			dropsMap:  {Name: dropsMap, Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1},
-		},
+		Maps: bpfring.Maps(eventsMap, dropsMap, uint32(ringSize)),
 		Programs: map[string]*ebpf.ProgramSpec{
 			progName: {
 				Name:         progName,

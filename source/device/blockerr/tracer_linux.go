@@ -8,13 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/watchq/watchq/source/device/internal/bpfring"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,13 +56,7 @@ type Tracer struct {
 	// on kernels without it, "block/block_rq_complete".
 	Tracepoint string
 
-	coll   *ebpf.Collection
-	link   link.Link
-	rd     *ringbuf.Reader
-	drops  *ebpf.Map
-	rec    ringbuf.Record
-	seen   uint64 // drops already reported
-	closed atomic.Bool
+	r *bpfring.Reader
 }
 
 // Open loads the program, attaches it to block:block_rq_error (falling
@@ -114,33 +107,32 @@ func Open(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blockerr: load program for %s: %w", name, err)
 	}
-	t := &Tracer{Tracepoint: "block/" + name, coll: coll, drops: coll.Maps[dropsMap]}
-	if t.link, err = link.Tracepoint("block", name, coll.Programs[progName], nil); err != nil {
+	l, err := link.Tracepoint("block", name, coll.Programs[progName], nil)
+	if err != nil {
 		coll.Close()
 		return nil, fmt.Errorf("blockerr: attach to block:%s: %w", name, err)
 	}
-	if t.rd, err = ringbuf.NewReader(coll.Maps[eventsMap]); err != nil {
-		t.link.Close()
-		coll.Close()
-		return nil, fmt.Errorf("blockerr: ring buffer reader: %w", err)
+	r, err := bpfring.NewReader("blockerr", coll, l, eventsMap, dropsMap)
+	if err != nil {
+		return nil, err
 	}
-	return t, nil
+	return &Tracer{Tracepoint: "block/" + name, r: r}, nil
 }
 
 // ErrClosed is returned by Read after Close.
-var ErrClosed = ringbuf.ErrClosed
+var ErrClosed = bpfring.ErrClosed
 
 // SetDeadline makes a blocked Read return an error wrapping
 // os.ErrDeadlineExceeded at t; the zero time waits forever.
-func (t *Tracer) SetDeadline(d time.Time) { t.rd.SetDeadline(d) }
+func (t *Tracer) SetDeadline(d time.Time) { t.r.SetDeadline(d) }
 
 // Read waits for the next error. It returns ErrClosed after Close. One
 // goroutine may call Read at a time.
 func (t *Tracer) Read(e *Event) error {
-	if err := t.rd.ReadInto(&t.rec); err != nil {
-		return fmt.Errorf("blockerr: read ring buffer: %w", err)
+	s, err := t.r.Read()
+	if err != nil {
+		return err
 	}
-	s := t.rec.RawSample
 	if len(s) < eventSize {
 		return fmt.Errorf("blockerr: %d-byte ring buffer record, want %d", len(s), eventSize)
 	}
@@ -152,24 +144,8 @@ func (t *Tracer) Read(e *Event) error {
 
 // Drops returns how many errors the program dropped because the ring
 // buffer was full since the previous call.
-func (t *Tracer) Drops() (uint64, error) {
-	var n uint64
-	if err := t.drops.Lookup(uint32(0), &n); err != nil {
-		return 0, fmt.Errorf("blockerr: read drop counter: %w", err)
-	}
-	d := n - t.seen
-	t.seen = n
-	return d, nil
-}
+func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 
 // Close detaches the program and releases everything; a blocked Read
 // returns ErrClosed.
-func (t *Tracer) Close() error {
-	if t.closed.Swap(true) {
-		return nil
-	}
-	err := t.rd.Close()
-	t.link.Close()
-	t.coll.Close()
-	return err
-}
+func (t *Tracer) Close() error { return t.r.Close() }

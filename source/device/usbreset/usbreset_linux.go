@@ -30,14 +30,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/watchq/watchq/source/device/internal/bpfring"
 )
 
 // Target is the kernel function the program attaches to.
@@ -45,6 +44,13 @@ const Target = "usb_reset_device"
 
 // devpathLen is sizeof(((struct usb_device *)0)->devpath).
 const devpathLen = 16
+
+// Names of the collection's maps and program.
+const (
+	eventsMap = "wq_usb_events"
+	dropsMap  = "wq_usb_drops"
+	progName  = "wq_usb_reset"
+)
 
 // eventSize is the ring record: struct { u32 busnum; u32 pad; char devpath[16]; }.
 const eventSize = 8 + devpathLen
@@ -161,7 +167,7 @@ func probeLayout() (layout, error) {
 //			return 0;
 //		struct { u32 busnum, pad; char devpath[16]; } e = { udev->bus->busnum };
 //		__builtin_memcpy(e.devpath, udev->devpath, 16);
-//		bpf_ringbuf_output(&events, &e, sizeof(e), 0);	// on failure: drops[0]++
+//		bpf_ringbuf_output(&events, &e, sizeof(e), 0);	// on failure: drops[0]++ (bpfring.OutputOrDrop)
 //		return 0;
 //	}
 //
@@ -170,18 +176,15 @@ func probeLayout() (layout, error) {
 // lockdown=confidentiality forbids.
 func collectionSpec(l layout) *ebpf.CollectionSpec {
 	return &ebpf.CollectionSpec{
-		Maps: map[string]*ebpf.MapSpec{
-			"wq_usb_events": {Name: "wq_usb_events", Type: ebpf.RingBuf, MaxEntries: 64 << 10},
-			"wq_usb_drops":  {Name: "wq_usb_drops", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1},
-		},
+		Maps: bpfring.Maps(eventsMap, dropsMap, 64<<10),
 		Programs: map[string]*ebpf.ProgramSpec{
-			"wq_usb_reset": {
-				Name: "wq_usb_reset", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFExit, AttachTo: Target,
+			progName: {
+				Name: progName, Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFExit, AttachTo: Target,
 				License: "GPL",
-				Instructions: asm.Instructions{
+				Instructions: append(asm.Instructions{
 					// fexit ctx: u64 slots, the arguments then the return value.
 					asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord), // ret = ctx[1]
-					asm.JNE.Imm32(asm.R2, 0, "exit"),          // int: low 32 bits only
+					asm.JNE.Imm32(asm.R2, 0, bpfring.Exit),    // int: low 32 bits only
 					asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord), // udev = ctx[0]
 					asm.LoadMem(asm.R2, asm.R6, int16(l.bus), asm.DWord),
 					asm.LoadMem(asm.R3, asm.R2, int16(l.busnum), asm.Word),
@@ -190,24 +193,7 @@ func collectionSpec(l layout) *ebpf.CollectionSpec {
 					asm.StoreMem(asm.RFP, -16, asm.R3, asm.DWord),
 					asm.LoadMem(asm.R3, asm.R6, int16(l.devpath+8), asm.DWord),
 					asm.StoreMem(asm.RFP, -8, asm.R3, asm.DWord),
-					asm.LoadMapPtr(asm.R1, 0).WithReference("wq_usb_events"),
-					asm.Mov.Reg(asm.R2, asm.RFP),
-					asm.Add.Imm(asm.R2, -24),
-					asm.Mov.Imm(asm.R3, eventSize),
-					asm.Mov.Imm(asm.R4, 0),
-					asm.FnRingbufOutput.Call(),
-					asm.JEq.Imm(asm.R0, 0, "exit"),
-					asm.StoreImm(asm.RFP, -28, 0, asm.Word),
-					asm.LoadMapPtr(asm.R1, 0).WithReference("wq_usb_drops"),
-					asm.Mov.Reg(asm.R2, asm.RFP),
-					asm.Add.Imm(asm.R2, -28),
-					asm.FnMapLookupElem.Call(),
-					asm.JEq.Imm(asm.R0, 0, "exit"),
-					asm.Mov.Imm(asm.R1, 1),
-					asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-					asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
-					asm.Return(),
-				},
+				}, bpfring.OutputOrDrop(eventsMap, dropsMap, -24, eventSize)...),
 			},
 		},
 	}
@@ -215,12 +201,7 @@ func collectionSpec(l layout) *ebpf.CollectionSpec {
 
 // Tracer receives USB device resets.
 type Tracer struct {
-	coll   *ebpf.Collection
-	link   link.Link
-	rd     *ringbuf.Reader
-	rec    ringbuf.Record
-	seen   uint64
-	closed atomic.Bool
+	r *bpfring.Reader
 }
 
 // Open loads and attaches the fexit program. Where the kernel cannot run
@@ -239,30 +220,30 @@ func Open() (*Tracer, error) {
 		// this process: lockdown, a BPF LSM policy, or missing CAP_BPF.
 		return nil, fmt.Errorf("usbreset: load fexit/%s: %w (%w)", Target, err, ebpf.ErrNotSupported)
 	}
-	t := &Tracer{coll: coll}
-	if t.link, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs["wq_usb_reset"], AttachType: ebpf.AttachTraceFExit}); err != nil {
+	lk, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[progName], AttachType: ebpf.AttachTraceFExit})
+	if err != nil {
 		coll.Close()
 		return nil, fmt.Errorf("usbreset: attach fexit/%s: %w (%w)", Target, err, ebpf.ErrNotSupported)
 	}
-	if t.rd, err = ringbuf.NewReader(coll.Maps["wq_usb_events"]); err != nil {
-		t.link.Close()
-		coll.Close()
-		return nil, fmt.Errorf("usbreset: ring buffer reader: %w", err)
+	r, err := bpfring.NewReader("usbreset", coll, lk, eventsMap, dropsMap)
+	if err != nil {
+		return nil, err
 	}
-	return t, nil
+	return &Tracer{r: r}, nil
 }
 
 // ErrClosed is returned by Read after Close.
-var ErrClosed = ringbuf.ErrClosed
+var ErrClosed = bpfring.ErrClosed
 
 // Read waits for the next reset and returns the device's kernel name, as
 // usb_alloc_dev names it: "usbN" for a root hub (devpath "0"), else
 // "BUSNUM-DEVPATH" ("3-7.7").
 func (t *Tracer) Read() (string, error) {
-	if err := t.rd.ReadInto(&t.rec); err != nil {
-		return "", fmt.Errorf("usbreset: read ring buffer: %w", err)
+	s, err := t.r.Read()
+	if err != nil {
+		return "", err
 	}
-	return decodeName(t.rec.RawSample)
+	return decodeName(s)
 }
 
 func decodeName(s []byte) (string, error) {
@@ -288,23 +269,7 @@ func decodeName(s []byte) (string, error) {
 
 // Drops returns how many resets were dropped on a full ring buffer since
 // the previous call.
-func (t *Tracer) Drops() (uint64, error) {
-	var n uint64
-	if err := t.coll.Maps["wq_usb_drops"].Lookup(uint32(0), &n); err != nil {
-		return 0, fmt.Errorf("usbreset: read drop counter: %w", err)
-	}
-	d := n - t.seen
-	t.seen = n
-	return d, nil
-}
+func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 
 // Close detaches the program; a blocked Read returns ErrClosed.
-func (t *Tracer) Close() error {
-	if t.closed.Swap(true) {
-		return nil
-	}
-	err := t.rd.Close()
-	t.link.Close()
-	t.coll.Close()
-	return err
-}
+func (t *Tracer) Close() error { return t.r.Close() }

@@ -1,0 +1,81 @@
+//go:build linux
+
+package bpfring
+
+import (
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// Reader reads the records and the drop count of a loaded and attached
+// program built with Maps and OutputOrDrop, and owns the program's
+// collection and link.
+type Reader struct {
+	prefix string // of errors: the tracer package's name
+	coll   *ebpf.Collection
+	link   io.Closer // the program's attachment, a link.Link
+	rd     *ringbuf.Reader
+	drops  *ebpf.Map
+	rec    ringbuf.Record
+	seen   uint64 // drops already reported
+	closed atomic.Bool
+}
+
+// NewReader opens the ring buffer events of coll, whose program l (a
+// link.Link) attached, and finds its drop counter drops. Errors start with
+// prefix. On an error it closes l and coll.
+func NewReader(prefix string, coll *ebpf.Collection, l io.Closer, events, drops string) (*Reader, error) {
+	rd, err := ringbuf.NewReader(coll.Maps[events])
+	if err != nil {
+		l.Close()
+		coll.Close()
+		return nil, fmt.Errorf("%s: ring buffer reader: %w", prefix, err)
+	}
+	return &Reader{prefix: prefix, coll: coll, link: l, rd: rd, drops: coll.Maps[drops]}, nil
+}
+
+// SetDeadline makes a blocked Read return an error wrapping
+// os.ErrDeadlineExceeded at d; the zero time waits forever.
+func (r *Reader) SetDeadline(d time.Time) { r.rd.SetDeadline(d) }
+
+// Read waits for the next record and returns it; it stays valid until the
+// next Read. It returns ErrClosed after Close. One goroutine may call Read
+// at a time.
+func (r *Reader) Read() ([]byte, error) {
+	if err := r.rd.ReadInto(&r.rec); err != nil {
+		return nil, fmt.Errorf("%s: read ring buffer: %w", r.prefix, err)
+	}
+	return r.rec.RawSample, nil
+}
+
+// Drops returns how many records the program dropped on a full ring buffer
+// since the previous call.
+func (r *Reader) Drops() (uint64, error) {
+	var n uint64
+	if err := r.drops.Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("%s: read drop counter: %w", r.prefix, err)
+	}
+	d := n - r.seen
+	r.seen = n
+	return d, nil
+}
+
+// Close closes the ring buffer, detaches the program and releases
+// everything; a blocked Read returns ErrClosed. Later calls do nothing.
+func (r *Reader) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	err := r.rd.Close()
+	r.link.Close()
+	r.coll.Close()
+	return err
+}

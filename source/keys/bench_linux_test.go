@@ -17,14 +17,7 @@ import (
 func BenchmarkKeysPoll(b *testing.B) {
 	for _, n := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
-			src, err := Open(b.Context(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: Poll, Interval: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer src.Close()
-			q := watchq.NewQueue()
-			q.SetSize(512)
-			defer q.Close()
+			src, q := openBackend(b, Poll, 0, 512)
 			ring := newKeyring(b, fmt.Sprintf("wq-bench-%d-%d", n, time.Now().UnixNano()))
 			for i := range n {
 				var id int32

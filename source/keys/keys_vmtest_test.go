@@ -20,26 +20,11 @@ import (
 	"github.com/watchq/watchq/kernel"
 )
 
-func openBackend(t *testing.T, b Backend, notes int) (*Source, *watchq.Queue) {
-	t.Helper()
-	src, err := Open(context.Background(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: b, Interval: time.Hour, PipeNotes: notes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
-	q := watchq.NewQueue()
-	if _, err := q.SetSize(256); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	return src, q
-}
-
 func TestVMProbe(t *testing.T) {
 	if err := kernel.Probe(); err != nil {
 		t.Fatalf("the vmtest kernel has WATCH_QUEUE and KEY_NOTIFICATIONS, but Probe: %v", err)
 	}
-	src, _ := openBackend(t, Auto, 0)
+	src, _ := openBackend(t, Auto, 0, 256)
 	if src.Backend() != Kernel {
 		t.Errorf("Auto chose %v", src.Backend())
 	}
@@ -54,7 +39,7 @@ func TestVMScenario(t *testing.T) {
 	logs := map[Backend][]string{}
 	for _, b := range []Backend{Kernel, Poll} {
 		t.Run(b.String(), func(t *testing.T) {
-			src, q := openBackend(t, b, 0)
+			src, q := openBackend(t, b, 0, 256)
 			sc := newScenario(t, src, q)
 			sc.run(true)
 			logs[b] = sc.log
@@ -85,7 +70,7 @@ func TestVMScenario(t *testing.T) {
 // while 40 updates hit a 1-note (32 after rounding) pipe; the engine queue
 // then gets the 32 records the kernel kept and one loss record.
 func TestVMKernelLoss(t *testing.T) {
-	src, q := openBackend(t, Kernel, 1)
+	src, q := openBackend(t, Kernel, 1, 256)
 	ring := newKeyring(t, "wq-loss")
 	key := addKey(t, "user", "wq-loss-key", []byte("0"), ring)
 	must(t, "setperm", unix.KeyctlSetperm(int(key), permAll))
@@ -135,7 +120,7 @@ func TestVMKernelLoss(t *testing.T) {
 func TestVMTwoQueues(t *testing.T) {
 	for _, b := range []Backend{Kernel, Poll} {
 		t.Run(b.String(), func(t *testing.T) {
-			src, q1 := openBackend(t, b, 0)
+			src, q1 := openBackend(t, b, 0, 256)
 			q2 := watchq.NewQueue()
 			q2.SetSize(32)
 			defer q2.Close()
@@ -161,7 +146,7 @@ func TestVMTwoQueues(t *testing.T) {
 // compares the two event for event.
 func TestVMKeyctlWatch(t *testing.T) {
 	keyctlBin := testenv.RequireCommand(t, "keyctl")
-	src, q := openBackend(t, Kernel, 0)
+	src, q := openBackend(t, Kernel, 0, 256)
 	ring := newKeyring(t, "wq-keyctl")
 	must(t, "watch", src.Watch(q, ring, 1, nil))
 	cmd := exec.Command(keyctlBin, "watch", fmt.Sprint(ring))
@@ -270,14 +255,7 @@ func keyctlFormat(e ev) string {
 // Under TCG the figure is dominated by emulation; compare it with
 // BenchmarkKeysKernelSyscallOnly from the same run.
 func BenchmarkKeysKernelEndToEnd(b *testing.B) {
-	src, err := Open(b.Context(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: Kernel})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer src.Close()
-	q := watchq.NewQueue()
-	q.SetSize(512)
-	defer q.Close()
+	src, q := openBackend(b, Kernel, 0, 512)
 	ring := newKeyring(b, "wq-bench-e2e")
 	key := addKey(b, "user", "wq-bench-e2e-key", []byte("v"), ring)
 	unix.KeyctlSetperm(int(key), permAll)

@@ -12,20 +12,28 @@ import (
 	"github.com/watchq/watchq/internal/testenv"
 )
 
+// openBackend opens a key source on backend b (an hour's poll interval,
+// notes pipe notes for the kernel backend: 0 is the default) and a queue of
+// size notes, both closed when tb ends.
+func openBackend(tb testing.TB, b Backend, notes, size int) (*Source, *watchq.Queue) {
+	tb.Helper()
+	src, err := Open(context.Background(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: b, Interval: time.Hour, PipeNotes: notes})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { src.Close() })
+	q := watchq.NewQueue()
+	if _, err := q.SetSize(size); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { q.Close() })
+	return src, q
+}
+
 func openPoll(t *testing.T) (*Source, *watchq.Queue) {
 	t.Helper()
 	testenv.RequireFile(t, "/proc/keys")
-	src, err := Open(context.Background(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: Poll, Interval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
-	q := watchq.NewQueue()
-	if _, err := q.SetSize(256); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { q.Close() })
-	return src, q
+	return openBackend(t, Poll, 0, 256)
 }
 
 // TestPollScenario runs the keyutils-style sequence through the poll

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"errors"
+	"strconv"
 	"syscall"
 )
 
@@ -72,26 +73,10 @@ type OpError struct {
 
 func (e *OpError) Error() string {
 	if e.Key != 0 {
-		return "kernel: " + e.Op + " key " + itoa(e.Key) + ": " + e.Err.Error()
+		return "kernel: " + e.Op + " key " + strconv.Itoa(int(e.Key)) + ": " + e.Err.Error()
 	}
 	return "kernel: " + e.Op + ": " + e.Err.Error()
 }
 
 // Unwrap returns the underlying error.
 func (e *OpError) Unwrap() error { return e.Err }
-
-func itoa(v int32) string {
-	if v < 0 {
-		return "-" + itoa(-v)
-	}
-	var b [11]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
-		}
-	}
-}

@@ -3,6 +3,7 @@ package device
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,7 +99,7 @@ func checkFixture(t *testing.T, file string, raw []byte) {
 		}
 		maj, min := watchq.SplitKernelDev(b.Dev)
 		if b.Subtype != want || b.Sector != wantSector || b.Name != string(e.Name()) ||
-			string(e.Get("MAJOR")) != itoa(maj) || string(e.Get("MINOR")) != itoa(min) ||
+			string(e.Get("MAJOR")) != strconv.FormatUint(uint64(maj), 10) || string(e.Get("MINOR")) != strconv.FormatUint(uint64(min), 10) ||
 			(devtype == "partition") != (uint32(b.TypeInfo)<<16 == watchq.BlockFlagPartition) {
 			t.Errorf("%s: %+v", file, b)
 		}
@@ -108,19 +109,6 @@ func checkFixture(t *testing.T, file string, raw []byte) {
 	default:
 		if ok {
 			t.Errorf("%s: unexpected record %v", file, watchq.Record(rec))
-		}
-	}
-}
-
-func itoa(v uint32) string {
-	var b [10]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
 		}
 	}
 }

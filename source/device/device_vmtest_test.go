@@ -16,19 +16,10 @@ import (
 // usbName is dev_name() of a non-root-hub USB device: BUS-PORT[.PORT...].
 var usbName = regexp.MustCompile(`^[0-9]+-[0-9]+(\.[0-9]+)*$`)
 
+// nextRecord is next with the guest's longer timeout (TCG is slow).
 func nextRecord(t *testing.T, q *watchq.Queue, keep func(watchq.Record) bool) watchq.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for {
-		r, err := q.Next(ctx)
-		if err != nil {
-			t.Fatalf("waiting for a record: %v", err)
-		}
-		if keep(r) {
-			return r
-		}
-	}
+	return nextWithin(t, q, time.Minute, keep)
 }
 
 func isUSB(st uint8) func(watchq.Record) bool {

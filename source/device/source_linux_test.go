@@ -46,10 +46,16 @@ func watch(t testing.TB, s *device.Source, tag int) *watchq.Queue {
 }
 
 // next returns the next record for which keep is true, skipping others
-// (the machine's own devices, other tests' loop devices).
+// (the machine's own devices, other tests' loop devices), within 15 s.
 func next(t *testing.T, q *watchq.Queue, keep func(watchq.Record) bool) watchq.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	return nextWithin(t, q, 15*time.Second, keep)
+}
+
+// nextWithin is next with a timeout.
+func nextWithin(t *testing.T, q *watchq.Queue, timeout time.Duration, keep func(watchq.Record) bool) watchq.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
 		r, err := q.Next(ctx)

@@ -299,10 +299,7 @@ func (s *Source) traceBlock() {
 		if s.closing.Load() {
 			return
 		}
-		if d, derr := s.blk.Drops(); derr == nil && d > 0 {
-			s.c.bpfDrops.Add(d)
-			s.wl.PostLoss(d)
-		}
+		s.postDrops(s.blk.Drops)
 		if err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				s.c.readErrors.Add(1)
@@ -317,6 +314,15 @@ func (s *Source) traceBlock() {
 	}
 }
 
+// postDrops posts one loss record for the records a tracer's program
+// dropped on its full ring buffer since drops was last called.
+func (s *Source) postDrops(drops func() (uint64, error)) {
+	if d, err := drops(); err == nil && d > 0 {
+		s.c.bpfDrops.Add(d)
+		s.wl.PostLoss(d)
+	}
+}
+
 // traceUSB is the USB reset goroutine.
 func (s *Source) traceUSB() {
 	defer s.wg.Done()
@@ -326,10 +332,7 @@ func (s *Source) traceUSB() {
 		if s.closing.Load() {
 			return
 		}
-		if d, derr := s.usb.Drops(); derr == nil && d > 0 {
-			s.c.bpfDrops.Add(d)
-			s.wl.PostLoss(d)
-		}
+		s.postDrops(s.usb.Drops)
 		if err != nil {
 			s.c.readErrors.Add(1)
 			time.Sleep(10 * time.Millisecond)

@@ -114,13 +114,7 @@ func (c *Client) do(ctx context.Context, req protocol.Request) ([]byte, []int, e
 	defer c.mu.Unlock()
 	c.nextID++
 	id := c.nextID
-	if d, ok := ctx.Deadline(); ok {
-		c.conn.SetDeadline(d)
-	} else {
-		c.conn.SetDeadline(time.Time{})
-	}
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer followContext(ctx, c.conn.SetDeadline)()
 	wrap := func(err error) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("watchq client: %v: %w", req.Op(), ctx.Err())
@@ -154,6 +148,18 @@ func (c *Client) do(ctx context.Context, req protocol.Request) ([]byte, []int, e
 		}
 		return append([]byte(nil), rest...), fds, nil
 	}
+}
+
+// followContext gives a connection or file ctx's deadline through set, and
+// when ctx ends, a deadline in the past, so that a blocked call returns.
+// The caller calls the returned function when the call is done.
+func followContext(ctx context.Context, set func(time.Time) error) (stop func() bool) {
+	if d, ok := ctx.Deadline(); ok {
+		set(d)
+	} else {
+		set(time.Time{})
+	}
+	return context.AfterFunc(ctx, func() { set(time.Unix(1, 0)) })
 }
 
 func parseRights(oob []byte) []int {

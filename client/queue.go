@@ -195,13 +195,7 @@ func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 		return nil, watchq.ErrClosed
 	}
 	if wait {
-		if d, ok := ctx.Deadline(); ok {
-			q.f.SetReadDeadline(d)
-		} else {
-			q.f.SetReadDeadline(time.Time{})
-		}
-		stop := context.AfterFunc(ctx, func() { q.f.SetReadDeadline(time.Unix(1, 0)) })
-		defer stop()
+		defer followContext(ctx, q.f.SetReadDeadline)()
 	}
 	var n int
 	var rerr error

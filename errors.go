@@ -25,7 +25,7 @@ var (
 	ErrWatchExists = &Errno{syscall.EBUSY, "queue already watches this object"}
 	// ErrNoWatch: no such watch to remove (remove_watch_from_object's
 	// -EBADSLT).
-	ErrNoWatch = &Errno{syscall.EBADSLT, "no such watch"}
+	ErrNoWatch = &Errno{ebadslt, "no such watch"}
 	// ErrTooManyWatches: the watcher's user holds its limit of watches
 	// (add_watch_to_object's -EAGAIN).
 	ErrTooManyWatches = &Errno{syscall.EAGAIN, "too many watches for this user"}

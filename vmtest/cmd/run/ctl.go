@@ -157,7 +157,7 @@ func (c *controller) artifact(raw json.RawMessage) error {
 	}
 	name := filepath.FromSlash(a.Name)
 	if a.Name == "" || filepath.IsAbs(name) || !filepath.IsLocal(name) {
-		return fmt.Errorf("artifact name %q must be a relative path without ..", a.Name)
+		return fmt.Errorf("artifact name %q must be a relative path without \"..\" elements", a.Name)
 	}
 	if c.artifacts == "" {
 		return nil // no -artifacts: discard

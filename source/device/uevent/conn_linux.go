@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -76,19 +78,42 @@ type Config struct {
 // Conn is a NETLINK_KOBJECT_UEVENT socket joined to the kernel group. One
 // goroutine may call Receive at a time.
 type Conn struct {
-	c *socket.Conn
+	c  *socket.Conn
+	rc syscall.RawConn
 
-	// Receive scratch, reused so Receive does not allocate.
-	from      unix.RawSockaddrNetlink
-	iov       unix.Iovec
-	msg       unix.Msghdr
-	drops     uint32 // SK_MEMINFO_DROPS when loss was last reported
-	congested bool   // an overrun was reported and the queue has not drained yet
-	pending   uint64 // drops counted while congested, reported by the next Receive
+	// Receive scratch and the functions run on the descriptor, made once
+	// so that Receive does not allocate.
+	from   unix.RawSockaddrNetlink
+	iov    unix.Iovec
+	msg    unix.Msghdr
+	n      int                          // recvmsg's result
+	errno  unix.Errno                   // recvmsg's or getsockopt's error
+	mi     [unix.SK_MEMINFO_VARS]uint32 // SO_MEMINFO
+	miLen  uint32
+	recvFn func(fd uintptr) bool
+	memFn  func(fd uintptr)
 
+	// Loss accounting, owned by the Receive goroutine (see Receive).
+	drops    uint32    // SK_MEMINFO_DROPS already counted (reported or pending)
+	pending  uint64    // drops counted, returned by the next Receive
+	watch    bool      // an overrun episode is under way: the queue has not been seen empty since
+	settle   int       // the episode ended: index in settleDelays of the next late check, or -1
+	settleAt time.Time // when that check is due
+
+	deadline   atomic.Int64 // SetReadDeadline's deadline, in Unix nanoseconds; 0 is none
 	readBuffer int
 	closed     atomic.Bool
 }
+
+// settleDelays are the checks of SK_MEMINFO_DROPS after an overrun episode
+// ended (the queue drained), counted from the end or from the last check
+// that found late drops. netlink_overrun increments sk_drops after it has
+// decided to drop (and, for the first drop of an episode, after it has set
+// sk_err and woken the reader), so a reader can see the drained queue, or
+// ENOBUFS, a moment before the counter moves. Without these checks such
+// a drop would be reported only with the next datagram, which on a quiet
+// machine may never come.
+var settleDelays = [...]time.Duration{10 * time.Millisecond, 100 * time.Millisecond, time.Second}
 
 // Dial opens a uevent socket bound to the kernel group.
 func Dial(cfg Config) (*Conn, error) {
@@ -113,7 +138,12 @@ func Dial(cfg Config) (*Conn, error) {
 			return nil, fmt.Errorf("uevent: set receive buffer to %d: %w", rb, err)
 		}
 	}
-	uc := &Conn{c: c}
+	uc := &Conn{c: c, settle: -1}
+	if uc.rc, err = c.SyscallConn(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("uevent: %w", err)
+	}
+	uc.recvFn, uc.memFn = uc.recv, uc.getMeminfo
 	if uc.readBuffer, err = c.ReadBuffer(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("uevent: read back receive buffer: %w", err)
@@ -133,8 +163,23 @@ func (c *Conn) Close() error {
 	return c.c.Close()
 }
 
-// SetReadDeadline sets the deadline for Receive.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t) }
+// SetReadDeadline sets the deadline for Receive; the zero time means none.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	var ns int64
+	if !t.IsZero() {
+		ns = max(t.UnixNano(), 1)
+	}
+	c.deadline.Store(ns)
+	return c.c.SetReadDeadline(t)
+}
+
+// userDeadline is the deadline SetReadDeadline set.
+func (c *Conn) userDeadline() time.Time {
+	if ns := c.deadline.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
 
 // Receive waits for one datagram and copies it into p, which should be
 // MaxSize bytes. It returns the datagram's length, or:
@@ -149,71 +194,168 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t
 //
 // With a ctx that can never be cancelled, Receive does not allocate.
 //
-// After an overrun the kernel drops every new datagram until the receive
-// queue has drained (netlink_overrun sets NETLINK_S_CONGESTED, which only
-// netlink_rcv_wake clears on an empty queue). Those drops are reported by
-// a second *OverrunError, returned by the call after the one that drained
-// the queue, so that the Lost counts add up to everything dropped.
+// Loss accounting. The kernel counts every datagram it drops in sk_drops
+// (netlink_overrun; read with SO_MEMINFO) and reports only the first drop
+// of an episode, as ENOBUFS: netlink_overrun sets NETLINK_S_CONGESTED, and
+// every datagram that arrives until a recvmsg finds the queue empty
+// (netlink_rcv_wake) is dropped silently. So from an ENOBUFS until the
+// queue is seen empty, Receive reads SK_MEMINFO_DROPS after every recvmsg,
+// and reports what it counted; once the queue is empty it checks again
+// after 10 ms, 100 ms and 1 s (settleDelays), waking from recvmsg for it
+// if no datagram comes, so that drops are reported without waiting for
+// the next uevent. Drops counted after a received datagram are returned
+// by the next call. The Lost counts add up to every datagram the kernel
+// dropped on this socket.
 func (c *Conn) Receive(ctx context.Context, p []byte) (int, error) {
-	if c.pending != 0 {
-		n := c.pending
-		c.pending = 0
-		return 0, &OverrunError{Lost: n}
-	}
-	var (
-		n      int
-		mflags int32
-	)
-	err := c.c.ReadFunc(ctx, "recvmsg", func(fd int) error {
-		// A raw recvmsg(2) into reused storage: unix.Recvmsg allocates a
-		// Sockaddr per call.
-		c.from = unix.RawSockaddrNetlink{}
-		c.iov.Base = unsafe.SliceData(p)
-		c.iov.SetLen(len(p))
-		c.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&c.from)), Namelen: unix.SizeofSockaddrNetlink, Iov: &c.iov, Iovlen: 1}
-		r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&c.msg)), 0)
-		if e != 0 {
-			return e
+	for {
+		if c.pending != 0 {
+			n := c.pending
+			c.pending = 0
+			return 0, &OverrunError{Lost: n}
 		}
-		n, mflags = int(r), c.msg.Flags
-		return nil
-	})
-	if err != nil {
-		if errors.Is(err, unix.ENOBUFS) {
-			c.congested = true
-			_, lost := c.meminfo()
-			return 0, &OverrunError{Lost: max(lost, 1)}
+		n, mflags, err := c.recvmsg(ctx, p)
+		if err != nil {
+			switch {
+			case errors.Is(err, unix.ENOBUFS):
+				c.watch = true
+				if !c.account() {
+					// No SO_MEMINFO: ENOBUFS means at least one.
+					c.pending++
+				}
+				// A zero count means sk_drops has not moved yet: the
+				// watch, then the settle checks, will see it move.
+				continue
+			case c.settleDue(err):
+				if c.account() && c.pending == 0 {
+					if c.settle++; c.settle < len(settleDelays) {
+						c.settleAt = time.Now().Add(settleDelays[c.settle])
+					} else {
+						c.settle = -1
+					}
+				}
+				continue
+			}
+			return 0, fmt.Errorf("uevent: receive: %w", err)
 		}
-		return 0, fmt.Errorf("uevent: receive: %w", err)
-	}
-	if c.congested {
-		if empty, lost := c.meminfo(); empty {
-			c.congested, c.pending = false, lost
+		if c.watch || c.settle >= 0 {
+			c.account()
 		}
+		if c.from.Pid != 0 {
+			return 0, &SpoofedError{PortID: c.from.Pid}
+		}
+		if mflags&unix.MSG_TRUNC != 0 {
+			return 0, fmt.Errorf("%w: more than %d bytes", ErrTruncated, len(p))
+		}
+		return n, nil
 	}
-	if c.from.Pid != 0 {
-		return 0, &SpoofedError{PortID: c.from.Pid}
-	}
-	if mflags&unix.MSG_TRUNC != 0 {
-		return 0, fmt.Errorf("%w: more than %d bytes", ErrTruncated, len(p))
-	}
-	return n, nil
 }
 
-// meminfo reads getsockopt(SO_MEMINFO) (sk_get_meminfo): whether the
-// receive queue is empty (SK_MEMINFO_RMEM_ALLOC == 0) and how many datagrams
-// the kernel dropped since the last call (SK_MEMINFO_DROPS, which
-// netlink_overrun increments).
-func (c *Conn) meminfo() (empty bool, lost uint64) {
-	var mi [unix.SK_MEMINFO_VARS]uint32
-	n, err := c.c.GetsockoptBytes(unix.SOL_SOCKET, unix.SO_MEMINFO, unsafe.Slice((*byte)(unsafe.Pointer(&mi[0])), len(mi)*4))
-	if err != nil || n < (unix.SK_MEMINFO_DROPS+1)*4 {
-		return true, 0
+// recvmsg receives one datagram into p, through the runtime poller. While
+// a settle check is pending the socket's read deadline is the earlier of
+// the check's and the caller's (SetReadDeadline), and recvmsg returns
+// os.ErrDeadlineExceeded at either. A ctx that can be cancelled is
+// watched with context.AfterFunc, which moves the deadline to the past.
+func (c *Conn) recvmsg(ctx context.Context, p []byte) (int, int32, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
 	}
-	d := mi[unix.SK_MEMINFO_DROPS]
-	lost = uint64(d - c.drops)
+	restore := false
+	if c.settle >= 0 {
+		d := c.settleAt
+		if u := c.userDeadline(); !u.IsZero() && u.Before(d) {
+			d = u
+		}
+		if err := c.c.SetReadDeadline(d); err != nil {
+			return 0, 0, err
+		}
+		restore = true
+	}
+	if ctx.Done() != nil {
+		done := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			c.c.SetReadDeadline(time.Unix(0, 1))
+			close(done)
+		})
+		defer func() {
+			if !stop() {
+				<-done // the deadline was moved: put it back
+				c.c.SetReadDeadline(c.userDeadline())
+			}
+		}()
+	}
+	c.iov.Base = unsafe.SliceData(p)
+	c.iov.SetLen(len(p))
+	c.errno = 0
+	err := c.rc.Read(c.recvFn)
+	if restore {
+		c.c.SetReadDeadline(c.userDeadline())
+	}
+	switch {
+	case err != nil:
+		if ctx.Err() != nil {
+			return 0, 0, ctx.Err()
+		}
+		return 0, 0, err
+	case c.errno != 0:
+		return 0, 0, os.NewSyscallError("recvmsg", c.errno)
+	}
+	return c.n, c.msg.Flags, nil
+}
+
+// recv is the recvmsg(2) run by the poller: raw, into reused storage
+// (unix.Recvmsg allocates a Sockaddr per call). It reports false to wait
+// for the descriptor to become readable.
+func (c *Conn) recv(fd uintptr) bool {
+	c.from = unix.RawSockaddrNetlink{}
+	c.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&c.from)), Namelen: unix.SizeofSockaddrNetlink, Iov: &c.iov, Iovlen: 1}
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), 0)
+	switch e {
+	case unix.EAGAIN, unix.EINTR:
+		return false
+	}
+	c.n, c.errno = int(r), e
+	return true
+}
+
+// getMeminfo is getsockopt(SOL_SOCKET, SO_MEMINFO) into c.mi.
+func (c *Conn) getMeminfo(fd uintptr) {
+	c.miLen = uint32(len(c.mi) * 4)
+	_, _, c.errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&c.mi[0])), uintptr(unsafe.Pointer(&c.miLen)), 0)
+}
+
+// settleDue reports whether recvmsg's error is the settle check's deadline
+// rather than only the caller's (SetReadDeadline's, when it is earlier).
+// When the caller's deadline or ctx is due too, the check runs first and
+// the next recvmsg returns the caller's error.
+func (c *Conn) settleDue(err error) bool {
+	return c.settle >= 0 && !time.Now().Before(c.settleAt) && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// account reads getsockopt(SO_MEMINFO) (sk_get_meminfo), adds the drops
+// since the last read (SK_MEMINFO_DROPS, which netlink_overrun increments)
+// to c.pending and moves the episode along: a drained queue
+// (SK_MEMINFO_RMEM_ALLOC 0: the last recvmsg cleared NETLINK_S_CONGESTED)
+// ends the watch and starts the settle checks; drops found by a settle
+// check start them over. It reports false if SO_MEMINFO cannot be read.
+func (c *Conn) account() bool {
+	c.errno = 0
+	if err := c.rc.Control(c.memFn); err != nil || c.errno != 0 || c.miLen < (unix.SK_MEMINFO_DROPS+1)*4 {
+		c.watch, c.settle = false, -1
+		return false
+	}
+	d := c.mi[unix.SK_MEMINFO_DROPS]
+	lost := d - c.drops // sk_drops is an atomic_t: it wraps
 	c.drops = d
-	return mi[unix.SK_MEMINFO_RMEM_ALLOC] == 0, lost
+	c.pending += uint64(lost)
+	switch {
+	case c.watch && c.mi[unix.SK_MEMINFO_RMEM_ALLOC] == 0:
+		c.watch = false
+		c.settle, c.settleAt = 0, time.Now().Add(settleDelays[0])
+	case !c.watch && c.settle >= 0 && lost != 0:
+		c.settle, c.settleAt = 0, time.Now().Add(settleDelays[0])
+	}
+	return true
 }
 
 // Send sends a raw datagram to the kernel group of the socket's namespace,

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,45 @@ func next(t *testing.T, c *uevent.Conn, uuid string) (*uevent.Event, error) {
 		}
 		if e.Is("SYNTH_UUID", uuid) {
 			return e, nil
+		}
+	}
+}
+
+// alive proves that a small-buffer c still receives: it makes a uevent
+// every 100 ms until one of them arrives (within 10 s). One marker is not
+// enough on a busy machine: other tests' storms (every listener gets every
+// kernel uevent) may overrun the buffer again and drop it.
+func alive(c *uevent.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	buf := make([]byte, uevent.MaxSize)
+	sent := make(map[string]bool)
+	var e uevent.Event
+	for {
+		uuid := devtest.UUID()
+		if err := devtest.Synth(devtest.NullUevent, "change", uuid); err != nil {
+			return err
+		}
+		sent[uuid] = true
+		tick, cancelTick := context.WithTimeout(ctx, 100*time.Millisecond)
+		for {
+			n, err := c.Receive(tick, buf)
+			if errors.Is(err, uevent.ErrOverrun) {
+				continue
+			}
+			if err != nil {
+				break
+			}
+			if uevent.Parse(&e, buf[:n]) == nil {
+				if v := e.Get("SYNTH_UUID"); v != nil && sent[string(v)] {
+					cancelTick()
+					return nil
+				}
+			}
+		}
+		cancelTick()
+		if ctx.Err() != nil {
+			return fmt.Errorf("none of %d uevents arrived: %w", len(sent), ctx.Err())
 		}
 	}
 }
@@ -157,11 +197,7 @@ func TestOverrun(t *testing.T) {
 			got++
 		}
 	}
-	uuid := devtest.UUID()
-	if err := devtest.Synth(devtest.NullUevent, "change", uuid); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := next(t, c, uuid); err != nil {
+	if err := alive(c); err != nil {
 		t.Fatalf("the listener stopped working after the overrun: %v", err)
 	}
 	t.Logf("overrun: %d lost, %d storm datagrams received, then the marker", lost, got)
@@ -170,4 +206,141 @@ func TestOverrun(t *testing.T) {
 	if got+lost < storm {
 		t.Errorf("lost %d + received %d < %d sent", lost, got, storm)
 	}
+}
+
+// TestOverrunMidStorm reads the overrun while the storm is still going:
+// the kernel keeps dropping (the socket stays congested until its queue
+// drains) after the OverrunError was returned, and those later drops must
+// be reported too, once the queue has drained, without another datagram
+// arriving to prompt it.
+func TestOverrunMidStorm(t *testing.T) {
+	c := dial(t, uevent.Config{ReadBuffer: 4096})
+	const first, second = 50, 150
+	synth := func(from, to int) {
+		for i := from; i < to; i++ {
+			if err := devtest.Synth(devtest.NullUevent, "change", devtest.UUID(), fmt.Sprintf("WQSTORM=%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	synth(0, first)
+	buf := make([]byte, uevent.MaxSize)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var oe *uevent.OverrunError
+	_, err := c.Receive(ctx, buf)
+	if !errors.As(err, &oe) {
+		t.Fatalf("first Receive after %d = %v, want an OverrunError", first, err)
+	}
+	lost, got := oe.Lost, uint64(0)
+	// The queue is still full and the socket congested: all of these are
+	// dropped after the overrun was reported.
+	synth(first, first+second)
+	for got+lost < first+second {
+		n, err := c.Receive(ctx, buf)
+		if errors.As(err, &oe) {
+			if oe.Lost == 0 {
+				t.Errorf("OverrunError with Lost 0")
+			}
+			lost += oe.Lost
+			continue
+		}
+		if err != nil {
+			t.Fatalf("after %d lost + %d received of %d: %v", lost, got, first+second, err)
+		}
+		if strings.Contains(string(buf[:n]), "WQSTORM=") {
+			got++
+		}
+	}
+	t.Logf("%d lost, %d received", lost, got)
+}
+
+// TestReceiveAllocs: with a ctx that is never cancelled, Receive does not
+// allocate, in an overrun episode (reading SO_MEMINFO after each datagram)
+// as outside one.
+func TestReceiveAllocs(t *testing.T) {
+	for _, rb := range []int{0, 4096} {
+		c := dial(t, uevent.Config{ReadBuffer: rb})
+		for i := range 200 {
+			if err := devtest.Synth(devtest.NullUevent, "change", devtest.UUID(), fmt.Sprintf("WQALLOC=%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		buf := make([]byte, uevent.MaxSize)
+		ctx := context.Background()
+		if rb != 0 {
+			// Take the ENOBUFS report; the watch then reads SO_MEMINFO
+			// after every datagram.
+			if _, err := c.Receive(ctx, buf); !errors.Is(err, uevent.ErrOverrun) {
+				t.Fatalf("first Receive = %v, want an overrun", err)
+			}
+		}
+		if n := testing.AllocsPerRun(5, func() {
+			if _, err := c.Receive(ctx, buf); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("ReadBuffer %d: Receive allocates %.1f times per datagram", rb, n)
+		}
+	}
+}
+
+// TestSettleDeadlines: after an overrun episode drained, Receive checks the
+// drop count again on timers; those wakeups never surface as errors, and
+// the caller's own deadlines (ctx's or SetReadDeadline's) still apply.
+func TestSettleDeadlines(t *testing.T) {
+	c := dial(t, uevent.Config{ReadBuffer: 4096})
+	const storm = 100
+	for i := range storm {
+		if err := devtest.Synth(devtest.NullUevent, "change", devtest.UUID(), fmt.Sprintf("WQSTORM=%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, uevent.MaxSize)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var (
+		oe        *uevent.OverrunError
+		lost, got uint64
+	)
+	for got+lost < storm {
+		n, err := c.Receive(ctx, buf)
+		if errors.As(err, &oe) {
+			lost += oe.Lost
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(buf[:n]), "WQSTORM=") {
+			got++
+		}
+	}
+	// The settle checks are pending. A caller's deadline before them wins.
+	start := time.Now()
+	if err := c.SetReadDeadline(start.Add(5 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Receive(context.Background(), buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Receive past SetReadDeadline = %v, want ErrDeadlineExceeded", err)
+	}
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	// A short ctx deadline, then a longer one that outlives the checks.
+	short, cancelShort := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancelShort()
+	if _, err := c.Receive(short, buf); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Receive past ctx deadline = %v, want DeadlineExceeded", err)
+	}
+	long, cancelLong := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancelLong()
+	if _, err := c.Receive(long, buf); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < time.Second {
+		t.Fatalf("Receive = %v after %v, want DeadlineExceeded after the 1 s check", err, time.Since(start))
+	}
+	// Uevents still arrive normally.
+	if err := alive(c); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d lost, %d received", lost, got)
 }

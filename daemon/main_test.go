@@ -22,6 +22,7 @@ import (
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/daemon"
+	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 )
 
@@ -34,7 +35,10 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runRole(role, strings.Split(os.Getenv("WATCHQD_ARGS"), "\x1f")))
 	}
-	os.Exit(m.Run())
+	release := devtest.LockHost()
+	code := m.Run()
+	release()
+	os.Exit(code)
 }
 
 // runRole runs a child role and returns its exit status.

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/watchq/watchq/internal/devtest"
 )
 
 // watchqBin is the watchq binary TestMain builds; every test runs it as a
@@ -46,7 +48,9 @@ func TestMain(m *testing.M) {
 	if out, err := exec.Command("go", "build", "-o", watchqdBin, "../watchqd").CombinedOutput(); err != nil {
 		watchqdErr = fmt.Errorf("go build ../watchqd: %v\n%s", err, out)
 	}
+	release := devtest.LockHost()
 	code := m.Run()
+	release()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -1,0 +1,17 @@
+package uevent
+
+import (
+	"os"
+	"testing"
+
+	"github.com/watchq/watchq/internal/devtest"
+)
+
+// TestMain holds the host lock for loop devices and uevents while the
+// package's tests run (see devtest.LockHost).
+func TestMain(m *testing.M) {
+	release := devtest.LockHost()
+	code := m.Run()
+	release()
+	os.Exit(code)
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/watchq/watchq/vmtest/internal/cpio"
@@ -64,6 +65,18 @@ func writeInitramfs(out, initBin string, tests []guestTest, extras []extraFile, 
 		}
 		man.Tests = append(man.Tests, proto.Test{Pkg: t.pkg.ImportPath, Bin: bin, Dir: dir, Args: testArgs})
 	}
+	// Tests also read the module root's shared testdata through relative
+	// paths (../../testdata/...): pack it at the module root's place.
+	if len(tests) > 0 {
+		if root, mod, ok := moduleOf(tests[0].pkg.Dir); ok {
+			dir := path.Join("/watchq/pkg", mod, "testdata")
+			if !w.Has(dir) {
+				if err := addTree(w, filepath.Join(root, "testdata"), dir); err != nil {
+					return fmt.Errorf("module testdata: %w", err)
+				}
+			}
+		}
+	}
 	for _, e := range extras {
 		if w.Has(e.guest) {
 			continue // the same library needed by two binaries
@@ -117,4 +130,22 @@ func addTree(w *cpio.Writer, hostDir, guestDir string) error {
 		}
 		return addHostFile(w, p, g, uint32(info.Mode().Perm()))
 	})
+}
+
+// moduleOf walks up from dir to the directory holding go.mod and returns
+// it with the module path.
+func moduleOf(dir string) (root, module string, ok bool) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+					return d, f[1], true
+				}
+			}
+			return "", "", false
+		}
+		if filepath.Dir(d) == d {
+			return "", "", false
+		}
+	}
 }

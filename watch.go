@@ -99,7 +99,8 @@ func (wl *WatchList) Remove(q *Queue, id uint64) error {
 			ws := make([]*watch, 0, len(old)-1)
 			ws = append(append(ws, old[:i]...), old[i+1:]...)
 			wl.setLocked(ws)
-			wl.retireLocked(w, true)
+			wl.retireLocked(w)
+			wl.eng.uncharge(w.cred.UID)
 			return nil
 		}
 	}
@@ -119,7 +120,8 @@ func (wl *WatchList) Destroy() {
 	old := *wl.watches.Load()
 	wl.setLocked(nil)
 	for _, w := range old {
-		wl.retireLocked(w, true)
+		wl.retireLocked(w)
+		wl.eng.uncharge(w.cred.UID)
 	}
 }
 
@@ -130,12 +132,18 @@ func (wl *WatchList) Dead() bool {
 	return wl.dead
 }
 
-// retireLocked unhooks w from its queue and, if notify, posts the removal
-// record (straight to the queue: no filter, no policy, as
-// remove_watch_from_object calls post_one_notification directly).
+// retireLocked unhooks w from its queue and posts the removal record
+// (straight to the queue: no filter, no policy, as
+// remove_watch_from_object calls post_one_notification directly). If the
+// queue is being closed it has already forgotten w, and nothing is posted.
+//
+// A watch's charge belongs to its place in the list's snapshot: whoever
+// takes it out of the snapshot (Remove, Destroy, detach), under wl.mu,
+// uncharges it, so it is uncharged exactly once however Close, Remove and
+// Destroy race.
 //
 // Preconditions: wl.mu is held; w is no longer in wl's snapshot.
-func (wl *WatchList) retireLocked(w *watch, notify bool) {
+func (wl *WatchList) retireLocked(w *watch) {
 	q := w.queue
 	var b [RemovalSize]byte
 	rec, _ := Removal{Tag: uint8(w.infoID >> InfoIDShift), ID: w.id}.AppendBinary(b[:0])
@@ -150,13 +158,10 @@ func (wl *WatchList) retireLocked(w *watch, notify bool) {
 		}
 	}
 	wake := false
-	if found && notify {
+	if found {
 		wake = q.postLocked(rec, tag)
 	}
 	q.mu.Unlock()
-	if found {
-		wl.eng.uncharge(w.cred.UID)
-	}
 	if wake {
 		q.notify()
 	}

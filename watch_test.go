@@ -305,7 +305,7 @@ func TestLabelPolicy(t *testing.T) {
 // nothing is delivered to a closed queue.
 func TestCloseDestroyRace(t *testing.T) {
 	e := NewEngine(Config{})
-	for round := range 20 {
+	for round := range 200 {
 		wl := e.NewWatchList(Object{Kind: KindKey})
 		var qs []*Queue
 		for i := range 8 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,4 +37,13 @@ func LockHost() (release func()) {
 		fmt.Fprintf(os.Stderr, "devtest: flock %s: %v (running without the host lock)\n", LockPath, err)
 	}
 	return func() { unix.Close(fd) }
+}
+
+// Main is a TestMain for packages that need nothing else: it runs m
+// holding the host lock and exits with its status.
+func Main(m *testing.M) {
+	release := LockHost()
+	code := m.Run()
+	release()
+	os.Exit(code)
 }

@@ -1,7 +1,6 @@
 package uevent
 
 import (
-	"os"
 	"testing"
 
 	"github.com/watchq/watchq/internal/devtest"
@@ -9,9 +8,4 @@ import (
 
 // TestMain holds the host lock for loop devices and uevents while the
 // package's tests run (see devtest.LockHost).
-func TestMain(m *testing.M) {
-	release := devtest.LockHost()
-	code := m.Run()
-	release()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { devtest.Main(m) }

@@ -217,8 +217,10 @@ func (q *Queue) notify() {
 // were lost after it. It stops at the first record that does not fit.
 // Corresponds to fs/pipe.c:pipe_read for a notification pipe.
 //
+// With one set it stops after the first record (or loss record).
+//
 // Preconditions: q.mu is held.
-func (q *Queue) readLocked(buf []byte) (int, error) {
+func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 	off := 0
 	for {
 		if q.lossPending > 0 {
@@ -228,8 +230,11 @@ func (q *Queue) readLocked(buf []byte) (int, error) {
 			putLoss(buf[off:], q.lossPending)
 			off += LossSize
 			q.lossPending = 0
+			if one {
+				break
+			}
 		}
-		if q.count == 0 {
+		if q.count == 0 || (one && off > 0) {
 			break
 		}
 		n := &q.notes[q.first]
@@ -243,6 +248,9 @@ func (q *Queue) readLocked(buf []byte) (int, error) {
 		}
 		q.count--
 		q.delivered++
+		if one {
+			break
+		}
 	}
 	if off == 0 {
 		if q.closed {
@@ -262,7 +270,7 @@ func (q *Queue) readLocked(buf []byte) (int, error) {
 // Close.
 func (q *Queue) TryRead(buf []byte) (int, error) {
 	q.mu.Lock()
-	n, err := q.readLocked(buf)
+	n, err := q.readLocked(buf, false)
 	again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
 	q.mu.Unlock()
 	if again {
@@ -276,14 +284,29 @@ func (q *Queue) TryRead(buf []byte) (int, error) {
 // ErrBufferTooSmall (ENOBUFS) if the next record does not fit in buf,
 // ctx.Err() when ctx ends, and ErrClosed once the queue is closed.
 func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
+	return q.read(ctx, buf, false)
+}
+
+// Next blocks for the next record and returns a copy of it.
+func (q *Queue) Next(ctx context.Context) (Record, error) {
+	var b [NoteSize]byte
+	n, err := q.read(ctx, b[:], true)
+	if err != nil {
+		return nil, err
+	}
+	return Record(append([]byte(nil), b[:n]...)), nil
+}
+
+// read is Read, or with one set Next's read of a single record.
+func (q *Queue) read(ctx context.Context, buf []byte, one bool) (int, error) {
 	for {
 		q.mu.Lock()
-		n, err := q.readLocked(buf)
+		n, err := q.readLocked(buf, one)
 		if err != ErrWouldBlock {
 			again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
 			q.mu.Unlock()
 			if again {
-				q.notify()
+				q.notify() // pass the wake-up on to another blocked reader
 			}
 			return n, err
 		}
@@ -301,35 +324,6 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 		q.mu.Lock()
 		q.readers--
 		q.mu.Unlock()
-	}
-}
-
-// Next blocks for the next record and returns a copy of it.
-func (q *Queue) Next(ctx context.Context) (Record, error) {
-	var b [NoteSize]byte
-	for {
-		q.mu.Lock()
-		// Read exactly one record: give readLocked room for the next
-		// record only.
-		var lim int
-		switch {
-		case q.lossPending > 0:
-			lim = LossSize
-		case q.count > 0:
-			lim = int(q.notes[q.first].len)
-		}
-		q.mu.Unlock()
-		if lim == 0 {
-			lim = 1 // nothing queued: let Read block
-		}
-		n, err := q.Read(ctx, b[:lim])
-		if err == ErrBufferTooSmall {
-			continue // another reader took the record we sized for
-		}
-		if err != nil {
-			return nil, err
-		}
-		return Record(append([]byte(nil), b[:n]...)), nil
 	}
 }
 

@@ -3,6 +3,8 @@ package watchq
 import (
 	"fmt"
 	"testing"
+
+	"github.com/watchq/watchq/record"
 )
 
 // Benchmarks. Each run prints the engine beside a baseline doing the same
@@ -24,10 +26,10 @@ func BenchmarkDelivered(b *testing.B) {
 		wl := e.NewWatchList(Object{Kind: KindKey})
 		q := newSized(b, batch)
 		_ = wl.Add(q, 1, 1, CurrentCred())
-		rec := keyRec(KeyUpdated, 1, 0)
-		buf := make([]byte, batch*KeyRecordSize)
+		rec := keyRec(record.KeyUpdated, 1, 0)
+		buf := make([]byte, batch*record.KeyRecordSize)
 		b.ReportAllocs()
-		b.SetBytes(KeyRecordSize)
+		b.SetBytes(record.KeyRecordSize)
 		b.ResetTimer()
 		for i := 0; i < b.N; i += batch {
 			for range batch {
@@ -39,12 +41,12 @@ func BenchmarkDelivered(b *testing.B) {
 		}
 	})
 	b.Run("chan", func(b *testing.B) {
-		ch := make(chan [KeyRecordSize]byte, batch)
-		var rec [KeyRecordSize]byte
-		copy(rec[:], keyRec(KeyUpdated, 1, 0))
-		var sink [KeyRecordSize]byte
+		ch := make(chan [record.KeyRecordSize]byte, batch)
+		var rec [record.KeyRecordSize]byte
+		copy(rec[:], keyRec(record.KeyUpdated, 1, 0))
+		var sink [record.KeyRecordSize]byte
 		b.ReportAllocs()
-		b.SetBytes(KeyRecordSize)
+		b.SetBytes(record.KeyRecordSize)
 		for i := 0; i < b.N; i += batch {
 			for range batch {
 				ch <- rec
@@ -62,10 +64,10 @@ func BenchmarkPostFiltered(b *testing.B) {
 	e := NewEngine(Config{})
 	wl := e.NewWatchList(Object{Kind: KindKey})
 	q := newSized(b, batch)
-	f, _ := NewFilter(FilterEntry{Type: TypeKey, Subtypes: SubtypeSet(KeyLinked)})
+	f, _ := record.NewFilter(record.FilterEntry{Type: record.TypeKey, Subtypes: record.SubtypeSet(record.KeyLinked)})
 	_ = q.SetFilter(f)
 	_ = wl.Add(q, 1, 1, CurrentCred())
-	rec := keyRec(KeyUpdated, 1, 0)
+	rec := keyRec(record.KeyUpdated, 1, 0)
 	b.ReportAllocs()
 	for b.Loop() {
 		wl.Post(rec, SystemCred, 1)
@@ -85,10 +87,10 @@ func BenchmarkFanout(b *testing.B) {
 			qs := make([]*Queue, n)
 			for i := range qs {
 				qs[i] = newSized(b, batch)
-				_ = wl.Add(qs[i], 0, uint8(i), CurrentCred())
+				_ = wl.Add(qs[i], 0, record.Tag(i), CurrentCred())
 			}
-			rec := keyRec(KeyUpdated, 1, 0)
-			buf := make([]byte, batch*KeyRecordSize)
+			rec := keyRec(record.KeyUpdated, 1, 0)
+			buf := make([]byte, batch*record.KeyRecordSize)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i += batch {

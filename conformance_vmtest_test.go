@@ -26,6 +26,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,11 +37,11 @@ type pair struct {
 	eq   *watchq.Queue
 	wl   *watchq.WatchList
 	key  int32
-	tag  uint8
+	tag  record.Tag
 	ring int32 // keyring holding key
 }
 
-func newPair(t *testing.T, tag uint8) *pair {
+func newPair(t *testing.T, tag record.Tag) *pair {
 	t.Helper()
 	if err := kernel.Probe(); err != nil {
 		t.Fatalf("the vmtest kernel must have the facility: %v", err)
@@ -79,7 +80,7 @@ func (p *pair) watch(id int32) {
 	if err := p.kp.WatchKey(id, p.tag); err != nil {
 		p.t.Fatalf("kernel WatchKey: %v", err)
 	}
-	if err := p.wl.Add(p.eq, uint64(uint32(id)), p.tag, watchq.CurrentCred()); err != nil {
+	if err := p.wl.Add(p.eq, record.ObjectID(uint32(id)), p.tag, watchq.CurrentCred()); err != nil {
 		p.t.Fatalf("engine Add: %v", err)
 	}
 }
@@ -90,17 +91,17 @@ func (p *pair) post(subtype uint8) {
 	p.t.Helper()
 	var keyID, aux uint32 = uint32(p.key), 0
 	switch subtype {
-	case watchq.KeyUpdated:
+	case record.KeyUpdated:
 		if _, err := unix.KeyctlBuffer(unix.KEYCTL_UPDATE, int(p.key), []byte("v1"), 0); err != nil {
 			p.t.Fatalf("KEYCTL_UPDATE: %v", err)
 		}
-	case watchq.KeySetattr:
+	case record.KeySetattr:
 		if _, err := unix.KeyctlInt(unix.KEYCTL_SETPERM, int(p.key), 0x3f3f0000, 0, 0); err != nil {
 			p.t.Fatalf("KEYCTL_SETPERM: %v", err)
 		}
-	case watchq.KeyLinked, watchq.KeyUnlinked:
+	case record.KeyLinked, record.KeyUnlinked:
 		cmd := unix.KEYCTL_LINK
-		if subtype == watchq.KeyUnlinked {
+		if subtype == record.KeyUnlinked {
 			cmd = unix.KEYCTL_UNLINK
 		}
 		if _, err := unix.KeyctlInt(cmd, int(p.key), int(p.ring), 0, 0); err != nil {
@@ -110,9 +111,9 @@ func (p *pair) post(subtype uint8) {
 	default:
 		p.t.Fatalf("no operation for subtype %d", subtype)
 	}
-	var b [watchq.NoteSize]byte
-	rec, _ := watchq.KeyNotification{Subtype: subtype, KeyID: keyID, Aux: aux}.AppendBinary(b[:0])
-	p.wl.Post(rec, watchq.SystemCred, uint64(keyID))
+	var b [record.NoteSize]byte
+	rec, _ := record.KeyNotification{Subtype: subtype, KeyID: keyID, Aux: aux}.AppendBinary(b[:0])
+	p.wl.Post(rec, watchq.SystemCred, record.ObjectID(keyID))
 }
 
 // readKernel reads once with a buffer of n bytes; (0, EAGAIN) when nothing
@@ -159,13 +160,13 @@ func (p *pair) drain(n int) (kern, eng []string) {
 // keeps in a loss record's type-info bits.
 func normalise(t *testing.T, b []byte) []string {
 	var out []string
-	for r, err := range watchq.Records(b) {
+	for r, err := range record.Records(b) {
 		if err != nil {
 			t.Fatalf("malformed read % x: %v", b, err)
 		}
 		r = bytes.Clone(r)
 		if r.IsLoss() {
-			binary.LittleEndian.PutUint32(r[4:], binary.LittleEndian.Uint32(r[4:])&^watchq.InfoTypeInfo)
+			binary.LittleEndian.PutUint32(r[4:], binary.LittleEndian.Uint32(r[4:])&^record.InfoTypeInfo)
 		}
 		out = append(out, fmt.Sprintf("% x", []byte(r)))
 	}
@@ -221,7 +222,7 @@ func TestConformanceCapacity(t *testing.T) {
 		}
 		p.watch(p.key)
 		for range 140 {
-			p.post(watchq.KeyUpdated)
+			p.post(record.KeyUpdated)
 		}
 		kern, eng := p.drain(4096)
 		sameStream(t, fmt.Sprintf("size %d, 140 updates", n), kern, eng)
@@ -261,8 +262,8 @@ func TestConformanceFilterErrors(t *testing.T) {
 		"tag filter":               raw(1, 0, [4]uint32{1, 0x300, 0xff00, 1}),
 	} {
 		p := newPair(t, 1)
-		kerr := p.kp.SetFilter(kernel.RawFilter(f))
-		_, eerr := watchq.ParseFilter(f)
+		kerr := p.kp.SetRawFilter(f)
+		_, eerr := record.ParseFilter(f)
 		if errnoOf(kerr) != errnoOf(eerr) {
 			t.Errorf("%s: kernel %v, engine %v", name, kerr, eerr)
 		}
@@ -282,7 +283,7 @@ func TestConformanceStream(t *testing.T) {
 	p.watch(p.ring)
 
 	for range 5 {
-		p.post(watchq.KeyUpdated)
+		p.post(record.KeyUpdated)
 	}
 	// A read of 40 bytes returns two whole 16-byte records on both sides.
 	kb, kerr := p.readKernel(40)
@@ -298,15 +299,15 @@ func TestConformanceStream(t *testing.T) {
 	}
 	// Overflow: 29 more records fit (3 queued + 29 = 32), the rest are lost.
 	for range 40 {
-		p.post(watchq.KeySetattr)
+		p.post(record.KeySetattr)
 	}
 	kern, eng := p.drain(433)
 	sameStream(t, "overflow", kern, eng)
 
 	// Filter: only LINKED and UNLINKED with tag 7 pass.
-	f, err := watchq.NewFilter(watchq.FilterEntry{
-		Type: watchq.TypeKey, Subtypes: watchq.SubtypeSet(watchq.KeyLinked, watchq.KeyUnlinked),
-		InfoMask: watchq.InfoID, InfoFilter: 7 << watchq.InfoIDShift,
+	f, err := record.NewFilter(record.FilterEntry{
+		Type: record.TypeKey, Subtypes: record.SubtypeSet(record.KeyLinked, record.KeyUnlinked),
+		InfoMask: record.InfoID, InfoFilter: 7 << record.InfoIDShift,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -315,10 +316,10 @@ func TestConformanceStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = p.eq.SetFilter(f)
-	p.post(watchq.KeyUpdated)
-	p.post(watchq.KeyUnlinked)
-	p.post(watchq.KeySetattr)
-	p.post(watchq.KeyLinked)
+	p.post(record.KeyUpdated)
+	p.post(record.KeyUnlinked)
+	p.post(record.KeySetattr)
+	p.post(record.KeyLinked)
 	kern, eng = p.drain(433)
 	sameStream(t, "filtered", kern, eng)
 	if len(kern) != 2 {
@@ -329,15 +330,15 @@ func TestConformanceStream(t *testing.T) {
 	if err := p.kp.UnwatchKey(p.key); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.wl.Remove(p.eq, uint64(uint32(p.key))); err != nil {
+	if err := p.wl.Remove(p.eq, record.ObjectID(uint32(p.key))); err != nil {
 		t.Fatal(err)
 	}
 	kern, eng = p.drain(433)
 	sameStream(t, "removal", kern, eng)
-	if errnoOf(p.kp.UnwatchKey(p.key)) != syscall.EBADSLT || errnoOf(p.wl.Remove(p.eq, uint64(uint32(p.key)))) != syscall.EBADSLT {
+	if errnoOf(p.kp.UnwatchKey(p.key)) != syscall.EBADSLT || errnoOf(p.wl.Remove(p.eq, record.ObjectID(uint32(p.key)))) != syscall.EBADSLT {
 		t.Error("second unwatch is not EBADSLT on both")
 	}
-	if errnoOf(p.kp.WatchKey(p.ring, 1)) != syscall.EBUSY || errnoOf(p.wl.Add(p.eq, uint64(uint32(p.ring)), 1, watchq.CurrentCred())) != syscall.EBUSY {
+	if errnoOf(p.kp.WatchKey(p.ring, 1)) != syscall.EBUSY || errnoOf(p.wl.Add(p.eq, record.ObjectID(uint32(p.ring)), 1, watchq.CurrentCred())) != syscall.EBUSY {
 		t.Error("duplicate watch is not EBUSY on both")
 	}
 }

@@ -1,7 +1,6 @@
 package watchq
 
 import (
-	"errors"
 	"fmt"
 	"syscall"
 )
@@ -60,22 +59,3 @@ func (e *Errno) Is(target error) bool {
 func errInval(format string, args ...any) error {
 	return &Errno{syscall.EINVAL, fmt.Sprintf(format, args...)}
 }
-
-// RecordError reports a malformed record in a byte stream.
-type RecordError struct {
-	Offset int    // byte offset of the bad record in the input
-	Reason string // what is wrong
-}
-
-func (e *RecordError) Error() string {
-	return fmt.Sprintf("watchq: malformed record at offset %d: %s", e.Offset, e.Reason)
-}
-
-// Unwrap returns EINVAL.
-func (e *RecordError) Unwrap() error { return syscall.EINVAL }
-
-// ErrMalformed matches every RecordError under errors.Is.
-var ErrMalformed = errors.New("watchq: malformed record")
-
-// Is makes errors.Is(err, ErrMalformed) hold for every RecordError.
-func (e *RecordError) Is(target error) bool { return target == ErrMalformed }

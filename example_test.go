@@ -6,6 +6,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/printer"
+	"github.com/watchq/watchq/record"
 )
 
 // A source posts into an object's watch list; every queue watching the
@@ -22,8 +23,8 @@ func ExampleWatchList_Post() {
 		panic(err)
 	}
 
-	var buf [watchq.NoteSize]byte
-	rec, _ := watchq.KeyNotification{Subtype: watchq.KeyLinked, KeyID: 0x2ffc2e5d, Aux: 1035096409}.AppendBinary(buf[:0])
+	var buf [record.NoteSize]byte
+	rec, _ := record.KeyNotification{Subtype: record.KeyLinked, KeyID: 0x2ffc2e5d, Aux: 1035096409}.AppendBinary(buf[:0])
 	keys.Post(rec, watchq.SystemCred, 0x2ffc2e5d)
 
 	r, err := q.Next(context.Background())
@@ -46,16 +47,16 @@ func ExampleQueue_Read() {
 	capacity, _ := q.SetSize(1) // rounded up to a page of 32 notes
 	_ = devs.Add(q, 0, 4, watchq.CurrentCred())
 
-	var buf [watchq.NoteSize]byte
+	var buf [record.NoteSize]byte
 	for range 40 {
-		rec, _ := watchq.USBNotification{Subtype: watchq.USBDeviceAdd, Name: "1-1"}.AppendBinary(buf[:0])
+		rec, _ := record.USBNotification{Subtype: record.USBDeviceAdd, Name: "1-1"}.AppendBinary(buf[:0])
 		devs.Post(rec, watchq.SystemCred, 0)
 	}
 
 	rd := make([]byte, 4096)
 	n, _ := q.Read(context.Background(), rd)
 	records := 0
-	for r := range watchq.Records(rd[:n]) {
+	for r := range record.Records(rd[:n]) {
 		if r.IsLoss() {
 			l, _ := r.Loss()
 			fmt.Printf("capacity %d: %d records, then a loss record: %d lost\n", capacity, records, l.Count)
@@ -70,15 +71,15 @@ func ExampleQueue_Read() {
 // ParseFilter validates the kernel's binary struct
 // watch_notification_filter exactly as IOC_WATCH_QUEUE_SET_FILTER does.
 func ExampleParseFilter() {
-	f, _ := watchq.NewFilter(watchq.FilterEntry{
-		Type:     watchq.TypeBlock,
-		Subtypes: watchq.SubtypeSet(watchq.BlockErrorIO, watchq.BlockAdd), // 10 and 0x80: all 256 subtypes work
+	f, _ := record.NewFilter(record.FilterEntry{
+		Type:     record.TypeBlock,
+		Subtypes: record.SubtypeSet(record.BlockErrorIO, record.BlockAdd), // 10 and 0x80: all 256 subtypes work
 	})
 	raw, _ := f.MarshalBinary()
-	g, err := watchq.ParseFilter(raw)
-	fmt.Println(len(raw), err, g.Match(watchq.TypeBlock, watchq.BlockAdd, 29))
+	g, err := record.ParseFilter(raw)
+	fmt.Println(len(raw), err, g.Match(record.TypeBlock, record.BlockAdd, 29))
 
-	_, err = watchq.NewFilter(watchq.FilterEntry{Type: watchq.TypeKey, InfoMask: watchq.InfoLength})
+	_, err = record.NewFilter(record.FilterEntry{Type: record.TypeKey, InfoMask: record.InfoLength})
 	fmt.Println(err)
 	// Output:
 	// 52 <nil> true

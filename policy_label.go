@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+
+	"github.com/watchq/watchq/record"
 )
 
 // Access is a set of label-policy permissions, as Smack spells them.
@@ -128,7 +130,7 @@ func (p *LabelPolicy) WatchAllowed(w *Cred, obj Object) error {
 }
 
 // PostAllowed implements Policy: Write from the generator to the watcher.
-func (p *LabelPolicy) PostAllowed(w, gen *Cred, _ Record) error {
+func (p *LabelPolicy) PostAllowed(w, gen *Cred, _ record.Record) error {
 	if gen == nil || p.Access(gen.Label, w.Label)&AccessWrite != 0 {
 		return nil
 	}

@@ -6,17 +6,8 @@ import (
 	"iter"
 	"sync"
 	"sync/atomic"
-)
 
-// Queue size limits, from kernel/watch_queue.c:watch_queue_set_size.
-const (
-	// NotesPerPage is WATCH_QUEUE_NOTES_PER_PAGE with 4 KiB pages: the
-	// kernel allocates notes a page at a time, so a queue's capacity is
-	// the requested size rounded up to a multiple of 32.
-	NotesPerPage = 4096 / NoteSize
-	// DefaultMaxNotes is the kernel's hard limit on a requested size
-	// ("TODO: choose a better hard limit").
-	DefaultMaxNotes = 512
+	"github.com/watchq/watchq/record"
 )
 
 // note is one slot of a queue: a copy of one record and the count of
@@ -25,7 +16,7 @@ const (
 type note struct {
 	lost uint64 // records dropped while this was the newest queued record
 	len  uint8
-	data [NoteSize]byte
+	data [record.NoteSize]byte
 }
 
 // Queue is a bounded notification queue: the engine's counterpart of a
@@ -39,7 +30,7 @@ type Queue struct {
 
 	// filter is the installed filter, or nil for none. Read without a lock
 	// by posters (the kernel reads wqueue->filter under RCU).
-	filter atomic.Pointer[Filter]
+	filter atomic.Pointer[record.Filter]
 	// ready is the ReadySet told when the queue becomes readable, or nil.
 	ready atomic.Pointer[ReadySet]
 	// inReady is set while the queue sits in its ReadySet's list.
@@ -90,7 +81,7 @@ func WithMaxNotes(n int) QueueOption { return func(q *Queue) { q.maxNotes = n } 
 // posted to it is lost, and no loss record can appear (as with a
 // notification pipe before IOC_WATCH_QUEUE_SET_SIZE).
 func NewQueue(opts ...QueueOption) *Queue {
-	q := &Queue{maxNotes: DefaultMaxNotes, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	q := &Queue{maxNotes: record.MaxNotes, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for _, o := range opts {
 		o(q)
 	}
@@ -106,7 +97,7 @@ func (q *Queue) SetSize(notes int) (int, error) {
 	if notes < 1 || notes > q.maxNotes {
 		return 0, errInval("queue size %d out of range 1..%d", notes, q.maxNotes)
 	}
-	capacity := (notes + NotesPerPage - 1) / NotesPerPage * NotesPerPage
+	capacity := (notes + record.NotesPerPage - 1) / record.NotesPerPage * record.NotesPerPage
 	ring := make([]note, capacity)
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -124,13 +115,13 @@ func (q *Queue) SetSize(notes int) (int, error) {
 // SetFilter installs f, replacing any filter; nil removes it so every
 // record passes. It may be called at any time, as
 // IOC_WATCH_QUEUE_SET_FILTER may. Records already queued stay.
-func (q *Queue) SetFilter(f *Filter) error {
+func (q *Queue) SetFilter(f *record.Filter) error {
 	q.filter.Store(f)
 	return nil
 }
 
 // Filter returns the installed filter, or nil.
-func (q *Queue) Filter() *Filter { return q.filter.Load() }
+func (q *Queue) Filter() *record.Filter { return q.filter.Load() }
 
 // postLocked copies rec into a free note, or, when the queue is full, adds
 // one to the loss count of the newest queued record and drops rec. It
@@ -224,11 +215,11 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 	off := 0
 	for {
 		if q.lossPending > 0 {
-			if len(buf)-off < LossSize {
+			if len(buf)-off < record.LossSize {
 				break
 			}
-			putLoss(buf[off:], q.lossPending)
-			off += LossSize
+			record.PutLoss(buf[off:], q.lossPending)
+			off += record.LossSize
 			q.lossPending = 0
 			if one {
 				break
@@ -288,13 +279,13 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 }
 
 // Next blocks for the next record and returns a copy of it.
-func (q *Queue) Next(ctx context.Context) (Record, error) {
-	var b [NoteSize]byte
+func (q *Queue) Next(ctx context.Context) (record.Record, error) {
+	var b [record.NoteSize]byte
 	n, err := q.read(ctx, b[:], true)
 	if err != nil {
 		return nil, err
 	}
-	return Record(append([]byte(nil), b[:n]...)), nil
+	return record.Record(append([]byte(nil), b[:n]...)), nil
 }
 
 // read is Read, or with one set Next's read of a single record.
@@ -330,8 +321,8 @@ func (q *Queue) read(ctx context.Context, buf []byte, one bool) (int, error) {
 // Records iterates over the queue's records, blocking for each, until ctx
 // ends or the queue is closed; the final error (ctx.Err() or ErrClosed) is
 // yielded once with a nil record.
-func (q *Queue) Records(ctx context.Context) iter.Seq2[Record, error] {
-	return func(yield func(Record, error) bool) {
+func (q *Queue) Records(ctx context.Context) iter.Seq2[record.Record, error] {
+	return func(yield func(record.Record, error) bool) {
 		for {
 			r, err := q.Next(ctx)
 			if !yield(r, err) || err != nil {

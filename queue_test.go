@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/watchq/watchq/record"
 )
 
 func newSized(t testing.TB, n int) *Queue {
@@ -20,14 +22,14 @@ func newSized(t testing.TB, n int) *Queue {
 }
 
 func keyRec(subtype uint8, key, aux uint32) []byte {
-	b, _ := KeyNotification{Subtype: subtype, KeyID: key, Aux: aux}.AppendBinary(nil)
+	b, _ := record.KeyNotification{Subtype: subtype, KeyID: key, Aux: aux}.AppendBinary(nil)
 	return b
 }
 
 // drain reads everything queued, without blocking.
-func drain(t testing.TB, q *Queue) []Record {
+func drain(t testing.TB, q *Queue) []record.Record {
 	t.Helper()
-	var out []Record
+	var out []record.Record
 	buf := make([]byte, 4096)
 	for {
 		n, err := q.TryRead(buf)
@@ -37,11 +39,11 @@ func drain(t testing.TB, q *Queue) []Record {
 		if err != nil {
 			t.Fatalf("TryRead: %v", err)
 		}
-		for r, err := range Records(buf[:n]) {
+		for r, err := range record.Records(buf[:n]) {
 			if err != nil {
 				t.Fatalf("queue returned malformed bytes: %v", err)
 			}
-			out = append(out, append(Record(nil), r...))
+			out = append(out, append(record.Record(nil), r...))
 		}
 	}
 }
@@ -81,7 +83,7 @@ func TestOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 64 {
-		wl.Post(keyRec(KeyUpdated, 5, uint32(i)), SystemCred, 5)
+		wl.Post(keyRec(record.KeyUpdated, 5, uint32(i)), SystemCred, 5)
 	}
 	got := drain(t, q)
 	if len(got) != 33 {
@@ -101,8 +103,8 @@ func TestOverflow(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 	// Nothing more; a new record follows normally.
-	wl.Post(keyRec(KeyRevoked, 5, 0), SystemCred, 5)
-	if got := drain(t, q); len(got) != 1 || got[0].Subtype() != KeyRevoked {
+	wl.Post(keyRec(record.KeyRevoked, 5, 0), SystemCred, 5)
+	if got := drain(t, q); len(got) != 1 || got[0].Subtype() != record.KeyRevoked {
 		t.Errorf("after loss: %v", got)
 	}
 }
@@ -116,7 +118,7 @@ func TestLossOrder(t *testing.T) {
 	if err := wl.Add(q, 0, 1, CurrentCred()); err != nil {
 		t.Fatal(err)
 	}
-	post := func(i uint32) { wl.Post(keyRec(KeyUpdated, 1, i), SystemCred, 0) }
+	post := func(i uint32) { wl.Post(keyRec(record.KeyUpdated, 1, i), SystemCred, 0) }
 	for i := range 34 { // 2 lost after record 31
 		post(uint32(i))
 	}
@@ -190,7 +192,7 @@ func TestReadWholeRecords(t *testing.T) {
 	q := newSized(t, 32)
 	_ = wl.Add(q, 1, 0, CurrentCred())
 	for range 3 {
-		wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 1)
+		wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 1)
 	}
 	// 40 bytes: two whole records, never a split one.
 	buf := make([]byte, 40)
@@ -223,7 +225,7 @@ func TestBlockingReadAndClose(t *testing.T) {
 		t.Fatalf("Next on empty queue: %v, want deadline", err)
 	}
 
-	got := make(chan Record)
+	got := make(chan record.Record)
 	go func() {
 		r, err := q.Next(context.Background())
 		if err != nil {
@@ -231,8 +233,8 @@ func TestBlockingReadAndClose(t *testing.T) {
 		}
 		got <- r
 	}()
-	wl.Post(keyRec(KeyLinked, 1, 77), SystemCred, 1)
-	if r := <-got; r.Tag() != 3 || r.Subtype() != KeyLinked {
+	wl.Post(keyRec(record.KeyLinked, 1, 77), SystemCred, 1)
+	if r := <-got; r.Tag() != 3 || r.Subtype() != record.KeyLinked {
 		t.Errorf("Next = %v", r)
 	}
 
@@ -258,7 +260,7 @@ func TestBlockingReadAndClose(t *testing.T) {
 		t.Errorf("Close left %d watches (%d charged)", wl.Len(), e.Watches(CurrentCred().UID))
 	}
 	// Close removes watches silently and later posts are dropped.
-	if n := wl.Post(keyRec(KeyLinked, 1, 1), SystemCred, 1); n != 0 {
+	if n := wl.Post(keyRec(record.KeyLinked, 1, 1), SystemCred, 1); n != 0 {
 		t.Errorf("post after close reached %d queues", n)
 	}
 }
@@ -269,7 +271,7 @@ func TestIterator(t *testing.T) {
 	q := newSized(t, 32)
 	_ = wl.Add(q, 1, 3, CurrentCred())
 	for i := range 5 {
-		wl.Post(keyRec(KeyUpdated, 1, uint32(i)), SystemCred, 1)
+		wl.Post(keyRec(record.KeyUpdated, 1, uint32(i)), SystemCred, 1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -298,13 +300,13 @@ func TestReadySet(t *testing.T) {
 	var qs []*Queue
 	for i := range 50 {
 		q := newSized(t, 32)
-		_ = wl.Add(q, uint64(i), 0, CurrentCred())
+		_ = wl.Add(q, record.ObjectID(i), 0, CurrentCred())
 		rs.Add(q)
 		qs = append(qs, q)
 	}
-	wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 7)
-	wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 7) // same queue: one report
-	wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 42)
+	wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 7)
+	wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 7) // same queue: one report
+	wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 42)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	ready, err := rs.Wait(ctx)
@@ -336,7 +338,7 @@ func TestStalledReader(t *testing.T) {
 	wl := e.NewWatchList(Object{Kind: KindKey})
 	q := newSized(t, 64)
 	_ = wl.Add(q, 1, 0, CurrentCred())
-	rec := keyRec(KeyUpdated, 1, 0)
+	rec := keyRec(record.KeyUpdated, 1, 0)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -365,7 +367,7 @@ func TestPostAllocs(t *testing.T) {
 	wl := e.NewWatchList(Object{Kind: KindKey})
 	q := newSized(t, 32)
 	_ = wl.Add(q, 1, 0, CurrentCred())
-	rec := keyRec(KeyUpdated, 1, 0)
+	rec := keyRec(record.KeyUpdated, 1, 0)
 	buf := make([]byte, 64)
 	allocs := testing.AllocsPerRun(1000, func() {
 		wl.Post(rec, SystemCred, 1)

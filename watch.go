@@ -3,15 +3,17 @@ package watchq
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/watchq/watchq/record"
 )
 
 // watch is one subscription of a queue to an object (struct watch).
 type watch struct {
-	list   *WatchList // immutable
-	queue  *Queue     // immutable
-	id     uint64     // object id matched against posts; immutable
-	infoID uint32     // tag << 8 (watch->info_id); immutable
-	cred   *Cred      // the watcher's credentials (watch->cred); immutable
+	list   *WatchList      // immutable
+	queue  *Queue          // immutable
+	id     record.ObjectID // object id matched against posts; immutable
+	infoID uint32          // tag << 8 (watch->info_id); immutable
+	cred   *Cred           // the watcher's credentials (watch->cred); immutable
 }
 
 // WatchList is the set of watches on one watched object (struct
@@ -47,7 +49,7 @@ func (wl *WatchList) setLocked(ws []*watch) { wl.watches.Store(&ws) }
 // a second watch for the same (queue, id) is ErrWatchExists (EBUSY), a user
 // over its watch limit gets ErrTooManyWatches (EAGAIN), a closed queue
 // ErrQueueDead (ENOENT), a destroyed object ErrListDead (ENOENT).
-func (wl *WatchList) Add(q *Queue, id uint64, tag uint8, watcher *Cred) error {
+func (wl *WatchList) Add(q *Queue, id record.ObjectID, tag record.Tag, watcher *Cred) error {
 	if watcher == nil {
 		return errInval("nil watcher credentials")
 	}
@@ -56,7 +58,7 @@ func (wl *WatchList) Add(q *Queue, id uint64, tag uint8, watcher *Cred) error {
 	if err := wl.eng.policy.WatchAllowed(watcher, obj); err != nil {
 		return err
 	}
-	w := &watch{list: wl, queue: q, id: id, infoID: uint32(tag) << InfoIDShift, cred: watcher}
+	w := &watch{list: wl, queue: q, id: id, infoID: uint32(tag) << record.InfoIDShift, cred: watcher}
 
 	wl.mu.Lock()
 	defer wl.mu.Unlock()
@@ -90,7 +92,7 @@ func (wl *WatchList) Add(q *Queue, id uint64, tag uint8, watcher *Cred) error {
 // 16 bytes carrying id, or 8 bytes when id is 0. No such watch is
 // ErrNoWatch (EBADSLT). Corresponds to
 // kernel/watch_queue.c:remove_watch_from_object with all=false.
-func (wl *WatchList) Remove(q *Queue, id uint64) error {
+func (wl *WatchList) Remove(q *Queue, id record.ObjectID) error {
 	wl.mu.Lock()
 	defer wl.mu.Unlock()
 	old := *wl.watches.Load()
@@ -145,8 +147,8 @@ func (wl *WatchList) Dead() bool {
 // Preconditions: wl.mu is held; w is no longer in wl's snapshot.
 func (wl *WatchList) retireLocked(w *watch) {
 	q := w.queue
-	var b [RemovalSize]byte
-	rec, _ := Removal{Tag: uint8(w.infoID >> InfoIDShift), ID: w.id}.AppendBinary(b[:0])
+	var b [record.RemovalSize]byte
+	rec, _ := record.Removal{Tag: record.Tag(w.infoID >> record.InfoIDShift), ID: w.id}.AppendBinary(b[:0])
 	tag := rec[5]
 	q.mu.Lock()
 	found := false
@@ -196,16 +198,16 @@ func (wl *WatchList) detach(w *watch) {
 // __post_watch_notification, Post may stamp the tag into rec's info field
 // while it runs (restoring it before returning), so rec must not be read
 // or posted concurrently by another goroutine.
-func (wl *WatchList) Post(rec []byte, generator *Cred, id uint64) int {
-	if len(rec) < HeaderSize || len(rec) > MaxRecordSize || int(rec[4]&byte(InfoLength)) != len(rec) {
+func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
+	if len(rec) < record.HeaderSize || len(rec) > record.MaxRecordSize || int(rec[4]&byte(record.InfoLength)) != len(rec) {
 		return 0
 	}
 	ws := *wl.watches.Load()
 	if len(ws) == 0 {
 		return 0
 	}
-	h := headerAt(rec)
-	meta := h.Type == TypeMeta
+	h := record.HeaderAt(rec)
+	meta := h.Type == record.TypeMeta
 	policy := wl.eng.policy
 	askPolicy := !meta && !wl.eng.postAlwaysAllowed
 	delivered := 0
@@ -214,7 +216,7 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id uint64) int {
 			continue
 		}
 		q := w.queue
-		info := h.Info&^InfoID | w.infoID
+		info := h.Info&^record.InfoID | w.infoID
 		if f := q.filter.Load(); f != nil && !meta && !f.Match(h.Type, h.Subtype, info) {
 			q.filtered.Add(1)
 			continue
@@ -223,7 +225,7 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id uint64) int {
 			// Stamp the tag in place so the policy sees this watch's
 			// copy, as security_post_notification does.
 			rec[5] = byte(info >> 8)
-			err := policy.PostAllowed(w.cred, generator, Record(rec))
+			err := policy.PostAllowed(w.cred, generator, record.Record(rec))
 			rec[5] = byte(h.Info >> 8)
 			if err != nil {
 				q.denied.Add(1)

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/watchq/watchq/record"
 )
 
 // TestFanout: one post reaches every queue watching the object, each copy
@@ -16,19 +18,19 @@ func TestFanout(t *testing.T) {
 	var qs []*Queue
 	for i := range 8 {
 		q := newSized(t, 32)
-		if err := wl.Add(q, 100, uint8(10+i), CurrentCred()); err != nil {
+		if err := wl.Add(q, 100, record.Tag(10+i), CurrentCred()); err != nil {
 			t.Fatal(err)
 		}
 		qs = append(qs, q)
 	}
 	other := newSized(t, 32)
 	_ = wl.Add(other, 200, 1, CurrentCred()) // another object on the same list
-	if n := wl.Post(keyRec(KeyLinked, 100, 5), SystemCred, 100); n != 8 {
+	if n := wl.Post(keyRec(record.KeyLinked, 100, 5), SystemCred, 100); n != 8 {
 		t.Errorf("Post reached %d queues, want 8", n)
 	}
 	for i, q := range qs {
 		got := drain(t, q)
-		if len(got) != 1 || got[0].Tag() != uint8(10+i) {
+		if len(got) != 1 || got[0].Tag() != record.Tag(10+i) {
 			t.Errorf("queue %d got %v", i, got)
 		}
 	}
@@ -36,10 +38,10 @@ func TestFanout(t *testing.T) {
 		t.Errorf("queue watching another object got %v", got)
 	}
 	// The poster's buffer is unchanged.
-	rec := keyRec(KeyLinked, 100, 5)
+	rec := keyRec(record.KeyLinked, 100, 5)
 	wl.Post(rec, SystemCred, 100)
-	if Record(rec).Tag() != 0 {
-		t.Errorf("Post left tag %d in the caller's record", Record(rec).Tag())
+	if record.Record(rec).Tag() != 0 {
+		t.Errorf("Post left tag %d in the caller's record", record.Record(rec).Tag())
 	}
 }
 
@@ -95,7 +97,7 @@ func TestRemovalRecords(t *testing.T) {
 	keys := e.NewWatchList(Object{Kind: KindKey})
 	devs := e.NewWatchList(Object{Kind: KindDevices})
 	q := newSized(t, 32)
-	f, _ := NewFilter(FilterEntry{Type: TypeUSB, Subtypes: AllSubtypes})
+	f, _ := record.NewFilter(record.FilterEntry{Type: record.TypeUSB, Subtypes: record.AllSubtypes})
 	_ = q.SetFilter(f) // removal records are not filtered
 	_ = keys.Add(q, 0x1234, 1, CurrentCred())
 	_ = keys.Add(q, 0x5678, 2, CurrentCred())
@@ -109,7 +111,7 @@ func TestRemovalRecords(t *testing.T) {
 	keys.Destroy()
 	keys.Destroy() // idempotent
 	got := drain(t, q)
-	want := []Removal{{Tag: 1, ID: 0x1234}, {Tag: 3}, {Tag: 2, ID: 0x5678}}
+	want := []record.Removal{{Tag: 1, ID: 0x1234}, {Tag: 3}, {Tag: 2, ID: 0x5678}}
 	wantLen := []int{16, 8, 16}
 	if len(got) != len(want) {
 		t.Fatalf("got %d records, want %d", len(got), len(want))
@@ -128,14 +130,14 @@ func TestFilterAfterTag(t *testing.T) {
 	e := NewEngine(Config{})
 	wl := e.NewWatchList(Object{Kind: KindKey})
 	q := newSized(t, 32)
-	f, _ := NewFilter(FilterEntry{Type: TypeKey, Subtypes: AllSubtypes, InfoMask: InfoID, InfoFilter: 2 << 8})
+	f, _ := record.NewFilter(record.FilterEntry{Type: record.TypeKey, Subtypes: record.AllSubtypes, InfoMask: record.InfoID, InfoFilter: 2 << 8})
 	_ = q.SetFilter(f)
 	_ = wl.Add(q, 1, 1, CurrentCred())
 	_ = wl.Add(q, 2, 2, CurrentCred())
 	for range 1000 {
-		wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 1) // tag 1: filtered
+		wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 1) // tag 1: filtered
 	}
-	wl.Post(keyRec(KeyUpdated, 2, 0), SystemCred, 2) // tag 2: passes
+	wl.Post(keyRec(record.KeyUpdated, 2, 0), SystemCred, 2) // tag 2: passes
 	got := drain(t, q)
 	if len(got) != 1 || got[0].Tag() != 2 {
 		t.Fatalf("got %v", got)
@@ -144,7 +146,7 @@ func TestFilterAfterTag(t *testing.T) {
 		t.Errorf("stats %+v: filtered records must not use space", s)
 	}
 	_ = q.SetFilter(nil)
-	wl.Post(keyRec(KeyUpdated, 1, 0), SystemCred, 1)
+	wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 1)
 	if got := drain(t, q); len(got) != 1 {
 		t.Errorf("after removing the filter got %v", got)
 	}
@@ -168,7 +170,7 @@ func (p *spyPolicy) WatchAllowed(w *Cred, o Object) error {
 	return nil
 }
 
-func (p *spyPolicy) PostAllowed(w, g *Cred, r Record) error {
+func (p *spyPolicy) PostAllowed(w, g *Cred, r record.Record) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.posts = append(p.posts, fmt.Sprintf("%d<-%d:%v:tag%d", w.UID, g.UID, r.Type(), r.Tag()))
@@ -194,10 +196,10 @@ func TestPolicyConsulted(t *testing.T) {
 	if err := wl.Add(c, 0, 3, &Cred{UID: 66}); !errors.Is(err, syscall.EACCES) {
 		t.Fatalf("denied watch: %v, want EACCES", err)
 	}
-	f, _ := NewFilter(FilterEntry{Type: TypeUSB, Subtypes: AllSubtypes})
+	f, _ := record.NewFilter(record.FilterEntry{Type: record.TypeUSB, Subtypes: record.AllSubtypes})
 	_ = b.SetFilter(f)
-	usb, _ := USBNotification{Name: "1-1"}.AppendBinary(nil)
-	blk, _ := BlockNotification{Subtype: BlockErrorIO}.AppendBinary(nil)
+	usb, _ := record.USBNotification{Name: "1-1"}.AppendBinary(nil)
+	blk, _ := record.BlockNotification{Subtype: record.BlockErrorIO}.AppendBinary(nil)
 	wl.Post(usb, &Cred{UID: 5}, 0)
 	wl.Post(blk, &Cred{UID: 5}, 0) // filtered for b: policy not asked for b
 	wl.PostLoss(1)
@@ -215,7 +217,7 @@ func TestPolicyConsulted(t *testing.T) {
 	_ = e.NewWatchList(Object{Kind: KindKey}).Add(d, 1, 0, &Cred{UID: 1})
 	wl2 := e.NewWatchList(Object{Kind: KindKey})
 	_ = wl2.Add(d, 1, 0, &Cred{UID: 1})
-	wl2.Post(keyRec(KeyUpdated, 1, 0), &Cred{UID: 99}, 1)
+	wl2.Post(keyRec(record.KeyUpdated, 1, 0), &Cred{UID: 99}, 1)
 	if got := drain(t, d); len(got) != 0 || d.Stats().Denied != 1 {
 		t.Errorf("denied post delivered %v (stats %+v)", got, d.Stats())
 	}
@@ -285,9 +287,9 @@ func TestLabelPolicy(t *testing.T) {
 	if err := wl.Add(q, 1, 0, &Cred{Label: "Admin"}); err != nil {
 		t.Fatal(err)
 	}
-	wl.Post(keyRec(KeyUpdated, 1, 0), &Cred{Label: "Sensor"}, 1) // Sensor→Admin: no write
-	wl.Post(keyRec(KeyUpdated, 1, 1), &Cred{Label: "Admin"}, 1)  // same label
-	wl.Post(keyRec(KeyUpdated, 1, 2), nil, 1)                    // no generator
+	wl.Post(keyRec(record.KeyUpdated, 1, 0), &Cred{Label: "Sensor"}, 1) // Sensor→Admin: no write
+	wl.Post(keyRec(record.KeyUpdated, 1, 1), &Cred{Label: "Admin"}, 1)  // same label
+	wl.Post(keyRec(record.KeyUpdated, 1, 2), nil, 1)                    // no generator
 	wl.Destroy()
 	got := drain(t, q)
 	if len(got) != 3 || !got[2].IsRemoval() {
@@ -310,14 +312,14 @@ func TestCloseDestroyRace(t *testing.T) {
 		var qs []*Queue
 		for i := range 8 {
 			q := newSized(t, 32)
-			_ = wl.Add(q, 1, uint8(i), &Cred{UID: uint32(round)})
+			_ = wl.Add(q, 1, record.Tag(i), &Cred{UID: uint32(round)})
 			qs = append(qs, q)
 		}
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for range 4 {
 			wg.Go(func() {
-				rec := keyRec(KeyUpdated, 1, 0)
+				rec := keyRec(record.KeyUpdated, 1, 0)
 				for {
 					select {
 					case <-stop:

@@ -214,7 +214,7 @@ func (c *Client) CreateQueue(ctx context.Context, size int) (*Queue, error) {
 }
 
 // Publish posts rec, one whole record of a publisher type
-// (watchq.TypeUserFirst..TypeUserLast, length field equal to len(rec),
+// (record.TypeUserFirst..TypeUserLast, length field equal to len(rec),
 // tag 0), to every queue watching its type that the policy lets it reach.
 // The daemon refuses with EACCES unless this client may publish the type,
 // and with EINVAL if the record is malformed.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +45,7 @@ type Queue struct {
 	// caller's buffer: the pipe is packet-mode, so a record cannot be
 	// left in it half-read.
 	pending []byte
-	scratch [watchq.NoteSize]byte
+	scratch [record.NoteSize]byte
 }
 
 // ID returns the daemon's id for the queue (unique in the daemon).
@@ -108,7 +109,7 @@ func (q *Queue) SetSize(ctx context.Context, notes int) (int, error) {
 
 // SetFilter installs f, or removes the filter when f is nil
 // (IOC_WATCH_QUEUE_SET_FILTER).
-func (q *Queue) SetFilter(ctx context.Context, f *watchq.Filter) error {
+func (q *Queue) SetFilter(ctx context.Context, f *record.Filter) error {
 	var b []byte
 	if f != nil {
 		var err error
@@ -127,17 +128,13 @@ func (q *Queue) SetRawFilter(ctx context.Context, b []byte) error {
 	return err
 }
 
-// WatchDevices is watch_devices(2): tag 0..255 watches the global device
-// list, delivering records stamped with tag; -1 removes the watch (an
-// 8-byte removal record follows). It returns the classes of device records
-// the policy lets through to this client; a client granted none is refused
-// with EACCES. EBUSY: already watching; EBADSLT: no watch to remove;
-// ENODEV: the daemon runs without its device source.
-func (q *Queue) WatchDevices(ctx context.Context, tag int) (Sources, error) {
-	if tag < -1 || tag > 255 {
-		return 0, &Error{Op: protocol.OpWatchDevices.String(), Errno: syscall.EINVAL, Reason: fmt.Sprintf("tag %d out of range -1..255", tag)}
-	}
-	body, _, err := q.c.do(ctx, protocol.WatchDevices{Queue: q.id, Tag: int32(tag)})
+// WatchDevices is watch_devices(2) with a tag: it watches the global
+// device list, delivering records stamped with tag. It returns the classes
+// of device records the policy lets through to this client; a client
+// granted none is refused with EACCES. EBUSY: already watching; ENODEV:
+// the daemon runs without its device source.
+func (q *Queue) WatchDevices(ctx context.Context, tag record.Tag) (Sources, error) {
+	body, _, err := q.c.do(ctx, protocol.WatchDevices{Queue: q.id, Tag: record.TagArg(tag)})
 	if err != nil {
 		return 0, err
 	}
@@ -145,14 +142,24 @@ func (q *Queue) WatchDevices(ctx context.Context, tag int) (Sources, error) {
 	return r.Sources, err
 }
 
-// WatchPublisher watches publisher type typ (watchq.TypeUserFirst..
-// TypeUserLast) with tag 0..255, or removes the watch with -1 (a 16-byte
-// removal record carrying typ follows).
-func (q *Queue) WatchPublisher(ctx context.Context, typ watchq.Type, tag int) error {
-	if tag < -1 || tag > 255 {
-		return &Error{Op: protocol.OpWatchPublisher.String(), Errno: syscall.EINVAL, Reason: fmt.Sprintf("tag %d out of range -1..255", tag)}
-	}
-	_, _, err := q.c.do(ctx, protocol.WatchPublisher{Queue: q.id, Type: uint32(typ), Tag: int32(tag)})
+// UnwatchDevices is watch_devices(2) with tag -1: it removes the watch on
+// the device list; an 8-byte removal record follows. EBADSLT: no watch.
+func (q *Queue) UnwatchDevices(ctx context.Context) error {
+	_, _, err := q.c.do(ctx, protocol.WatchDevices{Queue: q.id, Tag: record.RemoveWatch})
+	return err
+}
+
+// WatchPublisher watches publisher type typ (record.Type.IsPublisher) with
+// tag.
+func (q *Queue) WatchPublisher(ctx context.Context, typ record.Type, tag record.Tag) error {
+	_, _, err := q.c.do(ctx, protocol.WatchPublisher{Queue: q.id, Type: uint32(typ), Tag: record.TagArg(tag)})
+	return err
+}
+
+// UnwatchPublisher removes the watch on publisher type typ; a 16-byte
+// removal record carrying typ follows. EBADSLT: no watch.
+func (q *Queue) UnwatchPublisher(ctx context.Context, typ record.Type) error {
+	_, _, err := q.c.do(ctx, protocol.WatchPublisher{Queue: q.id, Type: uint32(typ), Tag: record.RemoveWatch})
 	return err
 }
 
@@ -224,12 +231,12 @@ func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 	case n == 0:
 		return nil, watchq.ErrClosed // the daemon closed the write end
 	}
-	rec, err := watchq.ParseRecord(q.scratch[:n])
+	rec, err := record.ParseRecord(q.scratch[:n])
 	if err != nil {
 		return nil, err
 	}
 	if len(rec) != n {
-		return nil, &watchq.RecordError{Reason: fmt.Sprintf("packet of %d bytes holds a %d-byte record", n, len(rec))}
+		return nil, &record.RecordError{Reason: fmt.Sprintf("packet of %d bytes holds a %d-byte record", n, len(rec))}
 	}
 	return rec, nil
 }
@@ -263,7 +270,7 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 		}
 		if len(rec) > len(buf)-off {
 			if q.pending == nil {
-				q.pending = append(make([]byte, 0, watchq.NoteSize), rec...)
+				q.pending = append(make([]byte, 0, record.NoteSize), rec...)
 			}
 			if off == 0 {
 				return 0, watchq.ErrBufferTooSmall
@@ -272,32 +279,32 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 		}
 		off += copy(buf[off:], rec)
 		q.pending = nil
-		if len(buf)-off < watchq.HeaderSize {
+		if len(buf)-off < record.HeaderSize {
 			return off, nil
 		}
 	}
 }
 
 // Next blocks for the next record and returns a copy of it.
-func (q *Queue) Next(ctx context.Context) (watchq.Record, error) {
+func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
 	if p := q.pending; p != nil {
 		q.pending = nil
-		return watchq.Record(p), nil
+		return record.Record(p), nil
 	}
 	rec, err := q.readPacket(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	return watchq.Record(append([]byte(nil), rec...)), nil
+	return record.Record(append([]byte(nil), rec...)), nil
 }
 
 // Records iterates over the queue's records, blocking for each, until ctx
 // ends or the queue is closed; the final error (ctx.Err() or
 // watchq.ErrClosed) is yielded once with a nil record.
-func (q *Queue) Records(ctx context.Context) iter.Seq2[watchq.Record, error] {
-	return func(yield func(watchq.Record, error) bool) {
+func (q *Queue) Records(ctx context.Context) iter.Seq2[record.Record, error] {
+	return func(yield func(record.Record, error) bool) {
 		for {
 			r, err := q.Next(ctx)
 			if !yield(r, err) || err != nil {

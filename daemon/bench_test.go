@@ -9,6 +9,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +56,7 @@ func benchDaemon(b *testing.B, clients int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := q.WatchDevices(ctx, i); err != nil {
+		if _, err := q.WatchDevices(ctx, record.Tag(i)); err != nil {
 			b.Fatal(err)
 		}
 		wg.Add(1)
@@ -67,7 +68,7 @@ func benchDaemon(b *testing.B, clients int) {
 				if err != nil {
 					return
 				}
-				for r, err := range watchq.Records(buf[:n]) {
+				for r, err := range record.Records(buf[:n]) {
 					if err != nil || r.IsLoss() {
 						b.Errorf("client %d: %v %v", i, r, err)
 						return
@@ -81,7 +82,7 @@ func benchDaemon(b *testing.B, clients int) {
 			}
 		}()
 	}
-	rec := blockErrorRecord(watchq.BlockErrorIO, 8)
+	rec := blockErrorRecord(record.BlockErrorIO, 8)
 	minRecv := func() int64 {
 		m := recv[0].Load()
 		for i := 1; i < clients; i++ {
@@ -123,7 +124,7 @@ func benchRawPipe(b *testing.B) {
 	r, w := os.NewFile(uintptr(p[0]), "r"), os.NewFile(uintptr(p[1]), "w")
 	defer r.Close()
 	rec := make([]byte, 16)
-	watchq.Header{Type: watchq.TypeUserFirst, Info: watchq.MakeInfo(16, 0, 0)}.Put(rec)
+	record.Header{Type: record.TypeUserFirst, Info: record.MakeInfo(16, 0, 0)}.Put(rec)
 	b.ReportAllocs()
 	b.ResetTimer()
 	go func() {

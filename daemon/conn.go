@@ -11,6 +11,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -212,9 +213,9 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		if err != nil {
 			return nil, -1, err
 		}
-		var f *watchq.Filter
+		var f *record.Filter
 		if len(r.Filter) > 0 {
-			if f, err = watchq.ParseFilter(r.Filter); err != nil {
+			if f, err = record.ParseFilter(r.Filter); err != nil {
 				return nil, -1, err
 			}
 		}
@@ -224,20 +225,27 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		if err != nil {
 			return nil, -1, err
 		}
-		if r.Tag < -1 || r.Tag > 255 || r.Flags != 0 {
-			return nil, -1, &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("watch-devices: tag %d (want -1..255), flags %#x (want 0)", r.Tag, r.Flags)}
+		tag, remove, err := record.ParseTagArg(int64(r.Tag))
+		if err != nil {
+			return nil, -1, err
+		}
+		if r.Flags != 0 {
+			return nil, -1, &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("watch-devices: flags %#x, want 0", r.Flags)}
 		}
 		if c.s.cfg.Devices == nil {
 			return nil, -1, &watchq.Errno{Errno: syscall.ENODEV, Reason: "watchqd runs without its device source"}
 		}
-		if err := c.s.cfg.Devices.Watch(q.q, int(r.Tag), c.cred); err != nil {
+		if remove {
+			if err := c.s.cfg.Devices.Unwatch(q.q); err != nil {
+				return nil, -1, err
+			}
+			b, _ := protocol.WatchReply{}.AppendBinary(nil)
+			return b, -1, nil
+		}
+		if err := c.s.cfg.Devices.Watch(q.q, tag, c.cred); err != nil {
 			return nil, -1, err
 		}
-		var granted protocol.Sources
-		if r.Tag >= 0 {
-			granted = c.s.cfg.Policy.Devices(c.cred)
-		}
-		b, _ := protocol.WatchReply{Sources: granted}.AppendBinary(nil)
+		b, _ := protocol.WatchReply{Sources: c.s.cfg.Policy.Devices(c.cred)}.AppendBinary(nil)
 		return b, -1, nil
 	case protocol.WatchPublisher:
 		q, err := c.lookup(r.Queue)
@@ -245,21 +253,22 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 			return nil, -1, err
 		}
 		if !protocol.PublisherType(r.Type) {
-			return nil, -1, &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("type %#x is outside the publisher range %#x..%#x", r.Type, uint32(watchq.TypeUserFirst), uint32(watchq.TypeUserLast))}
+			return nil, -1, &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("type %#x is outside the publisher range %#x..%#x", r.Type, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))}
 		}
-		switch {
-		case r.Tag == -1:
-			return nil, -1, c.s.pub.Remove(q.q, uint64(r.Type))
-		case r.Tag >= 0 && r.Tag <= 255:
-			return nil, -1, c.s.pub.Add(q.q, uint64(r.Type), uint8(r.Tag), c.cred)
+		tag, remove, err := record.ParseTagArg(int64(r.Tag))
+		if err != nil {
+			return nil, -1, err
 		}
-		return nil, -1, &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("tag %d out of range -1..255", r.Tag)}
+		if remove {
+			return nil, -1, c.s.pub.Remove(q.q, record.ObjectID(r.Type))
+		}
+		return nil, -1, c.s.pub.Add(q.q, record.ObjectID(r.Type), tag, c.cred)
 	case protocol.Publish:
-		t := watchq.Record(r.Record).Type()
+		t := record.Record(r.Record).Type()
 		if err := c.s.cfg.Policy.PublishAllowed(c.cred, t); err != nil {
 			return nil, -1, err
 		}
-		c.s.pub.Post(r.Record, c.cred, uint64(t))
+		c.s.pub.Post(r.Record, c.cred, record.ObjectID(t))
 		c.s.published.Add(1)
 		return nil, -1, nil
 	case protocol.StatsRequest:

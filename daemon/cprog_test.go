@@ -50,7 +50,7 @@ func TestCReader(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := q.WatchPublisher(ctx, 0x800020, -1); err != nil {
+	if err := q.UnwatchPublisher(ctx, 0x800020); err != nil {
 		t.Fatal(err)
 	}
 	// Closing the queue closes the daemon's write end: the C reader sees

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,7 +52,7 @@ func TestDeviceUsers(t *testing.T) {
 	for {
 		r := parseRec(t, c.next(t))
 		n, err := r.Block()
-		if err != nil || watchq.IsBlockError(n.Subtype) {
+		if err != nil || record.IsBlockError(n.Subtype) {
 			t.Fatalf("carol got %v (%v)", r, err)
 		}
 		if n.Dev == dev {
@@ -70,7 +70,7 @@ func TestDeviceUsers(t *testing.T) {
 	}
 	r := parseRec(t, a.next(t))
 	n, err := r.Block()
-	if err != nil || !watchq.IsBlockError(n.Subtype) || n.Dev != dev || n.Sector != badOff/512 || r.Tag() != 1 {
+	if err != nil || !record.IsBlockError(n.Subtype) || n.Dev != dev || n.Sector != badOff/512 || r.Tag() != 1 {
 		t.Fatalf("alice got %v %+v (%v), want a block error on %#x sector %d", r, n, err, dev, badOff/512)
 	}
 

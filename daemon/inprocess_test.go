@@ -14,21 +14,18 @@ import (
 	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/daemon"
 	"github.com/watchq/watchq/daemon/policy"
+	"github.com/watchq/watchq/record"
 )
 
 // fakeDevices is a device source without the kernel: a real engine watch
 // list of kind KindDevices that the test posts to.
 type fakeDevices struct{ wl *watchq.WatchList }
 
-func (f fakeDevices) Watch(q *watchq.Queue, tag int, w *watchq.Cred) error {
-	if tag == -1 {
-		return f.wl.Remove(q, 0)
-	}
-	if tag < 0 || tag > 255 {
-		return syscall.EINVAL
-	}
-	return f.wl.Add(q, 0, uint8(tag), w)
+func (f fakeDevices) Watch(q *watchq.Queue, tag record.Tag, w *watchq.Cred) error {
+	return f.wl.Add(q, 0, tag, w)
 }
+
+func (f fakeDevices) Unwatch(q *watchq.Queue) error { return f.wl.Remove(q, 0) }
 
 type inproc struct {
 	srv  *daemon.Server
@@ -70,12 +67,12 @@ func startInProcess(tb testing.TB, rules string) *inproc {
 }
 
 func blockErrorRecord(sub uint8, sector uint64) []byte {
-	b, _ := watchq.BlockNotification{Subtype: sub, Dev: watchq.KernelDev(7, 0), Sector: sector}.AppendBinary(nil)
+	b, _ := record.BlockNotification{Subtype: sub, Dev: record.KernelDev(7, 0), Sector: sector}.AppendBinary(nil)
 	return b
 }
 
 func usbRecord(name string) []byte {
-	b, _ := watchq.USBNotification{Subtype: watchq.USBDeviceAdd, Name: name}.AppendBinary(nil)
+	b, _ := record.USBNotification{Subtype: record.USBDeviceAdd, Name: name}.AppendBinary(nil)
 	return b
 }
 
@@ -106,8 +103,8 @@ func TestInProcessRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	ip.dev.wl.Post(usbRecord("3-7.7"), watchq.SystemCred, 0) // class not granted
-	ip.dev.wl.Post(blockErrorRecord(watchq.BlockErrorIO, 1024), watchq.SystemCred, 0)
-	rec := watchq.Record{0x01, 0x00, 0x80, 0x05, 12, 0, 0, 0, 'a', 'b', 'c', 'd'}
+	ip.dev.wl.Post(blockErrorRecord(record.BlockErrorIO, 1024), watchq.SystemCred, 0)
+	rec := record.Record{0x01, 0x00, 0x80, 0x05, 12, 0, 0, 0, 'a', 'b', 'c', 'd'}
 	if err := c.Publish(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
@@ -123,14 +120,14 @@ func TestInProcessRoundTrip(t *testing.T) {
 	if err != nil || r.Type() != 0x800001 || r.Subtype() != 5 || r.Tag() != 9 || string(r[8:]) != "abcd" {
 		t.Fatalf("second record %v %v", r, err)
 	}
-	if _, err := q.WatchDevices(ctx, -1); err != nil {
+	if err := q.UnwatchDevices(ctx); err != nil {
 		t.Fatal(err)
 	}
 	r, err = q.Next(ctx)
 	if err != nil || !r.IsRemoval() || r.Tag() != 7 {
 		t.Fatalf("removal record %v %v", r, err)
 	}
-	if _, err := q.WatchDevices(ctx, -1); !errors.Is(err, syscall.EBADSLT) {
+	if err := q.UnwatchDevices(ctx); !errors.Is(err, syscall.EBADSLT) {
 		t.Fatalf("second removal = %v, want EBADSLT", err)
 	}
 	// The pump counts a record after writing it: poll.

@@ -19,11 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/daemon"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/record"
 )
 
 // The test binary doubles as watchqd and as client programs: the parent
@@ -80,7 +80,7 @@ func runRole(role string, args []string) int {
 			say("WATCH OK %v", s)
 		} else {
 			t, _ := strconv.ParseUint(args[1], 0, 32)
-			if err := q.WatchPublisher(ctx, watchq.Type(t), 2); err != nil {
+			if err := q.WatchPublisher(ctx, record.Type(t), 2); err != nil {
 				return fail("WATCH", err)
 			}
 			say("WATCH OK")
@@ -101,7 +101,7 @@ func runRole(role string, args []string) int {
 		t, _ := strconv.ParseUint(args[1], 0, 32)
 		n, _ := strconv.Atoi(args[2])
 		for i := range n {
-			if err := c.Publish(ctx, pubRecord(watchq.Type(t), uint8(i))); err != nil {
+			if err := c.Publish(ctx, pubRecord(record.Type(t), uint8(i))); err != nil {
 				return fail("PUB", err)
 			}
 		}
@@ -111,9 +111,9 @@ func runRole(role string, args []string) int {
 }
 
 // pubRecord is a 16-byte publisher record of type t, subtype sub.
-func pubRecord(t watchq.Type, sub uint8) []byte {
+func pubRecord(t record.Type, sub uint8) []byte {
 	b := make([]byte, 16)
-	h := watchq.Header{Type: t, Subtype: sub, Info: watchq.MakeInfo(16, 0, 0)}
+	h := record.Header{Type: t, Subtype: sub, Info: record.MakeInfo(16, 0, 0)}
 	h.Put(b)
 	copy(b[8:], fmt.Sprintf("seq%05d", sub))
 	return b
@@ -350,11 +350,11 @@ func expectPrefix(tb testing.TB, c *child, prefix string) string {
 }
 
 // parseRec decodes a "REC <hex>" line.
-func parseRec(tb testing.TB, l string) watchq.Record {
+func parseRec(tb testing.TB, l string) record.Record {
 	tb.Helper()
 	b, err := hex.DecodeString(strings.TrimPrefix(l, "REC "))
 	if err != nil || !strings.HasPrefix(l, "REC ") {
 		tb.Fatalf("not a record line: %q", l)
 	}
-	return watchq.Record(b)
+	return record.Record(b)
 }

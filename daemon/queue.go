@@ -8,6 +8,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,7 +69,7 @@ func (q *queue) pump() {
 			return // closed
 		}
 		for off := 0; off < n; {
-			l := int(buf[off+4]) & int(watchq.InfoLength)
+			l := int(buf[off+4]) & int(record.InfoLength)
 			if _, err := q.w.Write(buf[off : off+l]); err != nil {
 				// EPIPE: the client closed its read end, which
 				// releases the queue as closing a notification

@@ -24,14 +24,16 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/policy"
+	"github.com/watchq/watchq/record"
 )
 
 // DeviceSource is what the daemon needs of the device source
 // (*device.Source): watch_devices(2) on its global watch list.
 type DeviceSource interface {
-	// Watch adds (tag 0..255) or removes (tag -1) q's watch on the
-	// device list, for watcher.
-	Watch(q *watchq.Queue, tag int, watcher *watchq.Cred) error
+	// Watch adds q's watch on the device list, for watcher.
+	Watch(q *watchq.Queue, tag record.Tag, watcher *watchq.Cred) error
+	// Unwatch removes q's watch on the device list.
+	Unwatch(q *watchq.Queue) error
 }
 
 // Config configures a Server.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/record"
 )
 
 // rootStats returns every queue's stats, seen by a root client.
@@ -230,7 +231,7 @@ func TestHundredClients(t *testing.T) {
 			t.Cleanup(func() { c.Close() })
 			q, err := c.CreateQueue(ctx, 64)
 			if err == nil {
-				err = q.WatchPublisher(ctx, 0x800050, i)
+				err = q.WatchPublisher(ctx, 0x800050, record.Tag(i))
 			}
 			if err != nil {
 				t.Error(err)
@@ -259,7 +260,7 @@ func TestHundredClients(t *testing.T) {
 					t.Errorf("client %d record %d: %v", i, j, err)
 					return
 				}
-				if r.Subtype() != uint8(j) || r.Tag() != uint8(i) {
+				if r.Subtype() != uint8(j) || r.Tag() != record.Tag(i) {
 					t.Errorf("client %d record %d: %v", i, j, r)
 					return
 				}

@@ -15,5 +15,5 @@
 // CONFIG_KEYS).
 //
 // The package does not depend on the watchq engine: it deals in bytes. Parse
-// what Read returns with github.com/watchq/watchq.Records.
+// what Read returns with package record (github.com/watchq/watchq/record).
 package kernel

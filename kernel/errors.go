@@ -19,7 +19,7 @@ const (
 	MissingWatchQueue                           // CONFIG_WATCH_QUEUE: pipe2 O_NOTIFICATION_PIPE gives ENOPKG
 	MissingNotificationPipes                    // kernel older than 5.8: O_NOTIFICATION_PIPE gives EINVAL
 	MissingKeyNotifications                     // CONFIG_KEY_NOTIFICATIONS: KEYCTL_WATCH_KEY gives EOPNOTSUPP
-	MissingOther                                // some other failure of the probe
+	MissingLinux                                // not Linux: the facility exists only there
 )
 
 // String describes what is missing.
@@ -33,8 +33,10 @@ func (m Missing) String() string {
 		return "kernel older than 5.8 (no notification pipes)"
 	case MissingKeyNotifications:
 		return "kernel built without CONFIG_KEY_NOTIFICATIONS"
+	case MissingLinux:
+		return "not Linux"
 	}
-	return "probe failed"
+	return "unknown"
 }
 
 // NotSupportedError says why the kernel facility is unavailable. It matches

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,7 +80,7 @@ func TestVMPipeKeyRecords(t *testing.T) {
 	if err := p.SetSize(256); !errors.Is(err, syscall.EBUSY) {
 		t.Errorf("second SetSize: %v, want EBUSY", err)
 	}
-	if err := p.SetFilter(KeyFilter()); err != nil {
+	if err := p.SetFilter(record.TypeFilter(record.TypeKey)); err != nil {
 		t.Fatal(err)
 	}
 	ring := newRing(t)
@@ -114,7 +115,7 @@ func TestVMPipeKeyRecords(t *testing.T) {
 // 8 updates over capacity and read() reports one 8-byte loss record.
 func TestVMPipeFilterAndLoss(t *testing.T) {
 	p := openPipe(t, 256)
-	if err := p.SetFilter(KeyFilter(2)); err != nil {
+	if err := p.SetFilter(record.TypeFilter(record.TypeKey, record.KeyLinked)); err != nil {
 		t.Fatal(err)
 	}
 	ring := newRing(t)

@@ -3,8 +3,6 @@
 package kernel
 
 import (
-	"context"
-	"encoding"
 	"errors"
 	"os"
 	"sync"
@@ -12,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,17 +74,24 @@ func (p *Pipe) SetSize(notes int) error {
 	})
 }
 
-// SetFilter installs a filter (a Filter, a RawFilter, or watchq.Filter:
-// anything whose MarshalBinary yields struct watch_notification_filter), or
-// removes it when f is nil. Corresponds to
-// kernel/watch_queue.c:watch_queue_set_filter.
-func (p *Pipe) SetFilter(f encoding.BinaryMarshaler) error {
-	var b []byte
-	if f != nil {
-		var err error
-		if b, err = f.MarshalBinary(); err != nil {
-			return err
-		}
+// SetFilter installs f, or removes the filter when f is nil. Corresponds
+// to kernel/watch_queue.c:watch_queue_set_filter.
+func (p *Pipe) SetFilter(f *record.Filter) error {
+	if f == nil {
+		return p.SetRawFilter(nil)
+	}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return p.SetRawFilter(b)
+}
+
+// SetRawFilter installs an encoded struct watch_notification_filter, left
+// for the kernel to judge (only its length is checked, so that the kernel
+// never reads past b), or removes the filter when b is nil.
+func (p *Pipe) SetRawFilter(b []byte) error {
+	if b != nil {
 		if err := checkFilterBytes(b); err != nil {
 			return err
 		}
@@ -104,18 +110,18 @@ func (p *Pipe) SetFilter(f encoding.BinaryMarshaler) error {
 }
 
 // WatchKey watches key (a serial or a special id such as
-// unix.KEY_SPEC_SESSION_KEYRING) with tag 0..255, under the calling thread's
+// unix.KEY_SPEC_SESSION_KEYRING) with tag, under the calling thread's
 // credentials: the key must grant View (EACCES otherwise). A second watch on
 // the same key gives EBUSY. Corresponds to
 // security/keys/keyctl.c:keyctl_watch_key.
-func (p *Pipe) WatchKey(key int32, tag uint8) error {
+func (p *Pipe) WatchKey(key int32, tag record.Tag) error {
 	return p.keyctlWatch(key, int(tag))
 }
 
 // UnwatchKey removes the pipe's watch on key; the kernel posts a 16-byte
 // removal record. EBADSLT if there is no such watch.
 func (p *Pipe) UnwatchKey(key int32) error {
-	return p.keyctlWatch(key, RemoveWatch)
+	return p.keyctlWatch(key, record.RemoveWatch)
 }
 
 func (p *Pipe) keyctlWatch(key int32, tag int) error {
@@ -140,22 +146,6 @@ func (p *Pipe) Read(b []byte) (int, error) {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			err = &OpError{Op: "read", Err: pe.Err}
-		}
-	}
-	return n, err
-}
-
-// ReadContext is Read that gives up with ctx.Err() when ctx is done.
-func (p *Pipe) ReadContext(ctx context.Context, b []byte) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	stop := context.AfterFunc(ctx, func() { p.r.SetReadDeadline(time.Unix(1, 0)) })
-	n, err := p.Read(b)
-	if !stop() {
-		p.r.SetReadDeadline(time.Time{})
-		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, ctx.Err()
 		}
 	}
 	return n, err

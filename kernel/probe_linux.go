@@ -7,16 +7,36 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
-var probeOnce = sync.OnceValue(probe)
+// probed caches Probe's conclusive answer.
+var probed struct {
+	mu   sync.Mutex
+	done bool  // an answer is cached. Guarded by mu.
+	err  error // the cached answer: nil or a *NotSupportedError. Guarded by mu.
+}
 
 // Probe reports whether the running kernel supports notification pipes and
 // key watches. It returns nil if it does, a *NotSupportedError (matching
-// ErrNotSupported) saying what is missing if it does not, or another error if
-// the probe itself failed. The result is computed once.
-func Probe() error { return probeOnce() }
+// ErrNotSupported) saying what is missing if it does not, or another error
+// (an *OpError, such as EMFILE) if the probe itself failed. Only conclusive
+// answers, nil and *NotSupportedError, are cached; a failed probe is tried
+// again on the next call.
+func Probe() error {
+	probed.mu.Lock()
+	defer probed.mu.Unlock()
+	if probed.done {
+		return probed.err
+	}
+	err := probe()
+	var ns *NotSupportedError
+	if err == nil || errors.As(err, &ns) {
+		probed.done, probed.err = true, err
+	}
+	return err
+}
 
 // probe mirrors what keyutils' `keyctl supports` and LTP's wqueue tests do:
 // KEYCTL_CAPABILITIES (security/keys/keyctl.c:keyctl_capabilities), then a
@@ -49,7 +69,7 @@ func probe() error {
 		return perr
 	}
 	defer p.Close()
-	_, werr := unix.KeyctlInt(unix.KEYCTL_WATCH_KEY, unix.KEY_SPEC_PROCESS_KEYRING, p.wfd, RemoveWatch, 0)
+	_, werr := unix.KeyctlInt(unix.KEYCTL_WATCH_KEY, unix.KEY_SPEC_PROCESS_KEYRING, p.wfd, record.RemoveWatch, 0)
 	if errors.Is(werr, unix.EOPNOTSUPP) {
 		return &NotSupportedError{Op: "keyctl(KEYCTL_WATCH_KEY)", Missing: MissingKeyNotifications, Errno: unix.EOPNOTSUPP}
 	}

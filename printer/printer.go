@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // Printer writes records to an io.Writer. It is not safe for concurrent use.
@@ -37,7 +37,7 @@ func (p *Printer) Read(buf []byte) error {
 		fmt.Fprintf(p.w, "read() = %d\n", len(buf))
 	}
 	off := 0
-	for r, err := range watchq.Records(buf) {
+	for r, err := range record.Records(buf) {
 		if err != nil {
 			if !p.json {
 				fmt.Fprintf(p.w, "Bad message at %#x: %v\n", off, err)
@@ -51,9 +51,9 @@ func (p *Printer) Read(buf []byte) error {
 }
 
 // Record prints one record found at offset off of a read buffer.
-func (p *Printer) Record(off int, r watchq.Record) { p.record(off, r) }
+func (p *Printer) Record(off int, r record.Record) { p.record(off, r) }
 
-func (p *Printer) record(off int, r watchq.Record) {
+func (p *Printer) record(off int, r record.Record) {
 	if p.json {
 		_ = p.enc.Encode(JSON(r))
 		return
@@ -65,91 +65,91 @@ func (p *Printer) record(off int, r watchq.Record) {
 
 // Line is the sample's description line for one record: "KEY … change=…",
 // "BLOCK …", "USB …", "-- LOSS --", "REMOVAL of watchpoint …".
-func Line(r watchq.Record) string {
+func Line(r record.Record) string {
 	h := r.Header()
 	switch h.Type {
-	case watchq.TypeMeta:
+	case record.TypeMeta:
 		switch h.Subtype {
-		case watchq.MetaRemoval:
-			return fmt.Sprintf("REMOVAL of watchpoint %08x", h.Info&watchq.InfoID>>watchq.InfoIDShift)
-		case watchq.MetaLoss:
+		case record.MetaRemoval:
+			return fmt.Sprintf("REMOVAL of watchpoint %08x", h.Info&record.InfoID>>record.InfoIDShift)
+		case record.MetaLoss:
 			if l, _ := r.Loss(); l.Count > 0 {
 				return fmt.Sprintf("-- LOSS -- (%d records)", l.Count)
 			}
 			return "-- LOSS --"
 		}
 		return "other meta record"
-	case watchq.TypeKey:
+	case record.TypeKey:
 		k, err := r.Key()
 		if err != nil {
 			return "Incorrect key message length"
 		}
-		return fmt.Sprintf("KEY %08x change=%d[%s] aux=%d", k.KeyID, k.Subtype, watchq.KeySubtypeName(k.Subtype), k.Aux)
-	case watchq.TypeBlock:
+		return fmt.Sprintf("KEY %08x change=%d[%s] aux=%d", k.KeyID, k.Subtype, record.KeySubtypeName(k.Subtype), k.Aux)
+	case record.TypeBlock:
 		b, err := r.Block()
 		if err != nil {
 			return "Incorrect block message length"
 		}
-		s := fmt.Sprintf("BLOCK %08x e=%d[%s] s=%x", b.Dev, b.Subtype, watchq.BlockSubtypeName(b.Subtype), b.Sector)
+		s := fmt.Sprintf("BLOCK %08x e=%d[%s] s=%x", b.Dev, b.Subtype, record.BlockSubtypeName(b.Subtype), b.Sector)
 		if b.Name != "" {
 			s += " " + b.Name
 		}
 		return s
-	case watchq.TypeUSB:
+	case record.TypeUSB:
 		u, err := r.USB()
 		if err != nil {
 			return "Incorrect USB message length"
 		}
-		return fmt.Sprintf("USB %s %s e=%x r=%x", u.Name, watchq.USBSubtypeName(u.Subtype), u.Error, u.Reserved)
+		return fmt.Sprintf("USB %s %s e=%x r=%x", u.Name, record.USBSubtypeName(u.Subtype), u.Error, u.Reserved)
 	}
 	return "other type"
 }
 
 // Object is the JSON form of a record.
 type Object struct {
-	Type     string `json:"type"`
-	TypeNum  uint32 `json:"ty"`
-	Subtype  uint8  `json:"sy"`
-	Info     uint32 `json:"info"`
-	Tag      uint8  `json:"tag"`
-	Len      int    `json:"len"`
-	Event    string `json:"event,omitempty"`
-	KeyID    uint32 `json:"key_id,omitempty"`
-	Aux      uint32 `json:"aux,omitempty"`
-	Dev      string `json:"dev,omitempty"`
-	Sector   uint64 `json:"sector,omitempty"`
-	Name     string `json:"name,omitempty"`
-	ObjectID uint64 `json:"id,omitempty"`
-	Lost     uint16 `json:"lost,omitempty"`
-	Raw      []byte `json:"raw,omitempty"`
+	Type     string          `json:"type"`
+	TypeNum  uint32          `json:"ty"`
+	Subtype  uint8           `json:"sy"`
+	Info     uint32          `json:"info"`
+	Tag      record.Tag      `json:"tag"`
+	Len      int             `json:"len"`
+	Event    string          `json:"event,omitempty"`
+	KeyID    uint32          `json:"key_id,omitempty"`
+	Aux      uint32          `json:"aux,omitempty"`
+	Dev      string          `json:"dev,omitempty"`
+	Sector   uint64          `json:"sector,omitempty"`
+	Name     string          `json:"name,omitempty"`
+	ObjectID record.ObjectID `json:"id,omitempty"`
+	Lost     uint16          `json:"lost,omitempty"`
+	Raw      []byte          `json:"raw,omitempty"`
 }
 
 // JSON converts a record to its JSON form.
-func JSON(r watchq.Record) Object {
+func JSON(r record.Record) Object {
 	h := r.Header()
 	o := Object{Type: h.Type.String(), TypeNum: uint32(h.Type), Subtype: h.Subtype, Info: h.Info, Tag: h.Tag(), Len: len(r)}
 	switch h.Type {
-	case watchq.TypeMeta:
+	case record.TypeMeta:
 		if m, err := r.Removal(); err == nil {
 			o.Event, o.ObjectID = "removal", m.ID
 		} else if l, err := r.Loss(); err == nil {
 			o.Event, o.Lost = "loss", l.Count
 		}
-	case watchq.TypeKey:
+	case record.TypeKey:
 		if k, err := r.Key(); err == nil {
-			o.Event, o.KeyID, o.Aux = watchq.KeySubtypeName(k.Subtype), k.KeyID, k.Aux
+			o.Event, o.KeyID, o.Aux = record.KeySubtypeName(k.Subtype), k.KeyID, k.Aux
 		}
-	case watchq.TypeBlock:
+	case record.TypeBlock:
 		if b, err := r.Block(); err == nil {
-			ma, mi := watchq.SplitKernelDev(b.Dev)
-			o.Event, o.Dev, o.Sector, o.Name = watchq.BlockSubtypeName(b.Subtype), fmt.Sprintf("%d:%d", ma, mi), b.Sector, b.Name
+			ma, mi := record.SplitKernelDev(b.Dev)
+			o.Event, o.Dev, o.Sector, o.Name = record.BlockSubtypeName(b.Subtype), fmt.Sprintf("%d:%d", ma, mi), b.Sector, b.Name
 		}
-	case watchq.TypeUSB:
+	case record.TypeUSB:
 		if u, err := r.USB(); err == nil {
-			o.Event, o.Name = watchq.USBSubtypeName(u.Subtype), u.Name
+			o.Event, o.Name = record.USBSubtypeName(u.Subtype), u.Name
 		}
 	default:
-		o.Raw = append([]byte(nil), r[watchq.HeaderSize:]...)
+		o.Raw = append([]byte(nil), r[record.HeaderSize:]...)
 	}
 	return o
 }

@@ -5,16 +5,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 func TestSampleFormat(t *testing.T) {
 	var buf []byte
-	buf, _ = watchq.KeyNotification{Subtype: watchq.KeyLinked, Tag: 1, KeyID: 0x2ffc2e5d, Aux: 1035096409}.AppendBinary(buf)
-	buf, _ = watchq.USBNotification{Subtype: watchq.USBDeviceReset, Tag: 4, Name: "3-7.7"}.AppendBinary(buf)
-	buf, _ = watchq.BlockNotification{Subtype: watchq.BlockErrorCriticalMedium, Tag: 4, Dev: 0x00800050, Sector: 0x64000ef8}.AppendBinary(buf)
-	buf, _ = watchq.Loss{}.AppendBinary(buf)
-	buf, _ = watchq.Removal{Tag: 2, ID: 5}.AppendBinary(buf)
+	buf, _ = record.KeyNotification{Subtype: record.KeyLinked, Tag: 1, KeyID: 0x2ffc2e5d, Aux: 1035096409}.AppendBinary(buf)
+	buf, _ = record.USBNotification{Subtype: record.USBDeviceReset, Tag: 4, Name: "3-7.7"}.AppendBinary(buf)
+	buf, _ = record.BlockNotification{Subtype: record.BlockErrorCriticalMedium, Tag: 4, Dev: 0x00800050, Sector: 0x64000ef8}.AppendBinary(buf)
+	buf, _ = record.Loss{}.AppendBinary(buf)
+	buf, _ = record.Removal{Tag: 2, ID: 5}.AppendBinary(buf)
 	var out bytes.Buffer
 	if err := New(&out, false).Read(buf); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // Queue returns a queue sized to notes, closed when the test ends.
@@ -24,9 +25,9 @@ func Queue(tb testing.TB, notes int, opts ...watchq.QueueOption) *watchq.Queue {
 }
 
 // Drain returns every record queued now, without blocking.
-func Drain(tb testing.TB, q *watchq.Queue) []watchq.Record {
+func Drain(tb testing.TB, q *watchq.Queue) []record.Record {
 	tb.Helper()
-	var out []watchq.Record
+	var out []record.Record
 	buf := make([]byte, 4096)
 	for {
 		n, err := q.TryRead(buf)
@@ -42,11 +43,11 @@ func Drain(tb testing.TB, q *watchq.Queue) []watchq.Record {
 
 // Collect blocks until n records have been read or timeout passes, and
 // fails the test in the latter case.
-func Collect(tb testing.TB, q *watchq.Queue, n int, timeout time.Duration) []watchq.Record {
+func Collect(tb testing.TB, q *watchq.Queue, n int, timeout time.Duration) []record.Record {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var out []watchq.Record
+	var out []record.Record
 	for len(out) < n {
 		r, err := q.Next(ctx)
 		if err != nil {
@@ -67,24 +68,24 @@ func Quiet(tb testing.TB, q *watchq.Queue, d time.Duration) {
 	}
 }
 
-// Rec encodes a typed record (watchq.KeyNotification, USBNotification,
+// Rec encodes a typed record (record.KeyNotification, USBNotification,
 // BlockNotification, Removal, Loss, Header) into a new buffer.
 func Rec(v interface{ AppendBinary([]byte) ([]byte, error) }) []byte {
-	b, err := v.AppendBinary(make([]byte, 0, watchq.NoteSize))
+	b, err := v.AppendBinary(make([]byte, 0, record.NoteSize))
 	if err != nil {
 		panic(err)
 	}
 	return b
 }
 
-func split(tb testing.TB, b []byte) []watchq.Record {
+func split(tb testing.TB, b []byte) []record.Record {
 	tb.Helper()
-	var out []watchq.Record
-	for r, err := range watchq.Records(b) {
+	var out []record.Record
+	for r, err := range record.Records(b) {
 		if err != nil {
 			tb.Fatalf("watchqtest: malformed read: %v", err)
 		}
-		out = append(out, append(watchq.Record(nil), r...))
+		out = append(out, append(record.Record(nil), r...))
 	}
 	return out
 }

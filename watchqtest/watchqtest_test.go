@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/watchqtest"
 )
 
@@ -16,13 +17,13 @@ func TestHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 	watchqtest.Quiet(t, q, 10*time.Millisecond)
-	wl.Post(watchqtest.Rec(watchq.USBNotification{Name: "2-1"}), watchq.SystemCred, 0)
-	wl.Post(watchqtest.Rec(watchq.USBNotification{Subtype: watchq.USBDeviceRemove, Name: "2-1"}), watchq.SystemCred, 0)
+	wl.Post(watchqtest.Rec(record.USBNotification{Name: "2-1"}), watchq.SystemCred, 0)
+	wl.Post(watchqtest.Rec(record.USBNotification{Subtype: record.USBDeviceRemove, Name: "2-1"}), watchq.SystemCred, 0)
 	got := watchqtest.Collect(t, q, 1, time.Second)
 	if u, err := got[0].USB(); err != nil || u.Name != "2-1" || u.Tag != 9 {
 		t.Errorf("Collect: %+v %v", u, err)
 	}
-	if rest := watchqtest.Drain(t, q); len(rest) != 1 || rest[0].Subtype() != watchq.USBDeviceRemove {
+	if rest := watchqtest.Drain(t, q); len(rest) != 1 || rest[0].Subtype() != record.USBDeviceRemove {
 		t.Errorf("Drain: %v", rest)
 	}
 }

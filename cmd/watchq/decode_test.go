@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/cli's captures and expected outputs")
@@ -22,22 +22,22 @@ var cliData = filepath.Join("..", "..", "testdata", "cli")
 // tagged returns rec with its watch tag set, as delivery stamps it.
 func tagged(rec []byte, tag uint8) []byte {
 	info := binary.NativeEndian.Uint32(rec[4:])
-	binary.NativeEndian.PutUint32(rec[4:], info&^watchq.InfoID|uint32(tag)<<watchq.InfoIDShift)
+	binary.NativeEndian.PutUint32(rec[4:], info&^record.InfoID|uint32(tag)<<record.InfoIDShift)
 	return rec
 }
 
 func keyRec(sub uint8, key, aux uint32, tag uint8) []byte {
-	return tagged(must(watchq.KeyNotification{Subtype: sub, KeyID: key, Aux: aux}.AppendBinary(nil)), tag)
+	return tagged(must(record.KeyNotification{Subtype: sub, KeyID: key, Aux: aux}.AppendBinary(nil)), tag)
 }
 
 // The kernel documentation's and ver #2 patches' reference examples.
 var (
-	refKeyLinked = func() []byte { return keyRec(watchq.KeyLinked, 0x2ffc2e5d, 1035096409, 1) }
+	refKeyLinked = func() []byte { return keyRec(record.KeyLinked, 0x2ffc2e5d, 1035096409, 1) }
 	refUSBReset  = func() []byte {
-		return tagged(must(watchq.USBNotification{Subtype: watchq.USBDeviceReset, Name: "3-7.7"}.AppendBinary(nil)), 4)
+		return tagged(must(record.USBNotification{Subtype: record.USBDeviceReset, Name: "3-7.7"}.AppendBinary(nil)), 4)
 	}
 	refBlockMedium = func() []byte {
-		return tagged(must(watchq.BlockNotification{Subtype: watchq.BlockErrorCriticalMedium, Dev: 0x00800050, Sector: 0x64000ef8}.AppendBinary(nil)), 4)
+		return tagged(must(record.BlockNotification{Subtype: record.BlockErrorCriticalMedium, Dev: 0x00800050, Sector: 0x64000ef8}.AppendBinary(nil)), 4)
 	}
 )
 
@@ -51,28 +51,28 @@ func captures() map[string][]byte {
 		return b
 	}
 	var mixed [][]byte
-	for sub := watchq.KeyInstantiated; sub <= watchq.KeySetattr; sub++ {
+	for sub := record.KeyInstantiated; sub <= record.KeySetattr; sub++ {
 		mixed = append(mixed, keyRec(sub, 0x1d0b7c52, uint32(sub)*7, 1))
 	}
-	for sub := watchq.KeyInstantiated; sub <= watchq.KeySetattr; sub++ {
+	for sub := record.KeyInstantiated; sub <= record.KeySetattr; sub++ {
 		mixed = append(mixed, keyRec(sub, 0x3b1a9e01, 0x2ffc2e5d, 2))
 	}
 	mixed = append(mixed,
-		must(watchq.Removal{Tag: 1, ID: 1234}.AppendBinary(nil)),
-		must(watchq.Removal{Tag: 4}.AppendBinary(nil)),
-		must(watchq.Loss{}.AppendBinary(nil)),
-		must(watchq.Loss{Count: 32}.AppendBinary(nil)),
-		tagged(must(watchq.BlockNotification{Subtype: watchq.BlockAdd, TypeInfo: uint16(watchq.BlockFlagPartition >> 16), Dev: watchq.KernelDev(8, 1), Sector: 0x1000, Name: "sda1"}.AppendBinary(nil)), 4),
-		tagged(must(watchq.BlockNotification{Subtype: watchq.BlockErrorTimeout, Dev: watchq.KernelDev(7, 0), Sector: 8}.AppendBinary(nil)), 4),
-		tagged(must(watchq.USBNotification{Subtype: watchq.USBDeviceAdd, Name: "usb3"}.AppendBinary(nil)), 4),
-		tagged(must(watchq.USBNotification{Subtype: watchq.USBDeviceRemove, Name: "1-1"}.AppendBinary(nil)), 4),
+		must(record.Removal{Tag: 1, ID: 1234}.AppendBinary(nil)),
+		must(record.Removal{Tag: 4}.AppendBinary(nil)),
+		must(record.Loss{}.AppendBinary(nil)),
+		must(record.Loss{Count: 32}.AppendBinary(nil)),
+		tagged(must(record.BlockNotification{Subtype: record.BlockAdd, TypeInfo: uint16(record.BlockFlagPartition >> 16), Dev: record.KernelDev(8, 1), Sector: 0x1000, Name: "sda1"}.AppendBinary(nil)), 4),
+		tagged(must(record.BlockNotification{Subtype: record.BlockErrorTimeout, Dev: record.KernelDev(7, 0), Sector: 8}.AppendBinary(nil)), 4),
+		tagged(must(record.USBNotification{Subtype: record.USBDeviceAdd, Name: "usb3"}.AppendBinary(nil)), 4),
+		tagged(must(record.USBNotification{Subtype: record.USBDeviceRemove, Name: "1-1"}.AppendBinary(nil)), 4),
 		pubRec(0x800001, "hello"),
 		refBlockMedium(),
 		refUSBReset(),
 	)
-	hdr := func(typ watchq.Type, length int) []byte {
+	hdr := func(typ record.Type, length int) []byte {
 		b := make([]byte, 8)
-		watchq.Header{Type: typ, Info: uint32(length)}.Put(b)
+		record.Header{Type: typ, Info: uint32(length)}.Put(b)
 		return b
 	}
 	return map[string][]byte{
@@ -82,15 +82,15 @@ func captures() map[string][]byte {
 		"mixed":        cat(mixed...),
 		// Malformed streams: good records, then a bad one.
 		"bad-short-header": cat(refKeyLinked(), refUSBReset(), []byte{1, 0, 0, 2, 16}),
-		"bad-length-zero":  cat(refKeyLinked(), hdr(watchq.TypeKey, 0), refKeyLinked()),
-		"bad-past-end":     cat(refKeyLinked(), refBlockMedium(), hdr(watchq.TypeUSB, 40), []byte("3-7.7 and then the capture ends")[:12]),
+		"bad-length-zero":  cat(refKeyLinked(), hdr(record.TypeKey, 0), refKeyLinked()),
+		"bad-past-end":     cat(refKeyLinked(), refBlockMedium(), hdr(record.TypeUSB, 40), []byte("3-7.7 and then the capture ends")[:12]),
 	}
 }
 
-func pubRec(typ watchq.Type, payload string) []byte {
-	b := make([]byte, watchq.HeaderSize+len(payload))
-	watchq.Header{Type: typ, Info: uint32(len(b))}.Put(b)
-	copy(b[watchq.HeaderSize:], payload)
+func pubRec(typ record.Type, payload string) []byte {
+	b := make([]byte, record.HeaderSize+len(payload))
+	record.Header{Type: typ, Info: uint32(len(b))}.Put(b)
+	copy(b[record.HeaderSize:], payload)
 	return b
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/record"
 )
 
 // Policy is the watchq.Policy the daemon's engine runs: the rules of
@@ -48,12 +49,12 @@ var (
 
 // Class returns the device record class of a record of type t and
 // subtype s, or 0 if it is not a device record.
-func Class(t watchq.Type, s uint8) protocol.Sources {
+func Class(t record.Type, s uint8) protocol.Sources {
 	switch t {
-	case watchq.TypeUSB:
+	case record.TypeUSB:
 		return protocol.SourceUSB
-	case watchq.TypeBlock:
-		if watchq.IsBlockError(s) {
+	case record.TypeBlock:
+		if record.IsBlockError(s) {
 			return protocol.SourceBlockErrors
 		}
 		return protocol.SourceBlockLifecycle
@@ -72,8 +73,8 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 		return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf(
 			"%s is granted none of usb, block-errors, block-lifecycle by %s", who(w), rs.Source)}
 	case watchq.KindPublisher:
-		t := watchq.Type(obj.ID)
-		if obj.ID <= uint64(watchq.TypeMax) && rs.MayWatch(w, t) {
+		t := record.Type(obj.ID)
+		if obj.ID <= record.ObjectID(record.TypeMax) && rs.MayWatch(w, t) {
 			return nil
 		}
 		return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf(
@@ -83,10 +84,10 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 }
 
 // PostAllowed implements watchq.Policy.
-func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec watchq.Record) error {
+func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
 	rs := p.rules.Load()
 	t := rec.Type()
-	if t >= watchq.TypeUserFirst && t <= watchq.TypeUserLast {
+	if t >= record.TypeUserFirst && t <= record.TypeUserLast {
 		if !rs.MayWatch(w, t) {
 			return errPostWatch
 		}
@@ -106,7 +107,7 @@ func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec watchq.Record) error {
 }
 
 // PublishAllowed rules on a publish request: c must be granted type t.
-func (p *Policy) PublishAllowed(c *watchq.Cred, t watchq.Type) error {
+func (p *Policy) PublishAllowed(c *watchq.Cred, t record.Type) error {
 	rs := p.rules.Load()
 	if rs.MayPublish(c, t) {
 		return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/record"
 )
 
 func stubLookup(kind, name string) (uint32, error) {
@@ -19,9 +20,9 @@ func stubLookup(kind, name string) (uint32, error) {
 	return 0, errors.New("no such " + kind)
 }
 
-func rec(t watchq.Type, sub uint8) watchq.Record {
+func rec(t record.Type, sub uint8) record.Record {
 	b := make([]byte, 8)
-	watchq.Header{Type: t, Subtype: sub, Info: 8}.Put(b)
+	record.Header{Type: t, Subtype: sub, Info: 8}.Put(b)
 	return b
 }
 
@@ -51,9 +52,9 @@ func TestExampleConfig(t *testing.T) {
 	if p.Devices(smart) != protocol.SourceBlockErrors || p.Devices(adm) != protocol.SourceDevices {
 		t.Errorf("grants: smart %v adm %v", p.Devices(smart), p.Devices(adm))
 	}
-	if p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeBlock, watchq.BlockErrorIO)) != nil ||
-		p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeBlock, watchq.BlockAdd)) == nil ||
-		p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeUSB, watchq.USBDeviceAdd)) == nil {
+	if p.PostAllowed(smart, watchq.SystemCred, rec(record.TypeBlock, record.BlockErrorIO)) != nil ||
+		p.PostAllowed(smart, watchq.SystemCred, rec(record.TypeBlock, record.BlockAdd)) == nil ||
+		p.PostAllowed(smart, watchq.SystemCred, rec(record.TypeUSB, record.USBDeviceAdd)) == nil {
 		t.Error("smartmon's device classes")
 	}
 	pub := watchq.Object{Kind: watchq.KindPublisher, ID: 0x800100}
@@ -64,7 +65,7 @@ func TestExampleConfig(t *testing.T) {
 		p.PostAllowed(other, backup, rec(0x800101, 0)) == nil {
 		t.Error("publisher post decisions")
 	}
-	if n := testing.AllocsPerRun(100, func() { p.PostAllowed(smart, watchq.SystemCred, rec(watchq.TypeUSB, 0)) }); n > 1 {
+	if n := testing.AllocsPerRun(100, func() { p.PostAllowed(smart, watchq.SystemCred, rec(record.TypeUSB, 0)) }); n > 1 {
 		t.Errorf("PostAllowed allocates %v times", n)
 	}
 }

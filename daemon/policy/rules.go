@@ -19,6 +19,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/record"
 )
 
 // subjectKind says what a rule's subject matches.
@@ -32,7 +33,7 @@ const (
 )
 
 // typeRange is an inclusive range of publisher types.
-type typeRange struct{ lo, hi watchq.Type }
+type typeRange struct{ lo, hi record.Type }
 
 // rule is one line of the file.
 type rule struct {
@@ -236,18 +237,18 @@ func parseRange(s string) (typeRange, error) {
 	return typeRange{l, h}, nil
 }
 
-func parseType(s string) (watchq.Type, error) {
+func parseType(s string) (record.Type, error) {
 	n, err := strconv.ParseUint(s, 0, 32)
 	if err != nil {
 		return 0, fmt.Errorf("not a number: %q", s)
 	}
 	if !protocol.PublisherType(uint32(n)) {
-		return 0, fmt.Errorf("type %#x outside the publisher range %#x-%#x", n, uint32(watchq.TypeUserFirst), uint32(watchq.TypeUserLast))
+		return 0, fmt.Errorf("type %#x outside the publisher range %#x-%#x", n, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
 	}
-	return watchq.Type(n), nil
+	return record.Type(n), nil
 }
 
-func inRanges(rs []typeRange, t watchq.Type) bool {
+func inRanges(rs []typeRange, t record.Type) bool {
 	for _, r := range rs {
 		if t >= r.lo && t <= r.hi {
 			return true
@@ -268,7 +269,7 @@ func (rs *Rules) Devices(c *watchq.Cred) protocol.Sources {
 }
 
 // MayWatch reports whether c may watch publisher type t.
-func (rs *Rules) MayWatch(c *watchq.Cred, t watchq.Type) bool {
+func (rs *Rules) MayWatch(c *watchq.Cred, t record.Type) bool {
 	for i := range rs.rules {
 		if r := &rs.rules[i]; inRanges(r.watch, t) && r.matches(c) {
 			return true
@@ -278,7 +279,7 @@ func (rs *Rules) MayWatch(c *watchq.Cred, t watchq.Type) bool {
 }
 
 // MayPublish reports whether c may publish type t.
-func (rs *Rules) MayPublish(c *watchq.Cred, t watchq.Type) bool {
+func (rs *Rules) MayPublish(c *watchq.Cred, t record.Type) bool {
 	for i := range rs.rules {
 		if r := &rs.rules[i]; inRanges(r.publish, t) && r.matches(c) {
 			return true

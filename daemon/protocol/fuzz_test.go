@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // FuzzParse feeds arbitrary packets to the daemon's decoder: it must never
@@ -41,7 +41,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%v: %x re-encodes as %x", h.Op, body, re)
 		}
 		if sf, ok := req.(SetFilter); ok && len(sf.Filter) > 0 {
-			if _, err := watchq.ParseFilter(sf.Filter); err != nil {
+			if _, err := record.ParseFilter(sf.Filter); err != nil {
 				checkErrno(t, err)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // Request is a decoded request body. Its concrete type tells the op.
@@ -114,7 +115,7 @@ func fixed(op Op, body []byte, n int) ([]uint32, error) {
 // EOPNOTSUPP; a body of the wrong size, or a field out of range, EINVAL.
 // SetFilter's filter and Publish's record are checked here as far as the
 // protocol goes (sizes); the daemon then validates them as the kernel
-// would (watchq.ParseFilter, ValidateRecord).
+// would (record.ParseFilter, ValidateRecord).
 func ParseRequest(op Op, body []byte) (Request, error) {
 	switch op {
 	case OpHello:
@@ -140,7 +141,7 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, errInval("%v body is %d bytes, want at least 4", op, len(body))
 		}
 		f := body[4:]
-		if max := watchq.FilterHeaderSize + watchq.MaxFilters*watchq.FilterEntrySize; len(f) > max {
+		if max := record.FilterHeaderSize + record.MaxFilters*record.FilterEntrySize; len(f) > max {
 			return nil, errInval("filter of %d bytes is longer than the largest valid filter (%d)", len(f), max)
 		}
 		return SetFilter{Queue: binary.NativeEndian.Uint32(body), Filter: append([]byte(nil), f...)}, nil
@@ -179,22 +180,22 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 
 // ValidateRecord checks a record a publisher posts: 8..127 bytes, the
 // length field equal to its length, a type in
-// watchq.TypeUserFirst..TypeUserLast, and a zero tag byte (the daemon
+// record.TypeUserFirst..TypeUserLast, and a zero tag byte (the daemon
 // stamps each watcher's tag). Each failure is EINVAL with the reason.
 func ValidateRecord(rec []byte) error {
-	if len(rec) < watchq.HeaderSize || len(rec) > watchq.MaxRecordSize {
-		return errInval("record of %d bytes: a record is %d..%d bytes", len(rec), watchq.HeaderSize, watchq.MaxRecordSize)
+	if len(rec) < record.HeaderSize || len(rec) > record.MaxRecordSize {
+		return errInval("record of %d bytes: a record is %d..%d bytes", len(rec), record.HeaderSize, record.MaxRecordSize)
 	}
-	h := watchq.Header{
-		Type:    watchq.Type(binary.NativeEndian.Uint32(rec) & 0xffffff),
+	h := record.Header{
+		Type:    record.Type(binary.NativeEndian.Uint32(rec) & 0xffffff),
 		Subtype: uint8(binary.NativeEndian.Uint32(rec) >> 24),
 		Info:    binary.NativeEndian.Uint32(rec[4:]),
 	}
 	if h.Len() != len(rec) {
 		return errInval("record length field says %d, record has %d bytes", h.Len(), len(rec))
 	}
-	if h.Type < watchq.TypeUserFirst || h.Type > watchq.TypeUserLast {
-		return errInval("record type %#x is outside the publisher range %#x..%#x", uint32(h.Type), uint32(watchq.TypeUserFirst), uint32(watchq.TypeUserLast))
+	if h.Type < record.TypeUserFirst || h.Type > record.TypeUserLast {
+		return errInval("record type %#x is outside the publisher range %#x..%#x", uint32(h.Type), uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
 	}
 	if h.Tag() != 0 {
 		return errInval("record tag is %d; publishers leave it 0", h.Tag())

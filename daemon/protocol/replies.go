@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"strings"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // HelloReply is the daemon's answer to Hello: its version and the
@@ -180,5 +180,5 @@ func ParseStats(b []byte) (Stats, error) {
 
 // PublisherType reports whether t is in the publisher range.
 func PublisherType(t uint32) bool {
-	return watchq.Type(t) >= watchq.TypeUserFirst && watchq.Type(t) <= watchq.TypeUserLast
+	return record.Type(t) >= record.TypeUserFirst && record.Type(t) <= record.TypeUserLast
 }

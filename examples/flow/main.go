@@ -11,6 +11,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/printer"
+	"github.com/watchq/watchq/record"
 )
 
 func main() {
@@ -35,7 +36,7 @@ func run() error {
 	if _, err := b.SetSize(32); err != nil {
 		return err
 	}
-	f, err := watchq.NewFilter(watchq.FilterEntry{Type: watchq.TypeKey, Subtypes: watchq.SubtypeSet(watchq.KeyLinked)})
+	f, err := record.NewFilter(record.FilterEntry{Type: record.TypeKey, Subtypes: record.SubtypeSet(record.KeyLinked)})
 	if err != nil {
 		return err
 	}
@@ -50,15 +51,15 @@ func run() error {
 		return err
 	}
 
-	var buf [watchq.NoteSize]byte
+	var buf [record.NoteSize]byte
 	post := func(subtype uint8, aux uint32) {
-		rec, _ := watchq.KeyNotification{Subtype: subtype, KeyID: keyring, Aux: aux}.AppendBinary(buf[:0])
+		rec, _ := record.KeyNotification{Subtype: subtype, KeyID: keyring, Aux: aux}.AppendBinary(buf[:0])
 		wl.Post(rec, watchq.SystemCred, keyring)
 	}
-	post(watchq.KeyLinked, 1035096409)
-	post(watchq.KeyUpdated, 0)
+	post(record.KeyLinked, 1035096409)
+	post(record.KeyUpdated, 0)
 	for i := range 40 { // queue A fills up: the rest, and its removal record, are lost
-		post(watchq.KeySetattr, uint32(i))
+		post(record.KeySetattr, uint32(i))
 	}
 	wl.Destroy()
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/printer"
+	"github.com/watchq/watchq/record"
 )
 
 func newDecodeCommand() *cobra.Command {
@@ -38,8 +38,8 @@ record's offset, and the exit status is 1.`,
   watchq watch keys --capture /tmp/keys.bin --count 10 && watchq decode --json /tmp/keys.bin`,
 		Args: positional(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if readSize < watchq.HeaderSize {
-				return usageError{fmt.Errorf("--read-size %d: must be at least %d", readSize, watchq.HeaderSize)}
+			if readSize < record.HeaderSize {
+				return usageError{fmt.Errorf("--read-size %d: must be at least %d", readSize, record.HeaderSize)}
 			}
 			name := "-"
 			if len(args) == 1 {
@@ -79,8 +79,8 @@ func (e *DecodeError) Error() string {
 	return fmt.Sprintf("malformed record at offset %d (%#x): %s", e.Offset, e.Offset, e.Reason)
 }
 
-// Unwrap makes errors.Is(err, watchq.ErrMalformed) hold.
-func (e *DecodeError) Unwrap() error { return watchq.ErrMalformed }
+// Unwrap makes errors.Is(err, record.ErrMalformed) hold.
+func (e *DecodeError) Unwrap() error { return record.ErrMalformed }
 
 // Decode reads records back to back from r and prints them to w, grouped
 // into reads of at most readSize bytes. It stops at the first malformed
@@ -99,7 +99,7 @@ func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
 		return err
 	}
 	for {
-		hdr, err := br.Peek(watchq.HeaderSize)
+		hdr, err := br.Peek(record.HeaderSize)
 		if len(hdr) == 0 && errors.Is(err, io.EOF) {
 			return flush()
 		}
@@ -107,16 +107,16 @@ func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
 			flush()
 			return err
 		}
-		if len(hdr) < watchq.HeaderSize {
+		if len(hdr) < record.HeaderSize {
 			flush()
-			return &DecodeError{off, fmt.Sprintf("%d bytes left, a record header needs %d", len(hdr), watchq.HeaderSize)}
+			return &DecodeError{off, fmt.Sprintf("%d bytes left, a record header needs %d", len(hdr), record.HeaderSize)}
 		}
 		// The length field of the info word, in host byte order as
 		// the kernel writes it.
-		n := int(binary.NativeEndian.Uint32(hdr[4:]) & watchq.InfoLength)
-		if n < watchq.HeaderSize {
+		n := int(binary.NativeEndian.Uint32(hdr[4:]) & record.InfoLength)
+		if n < record.HeaderSize {
 			flush()
-			return &DecodeError{off, fmt.Sprintf("length %d is below the header size %d", n, watchq.HeaderSize)}
+			return &DecodeError{off, fmt.Sprintf("length %d is below the header size %d", n, record.HeaderSize)}
 		}
 		rec, err := br.Peek(n)
 		if len(rec) < n {
@@ -126,9 +126,9 @@ func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
 			}
 			return &DecodeError{off, fmt.Sprintf("length %d runs past the end of the input (%d bytes left)", n, len(rec))}
 		}
-		if _, err := watchq.ParseRecord(rec); err != nil {
+		if _, err := record.ParseRecord(rec); err != nil {
 			flush()
-			var re *watchq.RecordError
+			var re *record.RecordError
 			if errors.As(err, &re) {
 				return &DecodeError{off, re.Reason}
 			}

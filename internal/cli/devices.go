@@ -11,6 +11,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
 )
 
@@ -33,7 +34,7 @@ func (o *watchOptions) watchDevices(ctx context.Context, eng *watchq.Engine, q *
 	if err != nil {
 		return nil, "", fmt.Errorf("%s; in-process device source: %w", daemonWhy, err)
 	}
-	if err := ds.Watch(q, int(o.deviceTag), nil); err != nil {
+	if err := ds.Watch(q, o.deviceTag, nil); err != nil {
 		ds.Close()
 		return nil, "", fmt.Errorf("%s; in-process device watch: %w", daemonWhy, err)
 	}
@@ -93,13 +94,13 @@ func (o *watchOptions) watchDevicesDaemon(ctx context.Context, eng *watchq.Engin
 			return nil, "", err
 		}
 	}
-	classes, err := dq.WatchDevices(ctx, int(o.deviceTag))
+	classes, err := dq.WatchDevices(ctx, o.deviceTag)
 	if err != nil {
 		c.Close()
 		return nil, "", err
 	}
 	wl := eng.NewWatchList(device.Object)
-	if err := wl.Add(q, 0, o.deviceTag, watchq.CurrentCred()); err != nil {
+	if err := wl.Add(q, device.DevicesID, o.deviceTag, watchq.CurrentCred()); err != nil {
 		c.Close()
 		return nil, "", err
 	}
@@ -107,7 +108,7 @@ func (o *watchOptions) watchDevicesDaemon(ctx context.Context, eng *watchq.Engin
 	d := &daemonDevices{c: c, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
-		buf := make([]byte, watchq.NoteSize)
+		buf := make([]byte, record.NoteSize)
 		for rec, err := range dq.Records(rctx) {
 			if err != nil {
 				// The daemon went away or we are stopping: the watch

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // FilterSyntax documents the --filter text syntax, for help and man pages.
@@ -41,15 +41,15 @@ with tag 4. At most 16 entries in all. Examples:
 
 // subtypeNames maps a record type to its subtype names, normalised as
 // normName does, built from the engine's own names.
-func subtypeNames(t watchq.Type) map[string]uint8 {
+func subtypeNames(t record.Type) map[string]uint8 {
 	var name func(uint8) string
 	switch t {
-	case watchq.TypeKey:
-		name = watchq.KeySubtypeName
-	case watchq.TypeBlock:
-		name = watchq.BlockSubtypeName
-	case watchq.TypeUSB:
-		name = watchq.USBSubtypeName
+	case record.TypeKey:
+		name = record.KeySubtypeName
+	case record.TypeBlock:
+		name = record.BlockSubtypeName
+	case record.TypeUSB:
+		name = record.USBSubtypeName
 	default:
 		return nil
 	}
@@ -71,17 +71,17 @@ func normName(s string) string {
 }
 
 // subtypeGroups are the names that select several subtypes at once.
-var subtypeGroups = map[watchq.Type]map[string][]uint8{
-	watchq.TypeBlock: {
+var subtypeGroups = map[record.Type]map[string][]uint8{
+	record.TypeBlock: {
 		"error":     {1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
-		"lifecycle": {watchq.BlockAdd, watchq.BlockRemove, watchq.BlockChange, watchq.BlockMediaChange, watchq.BlockResize},
+		"lifecycle": {record.BlockAdd, record.BlockRemove, record.BlockChange, record.BlockMediaChange, record.BlockResize},
 	},
 }
 
 // ParseFilter parses --filter values (see FilterSyntax) into filter
 // entries. No values means no filter (nil, nil).
-func ParseFilter(values []string) ([]watchq.FilterEntry, error) {
-	var out []watchq.FilterEntry
+func ParseFilter(values []string) ([]record.FilterEntry, error) {
+	var out []record.FilterEntry
 	for _, v := range values {
 		for _, word := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == '\t' || r == ';' }) {
 			es, err := parseFilterEntry(word)
@@ -91,37 +91,37 @@ func ParseFilter(values []string) ([]watchq.FilterEntry, error) {
 			out = append(out, es...)
 		}
 	}
-	if len(out) > watchq.MaxFilters {
-		return nil, fmt.Errorf("filter: %d entries, at most %d", len(out), watchq.MaxFilters)
+	if len(out) > record.MaxFilters {
+		return nil, fmt.Errorf("filter: %d entries, at most %d", len(out), record.MaxFilters)
 	}
 	return out, nil
 }
 
-func parseFilterEntry(word string) ([]watchq.FilterEntry, error) {
+func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 	spec, tagText, hasTag := strings.Cut(word, "@")
 	typText, subText, hasSub := strings.Cut(spec, ":")
-	var types []watchq.Type
+	var types []record.Type
 	switch t := normName(typText); t {
 	case "key":
-		types = []watchq.Type{watchq.TypeKey}
+		types = []record.Type{record.TypeKey}
 	case "block":
-		types = []watchq.Type{watchq.TypeBlock}
+		types = []record.Type{record.TypeBlock}
 	case "usb":
-		types = []watchq.Type{watchq.TypeUSB}
+		types = []record.Type{record.TypeUSB}
 	case "":
 		if !hasTag || hasSub {
 			return nil, fmt.Errorf("missing type (key, block, usb or a publisher number)")
 		}
-		types = []watchq.Type{watchq.TypeKey, watchq.TypeBlock, watchq.TypeUSB}
+		types = []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB}
 	default:
 		n, err := strconv.ParseUint(t, 0, 32)
-		if err != nil || watchq.Type(n) < watchq.TypeUserFirst || watchq.Type(n) > watchq.TypeUserLast {
-			return nil, fmt.Errorf("unknown type %q: want key, block, usb or a publisher type %#x..%#x", typText, uint32(watchq.TypeUserFirst), uint32(watchq.TypeUserLast))
+		if err != nil || record.Type(n) < record.TypeUserFirst || record.Type(n) > record.TypeUserLast {
+			return nil, fmt.Errorf("unknown type %q: want key, block, usb or a publisher type %#x..%#x", typText, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
 		}
-		types = []watchq.Type{watchq.Type(n)}
+		types = []record.Type{record.Type(n)}
 	}
 
-	subtypes := watchq.AllSubtypes
+	subtypes := record.AllSubtypes
 	if hasSub {
 		var err error
 		if subtypes, err = parseSubtypes(types[0], subText); err != nil {
@@ -141,13 +141,13 @@ func parseFilterEntry(word string) ([]watchq.FilterEntry, error) {
 		}
 	}
 
-	var out []watchq.FilterEntry
+	var out []record.FilterEntry
 	for _, t := range types {
 		for _, tag := range tags {
-			e := watchq.FilterEntry{Type: t, Subtypes: subtypes}
+			e := record.FilterEntry{Type: t, Subtypes: subtypes}
 			if tag >= 0 {
-				e.InfoMask = watchq.InfoID
-				e.InfoFilter = uint32(tag) << watchq.InfoIDShift
+				e.InfoMask = record.InfoID
+				e.InfoFilter = uint32(tag) << record.InfoIDShift
 			}
 			out = append(out, e)
 		}
@@ -155,7 +155,7 @@ func parseFilterEntry(word string) ([]watchq.FilterEntry, error) {
 	return out, nil
 }
 
-func parseSubtypes(t watchq.Type, text string) ([8]uint32, error) {
+func parseSubtypes(t record.Type, text string) ([8]uint32, error) {
 	names := subtypeNames(t)
 	var set []uint8
 	for _, s := range strings.Split(text, ",") {
@@ -174,5 +174,5 @@ func parseSubtypes(t watchq.Type, text string) ([8]uint32, error) {
 		}
 		set = append(set, uint8(v))
 	}
-	return watchq.SubtypeSet(set...), nil
+	return record.SubtypeSet(set...), nil
 }

@@ -5,44 +5,44 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 func TestParseFilter(t *testing.T) {
-	tag := func(n uint32) (uint32, uint32) { return n << watchq.InfoIDShift, watchq.InfoID }
+	tag := func(n uint32) (uint32, uint32) { return n << record.InfoIDShift, record.InfoID }
 	t1f, t1m := tag(1)
 	t2f, t2m := tag(2)
 	t4f, t4m := tag(4)
-	all := watchq.AllSubtypes
+	all := record.AllSubtypes
 	for _, tc := range []struct {
 		in   []string
-		want []watchq.FilterEntry
+		want []record.FilterEntry
 	}{
 		{nil, nil},
-		{[]string{"key"}, []watchq.FilterEntry{{Type: watchq.TypeKey, Subtypes: all}}},
-		{[]string{"key:linked,unlinked"}, []watchq.FilterEntry{{Type: watchq.TypeKey, Subtypes: watchq.SubtypeSet(2, 3)}}},
-		{[]string{"KEY:Linked,3"}, []watchq.FilterEntry{{Type: watchq.TypeKey, Subtypes: watchq.SubtypeSet(2, 3)}}},
-		{[]string{"usb"}, []watchq.FilterEntry{{Type: watchq.TypeUSB, Subtypes: all}}},
-		{[]string{"usb:dev-reset"}, []watchq.FilterEntry{{Type: watchq.TypeUSB, Subtypes: watchq.SubtypeSet(watchq.USBDeviceReset)}}},
-		{[]string{"block:error"}, []watchq.FilterEntry{{Type: watchq.TypeBlock, Subtypes: watchq.SubtypeSet(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)}}},
-		{[]string{"block:lifecycle"}, []watchq.FilterEntry{{Type: watchq.TypeBlock, Subtypes: watchq.SubtypeSet(0x80, 0x81, 0x82, 0x83, 0x84)}}},
-		{[]string{"block:critical-medium,io,media-change"}, []watchq.FilterEntry{{Type: watchq.TypeBlock, Subtypes: watchq.SubtypeSet(6, 10, 0x83)}}},
-		{[]string{"key@1"}, []watchq.FilterEntry{{Type: watchq.TypeKey, Subtypes: all, InfoFilter: t1f, InfoMask: t1m}}},
-		{[]string{"key:linked@1,2"}, []watchq.FilterEntry{
-			{Type: watchq.TypeKey, Subtypes: watchq.SubtypeSet(2), InfoFilter: t1f, InfoMask: t1m},
-			{Type: watchq.TypeKey, Subtypes: watchq.SubtypeSet(2), InfoFilter: t2f, InfoMask: t2m},
+		{[]string{"key"}, []record.FilterEntry{{Type: record.TypeKey, Subtypes: all}}},
+		{[]string{"key:linked,unlinked"}, []record.FilterEntry{{Type: record.TypeKey, Subtypes: record.SubtypeSet(2, 3)}}},
+		{[]string{"KEY:Linked,3"}, []record.FilterEntry{{Type: record.TypeKey, Subtypes: record.SubtypeSet(2, 3)}}},
+		{[]string{"usb"}, []record.FilterEntry{{Type: record.TypeUSB, Subtypes: all}}},
+		{[]string{"usb:dev-reset"}, []record.FilterEntry{{Type: record.TypeUSB, Subtypes: record.SubtypeSet(record.USBDeviceReset)}}},
+		{[]string{"block:error"}, []record.FilterEntry{{Type: record.TypeBlock, Subtypes: record.SubtypeSet(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)}}},
+		{[]string{"block:lifecycle"}, []record.FilterEntry{{Type: record.TypeBlock, Subtypes: record.SubtypeSet(0x80, 0x81, 0x82, 0x83, 0x84)}}},
+		{[]string{"block:critical-medium,io,media-change"}, []record.FilterEntry{{Type: record.TypeBlock, Subtypes: record.SubtypeSet(6, 10, 0x83)}}},
+		{[]string{"key@1"}, []record.FilterEntry{{Type: record.TypeKey, Subtypes: all, InfoFilter: t1f, InfoMask: t1m}}},
+		{[]string{"key:linked@1,2"}, []record.FilterEntry{
+			{Type: record.TypeKey, Subtypes: record.SubtypeSet(2), InfoFilter: t1f, InfoMask: t1m},
+			{Type: record.TypeKey, Subtypes: record.SubtypeSet(2), InfoFilter: t2f, InfoMask: t2m},
 		}},
-		{[]string{"@4"}, []watchq.FilterEntry{
-			{Type: watchq.TypeKey, Subtypes: all, InfoFilter: t4f, InfoMask: t4m},
-			{Type: watchq.TypeBlock, Subtypes: all, InfoFilter: t4f, InfoMask: t4m},
-			{Type: watchq.TypeUSB, Subtypes: all, InfoFilter: t4f, InfoMask: t4m},
+		{[]string{"@4"}, []record.FilterEntry{
+			{Type: record.TypeKey, Subtypes: all, InfoFilter: t4f, InfoMask: t4m},
+			{Type: record.TypeBlock, Subtypes: all, InfoFilter: t4f, InfoMask: t4m},
+			{Type: record.TypeUSB, Subtypes: all, InfoFilter: t4f, InfoMask: t4m},
 		}},
-		{[]string{"key@1 usb", "block:error"}, []watchq.FilterEntry{
-			{Type: watchq.TypeKey, Subtypes: all, InfoFilter: t1f, InfoMask: t1m},
-			{Type: watchq.TypeUSB, Subtypes: all},
-			{Type: watchq.TypeBlock, Subtypes: watchq.SubtypeSet(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)},
+		{[]string{"key@1 usb", "block:error"}, []record.FilterEntry{
+			{Type: record.TypeKey, Subtypes: all, InfoFilter: t1f, InfoMask: t1m},
+			{Type: record.TypeUSB, Subtypes: all},
+			{Type: record.TypeBlock, Subtypes: record.SubtypeSet(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)},
 		}},
-		{[]string{"0x800001:1"}, []watchq.FilterEntry{{Type: 0x800001, Subtypes: watchq.SubtypeSet(1)}}},
+		{[]string{"0x800001:1"}, []record.FilterEntry{{Type: 0x800001, Subtypes: record.SubtypeSet(1)}}},
 	} {
 		got, err := ParseFilter(tc.in)
 		if err != nil {
@@ -53,7 +53,7 @@ func TestParseFilter(t *testing.T) {
 			t.Errorf("%q:\n got %+v\nwant %+v", tc.in, got, tc.want)
 		}
 		if got != nil {
-			if _, err := watchq.NewFilter(got...); err != nil {
+			if _, err := record.NewFilter(got...); err != nil {
 				t.Errorf("%q: engine refuses the entries: %v", tc.in, err)
 			}
 		}
@@ -84,24 +84,24 @@ func TestFilterMatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := watchq.NewFilter(es...)
+	f, err := record.NewFilter(es...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info := func(tag uint8) uint32 { return watchq.MakeInfo(16, tag, 0) }
+	info := func(tag record.Tag) uint32 { return record.MakeInfo(16, tag, 0) }
 	for _, tc := range []struct {
-		typ  watchq.Type
+		typ  record.Type
 		sub  uint8
-		tag  uint8
+		tag  record.Tag
 		want bool
 	}{
-		{watchq.TypeKey, watchq.KeyLinked, 1, true},
-		{watchq.TypeKey, watchq.KeyLinked, 2, false},
-		{watchq.TypeKey, watchq.KeyUnlinked, 1, false},
-		{watchq.TypeBlock, watchq.BlockErrorCriticalMedium, 4, true},
-		{watchq.TypeBlock, watchq.BlockAdd, 4, false},
-		{watchq.TypeUSB, watchq.USBDeviceAdd, 9, true},
-		{watchq.TypeUSB, watchq.USBDeviceReset, 9, false},
+		{record.TypeKey, record.KeyLinked, 1, true},
+		{record.TypeKey, record.KeyLinked, 2, false},
+		{record.TypeKey, record.KeyUnlinked, 1, false},
+		{record.TypeBlock, record.BlockErrorCriticalMedium, 4, true},
+		{record.TypeBlock, record.BlockAdd, 4, false},
+		{record.TypeUSB, record.USBDeviceAdd, 9, true},
+		{record.TypeUSB, record.USBDeviceReset, 9, false},
 	} {
 		if got := f.Match(tc.typ, tc.sub, info(tc.tag)); got != tc.want {
 			t.Errorf("%v/%d tag %d: match %v, want %v", tc.typ, tc.sub, tc.tag, got, tc.want)

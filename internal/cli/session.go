@@ -16,6 +16,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/printer"
+	"github.com/watchq/watchq/record"
 )
 
 // ReadSize is the read buffer size watch uses: the kernel sample's odd 433
@@ -42,7 +43,7 @@ type watchOptions struct {
 	count     int
 	timeout   time.Duration
 	capture   string
-	deviceTag uint8
+	deviceTag record.Tag
 }
 
 func newWatchOptions() *watchOptions {
@@ -88,8 +89,8 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 	if err != nil {
 		return usageError{err}
 	}
-	if o.size < 1 || o.size > watchq.DefaultMaxNotes {
-		return usageError{fmt.Errorf("--size %d: want 1..%d notes", o.size, watchq.DefaultMaxNotes)}
+	if o.size < 1 || o.size > record.MaxNotes {
+		return usageError{fmt.Errorf("--size %d: want 1..%d notes", o.size, record.MaxNotes)}
 	}
 	if o.count < 0 {
 		return usageError{fmt.Errorf("--count %d: must be 0 or more", o.count)}
@@ -112,7 +113,7 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 	}
 	filterText := "none"
 	if entries != nil {
-		f, err := watchq.NewFilter(entries...)
+		f, err := record.NewFilter(entries...)
 		if err != nil {
 			return usageError{fmt.Errorf("filter: %w", err)}
 		}
@@ -196,7 +197,7 @@ func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, ca
 		if err := out.Flush(); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
-		for range watchq.Records(buf[:n]) {
+		for range record.Records(buf[:n]) {
 			seen++
 		}
 		if o.count > 0 && seen >= o.count {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
+	"github.com/watchq/watchq/record"
 )
 
 func newWatchDevicesCommand() *cobra.Command {
@@ -34,7 +35,7 @@ tracers). Standard error says which parts are in use and why others are not.
 				}
 				tag = int(n)
 			}
-			o.deviceTag = uint8(tag)
+			o.deviceTag = record.Tag(tag)
 			return o.run(cmd, nil, devicesRequired)
 		},
 	}

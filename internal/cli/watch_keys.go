@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/keys"
 )
 
@@ -14,7 +15,7 @@ import (
 type keyArg struct {
 	spec string
 	id   int32
-	tag  uint8
+	tag  record.Tag
 }
 
 // defaultKeyArgs are the sample's watches: @s with tag 1, @u with tag 2.
@@ -45,7 +46,7 @@ func parseKeyArgs(args []string) ([]keyArg, error) {
 		} else if tag > 255 {
 			return nil, usageError{fmt.Errorf("key %q: too many keys for positional tags; give KEY=TAG", a)}
 		}
-		out = append(out, keyArg{spec, id, uint8(tag)})
+		out = append(out, keyArg{spec, id, record.Tag(tag)})
 	}
 	return out, nil
 }

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,7 +71,7 @@ func AttachLoop(tb testing.TB, backing string, flags uint32) *Loop {
 			tb.Fatal(err)
 		}
 		l := &Loop{Index: n, Path: path, Name: filepath.Base(path), fd: fd,
-			Dev: watchq.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))}
+			Dev: record.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))}
 		tb.Cleanup(func() { l.Detach(tb) })
 		return l
 	}
@@ -101,7 +101,7 @@ func CreateLoop(tb testing.TB) *Loop {
 		if err := unix.Stat(l.Path, &st); err != nil {
 			tb.Fatal(err)
 		}
-		l.Dev = watchq.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		l.Dev = record.KernelDev(unix.Major(st.Rdev), unix.Minor(st.Rdev))
 		tb.Cleanup(func() { l.Remove(tb) })
 		return l
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
 	"github.com/watchq/watchq/source/device/uevent"
 	"golang.org/x/sys/unix"
@@ -31,8 +32,8 @@ func BenchmarkUeventParseMapPost(b *testing.B) {
 	raw := []byte("change@/devices/virtual/block/loop0\x00ACTION=change\x00DEVPATH=/devices/virtual/block/loop0\x00SUBSYSTEM=block\x00SYNTH_UUID=0\x00MAJOR=7\x00MINOR=0\x00DEVNAME=loop0\x00DEVTYPE=disk\x00DISKSEQ=9\x00SEQNUM=4242\x00")
 	var (
 		e   uevent.Event
-		rec [watchq.MaxRecordSize]byte
-		out = make([]byte, 512*watchq.NoteSize)
+		rec [record.MaxRecordSize]byte
+		out = make([]byte, 512*record.NoteSize)
 	)
 	b.ReportAllocs()
 	i := 0
@@ -67,7 +68,7 @@ func BenchmarkUeventStorm(b *testing.B) {
 	defer cancel()
 	var got sync.WaitGroup
 	got.Go(func() {
-		buf := make([]byte, 512*watchq.NoteSize)
+		buf := make([]byte, 512*record.NoteSize)
 		for ctx.Err() == nil {
 			q.Read(ctx, buf)
 		}

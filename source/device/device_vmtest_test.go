@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
 	"github.com/watchq/watchq/vmtest/guest"
 )
@@ -17,13 +18,13 @@ import (
 var usbName = regexp.MustCompile(`^[0-9]+-[0-9]+(\.[0-9]+)*$`)
 
 // nextRecord is next with the guest's longer timeout (TCG is slow).
-func nextRecord(t *testing.T, q *watchq.Queue, keep func(watchq.Record) bool) watchq.Record {
+func nextRecord(t *testing.T, q *watchq.Queue, keep func(record.Record) bool) record.Record {
 	t.Helper()
 	return nextWithin(t, q, time.Minute, keep)
 }
 
-func isUSB(st uint8) func(watchq.Record) bool {
-	return func(r watchq.Record) bool { return r.Type() == watchq.TypeUSB && r.Subtype() == st }
+func isUSB(st uint8) func(record.Record) bool {
+	return func(r record.Record) bool { return r.Type() == record.TypeUSB && r.Subtype() == st }
 }
 
 // TestUSBHotplugRecords hot-plugs a qemu usb-kbd and unplugs it: the device
@@ -42,7 +43,7 @@ func TestUSBHotplugRecords(t *testing.T) {
 	if err := guest.DeviceAdd(ctx, "usb-kbd", "wqkbd"); err != nil {
 		t.Fatal(err)
 	}
-	add, err := nextRecord(t, q, isUSB(watchq.USBDeviceAdd)).USB()
+	add, err := nextRecord(t, q, isUSB(record.USBDeviceAdd)).USB()
 	if err != nil || !usbName.MatchString(add.Name) || add.Tag != 5 || add.Error != 0 || add.Reserved != 0 {
 		t.Fatalf("ADD record %+v, %v", add, err)
 	}
@@ -50,7 +51,7 @@ func TestUSBHotplugRecords(t *testing.T) {
 	if err := guest.DeviceDel(ctx, "wqkbd"); err != nil {
 		t.Fatal(err)
 	}
-	rm, err := nextRecord(t, q, isUSB(watchq.USBDeviceRemove)).USB()
+	rm, err := nextRecord(t, q, isUSB(record.USBDeviceRemove)).USB()
 	if err != nil || rm.Name != add.Name {
 		t.Fatalf("REMOVE record %+v, %v; want name %q", rm, err, add.Name)
 	}
@@ -71,25 +72,25 @@ func TestUSBStorageRecords(t *testing.T) {
 	if err := guest.AddUSBStorage(ctx, "wqdisk", size); err != nil {
 		t.Fatal(err)
 	}
-	add, _ := nextRecord(t, q, isUSB(watchq.USBDeviceAdd)).USB()
-	isDisk := func(st uint8) func(watchq.Record) bool {
-		return func(r watchq.Record) bool {
+	add, _ := nextRecord(t, q, isUSB(record.USBDeviceAdd)).USB()
+	isDisk := func(st uint8) func(record.Record) bool {
+		return func(r record.Record) bool {
 			b, err := r.Block()
 			return err == nil && b.Subtype == st && b.TypeInfo == 0
 		}
 	}
-	disk, _ := nextRecord(t, q, isDisk(watchq.BlockAdd)).Block()
-	if maj, _ := watchq.SplitKernelDev(disk.Dev); maj != 8 || disk.Sector != size/512 {
+	disk, _ := nextRecord(t, q, isDisk(record.BlockAdd)).Block()
+	if maj, _ := record.SplitKernelDev(disk.Dev); maj != 8 || disk.Sector != size/512 {
 		t.Errorf("disk ADD %+v, want major 8 (sd) and %d sectors", disk, size/512)
 	}
 	if err := guest.DeviceDel(ctx, "wqdisk"); err != nil {
 		t.Fatal(err)
 	}
-	gone, _ := nextRecord(t, q, isDisk(watchq.BlockRemove)).Block()
+	gone, _ := nextRecord(t, q, isDisk(record.BlockRemove)).Block()
 	if gone.Name != disk.Name || gone.Dev != disk.Dev {
 		t.Errorf("disk REMOVE %+v, want %s", gone, disk.Name)
 	}
-	rm, _ := nextRecord(t, q, isUSB(watchq.USBDeviceRemove)).USB()
+	rm, _ := nextRecord(t, q, isUSB(record.USBDeviceRemove)).USB()
 	if rm.Name != add.Name {
 		t.Errorf("USB REMOVE %q, want %q", rm.Name, add.Name)
 	}

@@ -3,7 +3,7 @@ package device
 import (
 	"strconv"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device/uevent"
 )
 
@@ -39,13 +39,13 @@ func MapUevent(e *uevent.Event, dst []byte, size SizeFunc) ([]byte, bool) {
 		var st uint8
 		switch e.Action {
 		case uevent.ActionAdd:
-			st = watchq.USBDeviceAdd
+			st = record.USBDeviceAdd
 		case uevent.ActionRemove:
-			st = watchq.USBDeviceRemove
+			st = record.USBDeviceRemove
 		default:
 			return dst, false
 		}
-		n := watchq.USBNotification{Subtype: st, Name: unsafeString(e.Name())}
+		n := record.USBNotification{Subtype: st, Name: unsafeString(e.Name())}
 		rec, _ := n.AppendBinary(dst)
 		return rec, true
 	case "block":
@@ -53,7 +53,7 @@ func MapUevent(e *uevent.Event, dst []byte, size SizeFunc) ([]byte, bool) {
 		switch string(e.Get("DEVTYPE")) {
 		case "disk":
 		case "partition":
-			flags = uint16(watchq.BlockFlagPartition >> watchq.InfoTypeInfoShift)
+			flags = uint16(record.BlockFlagPartition >> record.InfoTypeInfoShift)
 		default:
 			return dst, false
 		}
@@ -66,25 +66,25 @@ func MapUevent(e *uevent.Event, dst []byte, size SizeFunc) ([]byte, bool) {
 		readSize := true
 		switch e.Action {
 		case uevent.ActionAdd:
-			st = watchq.BlockAdd
+			st = record.BlockAdd
 		case uevent.ActionRemove:
-			st, readSize = watchq.BlockRemove, false
+			st, readSize = record.BlockRemove, false
 		case uevent.ActionChange:
 			switch {
 			case e.Is("DISK_MEDIA_CHANGE", "1"):
-				st = watchq.BlockMediaChange
+				st = record.BlockMediaChange
 			case e.Is("RESIZE", "1"):
-				st = watchq.BlockResize
+				st = record.BlockResize
 			default:
-				st = watchq.BlockChange
+				st = record.BlockChange
 				readSize = e.Get("SYNTH_UUID") == nil
 			}
 		default:
 			return dst, false
 		}
-		n := watchq.BlockNotification{
+		n := record.BlockNotification{
 			Subtype: st, TypeInfo: flags,
-			Dev:  watchq.KernelDev(major, minor),
+			Dev:  record.KernelDev(major, minor),
 			Name: unsafeString(e.Name()),
 		}
 		if readSize && size != nil {
@@ -103,3 +103,7 @@ func parseUint32(b []byte) (uint32, bool) {
 	v, err := strconv.ParseUint(unsafeString(b), 10, 32)
 	return uint32(v), err == nil
 }
+
+// DevicesID is the object id of the one global device watch list: device
+// removal records carry no id (the 8-byte form).
+const DevicesID record.ObjectID = 0

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device/uevent"
 )
 
@@ -67,9 +67,9 @@ func checkFixture(t *testing.T, file string, raw []byte) {
 			t.Errorf("%s: no record", file)
 			return
 		}
-		u, err := watchq.Record(rec).USB()
-		want := map[string]uint8{"add": watchq.USBDeviceAdd, "remove": watchq.USBDeviceRemove}[action]
-		if err != nil || u.Subtype != want || u.Name != string(e.Name()) || u.Error != 0 || u.Reserved != 0 || len(rec) != watchq.USBNameOffset+len(u.Name) {
+		u, err := record.Record(rec).USB()
+		want := map[string]uint8{"add": record.USBDeviceAdd, "remove": record.USBDeviceRemove}[action]
+		if err != nil || u.Subtype != want || u.Name != string(e.Name()) || u.Error != 0 || u.Reserved != 0 || len(rec) != record.USBNameOffset+len(u.Name) {
 			t.Errorf("%s: %+v (%d bytes) %v", file, u, len(rec), err)
 		}
 		// Root hubs are "usbN", devices "BUS-PORT[.PORT...]".
@@ -81,34 +81,34 @@ func checkFixture(t *testing.T, file string, raw []byte) {
 			t.Errorf("%s: no record", file)
 			return
 		}
-		b, err := watchq.Record(rec).Block()
+		b, err := record.Record(rec).Block()
 		if err != nil {
 			t.Errorf("%s: %v", file, err)
 			return
 		}
-		want, wantSector := watchq.BlockAdd, uint64(size)
+		want, wantSector := record.BlockAdd, uint64(size)
 		switch {
 		case action == "remove":
-			want, wantSector = watchq.BlockRemove, 0
+			want, wantSector = record.BlockRemove, 0
 		case action == "change" && e.Is("DISK_MEDIA_CHANGE", "1"):
-			want = watchq.BlockMediaChange
+			want = record.BlockMediaChange
 		case action == "change" && e.Is("RESIZE", "1"):
-			want = watchq.BlockResize
+			want = record.BlockResize
 		case action == "change":
-			want = watchq.BlockChange
+			want = record.BlockChange
 		}
-		maj, min := watchq.SplitKernelDev(b.Dev)
+		maj, min := record.SplitKernelDev(b.Dev)
 		if b.Subtype != want || b.Sector != wantSector || b.Name != string(e.Name()) ||
 			string(e.Get("MAJOR")) != strconv.FormatUint(uint64(maj), 10) || string(e.Get("MINOR")) != strconv.FormatUint(uint64(min), 10) ||
-			(devtype == "partition") != (uint32(b.TypeInfo)<<16 == watchq.BlockFlagPartition) {
+			(devtype == "partition") != (uint32(b.TypeInfo)<<16 == record.BlockFlagPartition) {
 			t.Errorf("%s: %+v", file, b)
 		}
-		if watchq.IsBlockError(b.Subtype) {
+		if record.IsBlockError(b.Subtype) {
 			t.Errorf("%s: lifecycle subtype %d collides with an error subtype", file, b.Subtype)
 		}
 	default:
 		if ok {
-			t.Errorf("%s: unexpected record %v", file, watchq.Record(rec))
+			t.Errorf("%s: unexpected record %v", file, record.Record(rec))
 		}
 	}
 }
@@ -140,7 +140,7 @@ func TestMapIgnores(t *testing.T) {
 			t.Fatal(err)
 		}
 		if rec, ok := MapUevent(&e, nil, nil); ok {
-			t.Errorf("%q mapped to %v", raw, watchq.Record(rec))
+			t.Errorf("%q mapped to %v", raw, record.Record(rec))
 		}
 	}
 }
@@ -148,7 +148,7 @@ func TestMapIgnores(t *testing.T) {
 func TestMapDoesNotAllocate(t *testing.T) {
 	var e uevent.Event
 	raw := []byte("change@/devices/virtual/block/loop0\x00ACTION=change\x00DEVPATH=/devices/virtual/block/loop0\x00SUBSYSTEM=block\x00MAJOR=7\x00MINOR=0\x00DEVNAME=loop0\x00DEVTYPE=disk\x00DISKSEQ=9\x00SYNTH_UUID=0\x00SEQNUM=4242\x00")
-	var buf [watchq.MaxRecordSize]byte
+	var buf [record.MaxRecordSize]byte
 	if n := testing.AllocsPerRun(100, func() {
 		if err := uevent.Parse(&e, raw); err != nil {
 			t.Fatal(err)

@@ -9,10 +9,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device/blockerr"
 	"github.com/watchq/watchq/source/device/uevent"
 	"github.com/watchq/watchq/source/device/usbreset"
@@ -138,25 +138,21 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 // Capabilities reports which parts of the source run here, and why not.
 func (s *Source) Capabilities() Capabilities { return s.caps }
 
-// Watch is watch_devices(2) of the ver #2 patch set
-// (drivers/base/watch.c): tag 0..255 adds a watch on the global device list
-// for q, delivering records with that tag; tag -1 removes q's watch and
-// posts an 8-byte removal record (id 0) to q. Any other tag is EINVAL.
-// Adding a second watch for q is EBUSY, removing a missing one EBADSLT;
-// the engine's policy (security_watch_devices) may refuse with EACCES.
-// watcher nil means the calling process.
-func (s *Source) Watch(q *watchq.Queue, tag int, watcher *watchq.Cred) error {
-	if tag < -1 || tag > 0xff {
-		return &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("device watch tag %d outside -1..255", tag)}
-	}
-	if tag == -1 {
-		return s.wl.Remove(q, 0)
-	}
+// Watch is watch_devices(2) of the ver #2 patch set (drivers/base/watch.c)
+// with a tag: it adds a watch on the global device list for q, delivering
+// records stamped with tag. A second watch for q is EBUSY; the engine's
+// policy (security_watch_devices) may refuse with EACCES. watcher nil means
+// the calling process.
+func (s *Source) Watch(q *watchq.Queue, tag record.Tag, watcher *watchq.Cred) error {
 	if watcher == nil {
 		watcher = watchq.CurrentCred()
 	}
-	return s.wl.Add(q, 0, uint8(tag), watcher)
+	return s.wl.Add(q, DevicesID, tag, watcher)
 }
+
+// Unwatch is watch_devices(2) with tag -1: it removes q's watch and posts
+// an 8-byte removal record (id 0) to q. No watch is EBADSLT.
+func (s *Source) Unwatch(q *watchq.Queue) error { return s.wl.Remove(q, DevicesID) }
 
 // Stats returns the counters.
 func (s *Source) Stats() Stats {
@@ -208,7 +204,7 @@ func (s *Source) listen() {
 	buf := make([]byte, uevent.MaxSize)
 	var (
 		ev      uevent.Event
-		rec     [watchq.MaxRecordSize]byte
+		rec     [record.MaxRecordSize]byte
 		backoff time.Duration
 	)
 	size := s.blockSize
@@ -289,7 +285,7 @@ func (s *Source) traceBlock() {
 	defer s.wg.Done()
 	var (
 		e   blockerr.Event
-		rec [watchq.MaxRecordSize]byte
+		rec [record.MaxRecordSize]byte
 	)
 	for {
 		// Wake at least once a second to report drops even when the ring
@@ -309,7 +305,7 @@ func (s *Source) traceBlock() {
 		}
 		s.c.blockErrors.Add(1)
 		st, _ := blockerr.Subtype(e.Errno)
-		r, _ := watchq.BlockNotification{Subtype: st, Dev: uint64(e.Dev), Sector: e.Sector}.AppendBinary(rec[:0])
+		r, _ := record.BlockNotification{Subtype: st, Dev: uint64(e.Dev), Sector: e.Sector}.AppendBinary(rec[:0])
 		s.post(r)
 	}
 }
@@ -326,7 +322,7 @@ func (s *Source) postDrops(drops func() (uint64, error)) {
 // traceUSB is the USB reset goroutine.
 func (s *Source) traceUSB() {
 	defer s.wg.Done()
-	var rec [watchq.MaxRecordSize]byte
+	var rec [record.MaxRecordSize]byte
 	for {
 		name, err := s.usb.Read()
 		if s.closing.Load() {
@@ -339,7 +335,7 @@ func (s *Source) traceUSB() {
 			continue
 		}
 		s.c.usbResets.Add(1)
-		r, _ := watchq.USBNotification{Subtype: watchq.USBDeviceReset, Name: name}.AppendBinary(rec[:0])
+		r, _ := record.USBNotification{Subtype: record.USBDeviceReset, Name: name}.AppendBinary(rec[:0])
 		s.post(r)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
 	"github.com/watchq/watchq/source/device/uevent"
 	"github.com/watchq/watchq/vmtest/guest"
@@ -33,7 +34,7 @@ func open(t testing.TB, cfg device.Config) *device.Source {
 	return s
 }
 
-func watch(t testing.TB, s *device.Source, tag int) *watchq.Queue {
+func watch(t testing.TB, s *device.Source, tag record.Tag) *watchq.Queue {
 	t.Helper()
 	q := watchq.NewQueue()
 	if _, err := q.SetSize(256); err != nil {
@@ -48,13 +49,13 @@ func watch(t testing.TB, s *device.Source, tag int) *watchq.Queue {
 
 // next returns the next record for which keep is true, skipping others
 // (the machine's own devices, other tests' loop devices), within 15 s.
-func next(t *testing.T, q *watchq.Queue, keep func(watchq.Record) bool) watchq.Record {
+func next(t *testing.T, q *watchq.Queue, keep func(record.Record) bool) record.Record {
 	t.Helper()
 	return nextWithin(t, q, 15*time.Second, keep)
 }
 
 // nextWithin is next with a timeout.
-func nextWithin(t *testing.T, q *watchq.Queue, timeout time.Duration, keep func(watchq.Record) bool) watchq.Record {
+func nextWithin(t *testing.T, q *watchq.Queue, timeout time.Duration, keep func(record.Record) bool) record.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -69,9 +70,9 @@ func nextWithin(t *testing.T, q *watchq.Queue, timeout time.Duration, keep func(
 	}
 }
 
-func blockNamed(prefix string) func(watchq.Record) bool {
-	return func(r watchq.Record) bool {
-		if r.Type() != watchq.TypeBlock || watchq.IsBlockError(r.Subtype()) {
+func blockNamed(prefix string) func(record.Record) bool {
+	return func(r record.Record) bool {
+		if r.Type() != record.TypeBlock || record.IsBlockError(r.Subtype()) {
 			return false
 		}
 		b, err := r.Block()
@@ -93,14 +94,14 @@ func TestLoopLifecycle(t *testing.T) {
 		t.Helper()
 		for len(want) > 0 {
 			b, _ := next(t, q, blockNamed(loop.Name)).Block()
-			key := watchq.BlockSubtypeName(b.Subtype) + " " + b.Name
+			key := record.BlockSubtypeName(b.Subtype) + " " + b.Name
 			t.Logf("%s: %s sector=%d dev=%#x flags=%#x tag=%d", step, key, b.Sector, b.Dev, b.TypeInfo, b.Tag)
 			sector, ok := want[key]
 			if !ok {
 				continue
 			}
 			delete(want, key)
-			isPart := uint32(b.TypeInfo)<<watchq.InfoTypeInfoShift == watchq.BlockFlagPartition
+			isPart := uint32(b.TypeInfo)<<record.InfoTypeInfoShift == record.BlockFlagPartition
 			if b.Tag != 7 || b.Sector != sector || isPart != (b.Name == part) || b.Name == loop.Name && b.Dev != loop.Dev {
 				t.Errorf("%s: %s: %+v, want tag 7, sector %d, dev %#x", step, key, b, sector, loop.Dev)
 			}
@@ -139,9 +140,9 @@ func TestBlockErrorRecord(t *testing.T) {
 	const bad = 4 << 20
 	file := devtest.BadFile(t, 8<<20, bad, 64<<10)
 	loop := devtest.AttachLoop(t, file, unix.LO_FLAGS_READ_ONLY)
-	isErr := func(r watchq.Record) bool {
+	isErr := func(r record.Record) bool {
 		b, err := r.Block()
-		return err == nil && watchq.IsBlockError(b.Subtype) && b.Dev == loop.Dev
+		return err == nil && record.IsBlockError(b.Subtype) && b.Dev == loop.Dev
 	}
 	for i, off := range []int64{bad, bad + 4096} {
 		if err := devtest.DirectRead(loop.Path, int64(i+1)*8192); err != nil {
@@ -151,7 +152,7 @@ func TestBlockErrorRecord(t *testing.T) {
 			t.Fatalf("bad read = %v, want EIO", err)
 		}
 		b, _ := next(t, q, isErr).Block()
-		if b.Subtype != watchq.BlockErrorIO || b.Sector != uint64(off/512) || b.Tag != 3 || b.Name != "" {
+		if b.Subtype != record.BlockErrorIO || b.Sector != uint64(off/512) || b.Tag != 3 || b.Name != "" {
 			t.Fatalf("record %+v, want IO at sector %d tag 3", b, off/512)
 		}
 	}
@@ -191,14 +192,14 @@ func TestSpoofedAndSynthetic(t *testing.T) {
 	// change is posted with Spoofed counted, both have been handled.
 	// Earlier loop0 records (from park, or other tests' loop devices) may
 	// come first; none of what arrives may be the fake USB device.
-	var seen []watchq.Record
+	var seen []record.Record
 	for {
-		r := next(t, q, func(r watchq.Record) bool { return r.Type() == watchq.TypeUSB || blockNamed("loop0")(r) })
+		r := next(t, q, func(r record.Record) bool { return r.Type() == record.TypeUSB || blockNamed("loop0")(r) })
 		seen = append(seen, r)
-		if r.Type() == watchq.TypeUSB {
+		if r.Type() == record.TypeUSB {
 			t.Fatalf("spoofed datagram was posted: %v", r)
 		}
-		if b, _ := r.Block(); b.Subtype != watchq.BlockChange || b.Tag != 1 {
+		if b, _ := r.Block(); b.Subtype != record.BlockChange || b.Tag != 1 {
 			t.Fatalf("record %+v, want change on loop0", b)
 		}
 		if s.Stats().Spoofed > 0 {
@@ -281,7 +282,7 @@ func TestOverrunLoss(t *testing.T) {
 	storm(t, 0, n)
 	restore()
 	close(hold)
-	r := next(t, q, func(r watchq.Record) bool { return r.IsLoss() })
+	r := next(t, q, func(r record.Record) bool { return r.IsLoss() })
 	l, _ := r.Loss()
 	t.Logf("loss record: %d lost", l.Count)
 	if l.Count == 0 {
@@ -309,7 +310,7 @@ func TestOverrunLossMidStorm(t *testing.T) {
 	const first, n = 50, 300
 	storm(t, 0, first)
 	hold <- struct{}{} // one more receive: the overrun
-	r := next(t, q, func(r watchq.Record) bool { return r.IsLoss() })
+	r := next(t, q, func(r record.Record) bool { return r.IsLoss() })
 	l, _ := r.Loss()
 	t.Logf("first loss record: %d lost", l.Count)
 	storm(t, first, n)
@@ -371,12 +372,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	for _, tag := range []int{-2, 256, -100} {
-		if err := s.Watch(q, tag, nil); !errors.Is(err, syscall.EINVAL) {
-			t.Errorf("Watch(tag %d) = %v, want EINVAL", tag, err)
-		}
-	}
-	if err := s.Watch(q, -1, nil); !errors.Is(err, syscall.EBADSLT) {
+	if err := s.Unwatch(q); !errors.Is(err, syscall.EBADSLT) {
 		t.Errorf("removing an absent watch = %v, want EBADSLT", err)
 	}
 	if err := s.Watch(q, 0x42, nil); err != nil {
@@ -385,7 +381,7 @@ func TestWatch(t *testing.T) {
 	if err := s.Watch(q, 0x43, nil); !errors.Is(err, syscall.EBUSY) {
 		t.Errorf("second watch = %v, want EBUSY", err)
 	}
-	if err := s.Watch(q, -1, nil); err != nil {
+	if err := s.Unwatch(q); err != nil {
 		t.Fatal(err)
 	}
 	r, err := q.TryRead(make([]byte, 128))
@@ -393,7 +389,7 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Watch(q, -1, nil); !errors.Is(err, syscall.EBADSLT) {
+	if err := s.Unwatch(q); !errors.Is(err, syscall.EBADSLT) {
 		t.Errorf("second removal = %v, want EBADSLT", err)
 	}
 }
@@ -401,12 +397,12 @@ func TestWatch(t *testing.T) {
 func TestWatchRemovalRecord(t *testing.T) {
 	s := open(t, device.Config{NoBlockErrors: true, NoUSBReset: true})
 	q := watch(t, s, 0x42)
-	if err := s.Watch(q, -1, nil); err != nil {
+	if err := s.Unwatch(q); err != nil {
 		t.Fatal(err)
 	}
-	r := next(t, q, func(r watchq.Record) bool { return r.IsRemoval() })
+	r := next(t, q, func(r record.Record) bool { return r.IsRemoval() })
 	m, err := r.Removal()
-	if err != nil || len(r) != watchq.RemovalSizeNoID || m.ID != 0 || m.Tag != 0x42 {
+	if err != nil || len(r) != record.RemovalSizeNoID || m.ID != 0 || m.Tag != 0x42 {
 		t.Fatalf("removal %v (%d bytes) %+v %v, want 8 bytes, id 0, tag 0x42", r, len(r), m, err)
 	}
 }
@@ -424,7 +420,7 @@ func TestCloseRemovesWatches(t *testing.T) {
 	s := open(t, device.Config{NoBlockErrors: true, NoUSBReset: true})
 	q := watch(t, s, 9)
 	s.Close()
-	r := next(t, q, func(r watchq.Record) bool { return r.IsRemoval() })
+	r := next(t, q, func(r record.Record) bool { return r.IsRemoval() })
 	if r.Tag() != 9 {
 		t.Fatalf("removal tag %d", r.Tag())
 	}

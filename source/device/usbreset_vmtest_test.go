@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
 	"github.com/watchq/watchq/vmtest/guest"
 	"golang.org/x/sys/unix"
@@ -102,7 +102,7 @@ func testUSBReset(t *testing.T, devs []usbDevice, want *regexp.Regexp) {
 		if err := guest.DeviceAdd(ctx, d.driver, d.id, d.props...); err != nil {
 			t.Fatal(err)
 		}
-		add, err := nextRecord(t, q, isUSB(watchq.USBDeviceAdd)).USB()
+		add, err := nextRecord(t, q, isUSB(record.USBDeviceAdd)).USB()
 		if err != nil || !usbName.MatchString(add.Name) || add.Tag != 9 {
 			t.Fatalf("ADD record %+v, %v", add, err)
 		}
@@ -127,7 +127,7 @@ func testUSBReset(t *testing.T, devs []usbDevice, want *regexp.Regexp) {
 	if err := resetUSB(node); err != nil {
 		t.Fatal(err)
 	}
-	rst, err := nextRecord(t, q, isUSB(watchq.USBDeviceReset)).USB()
+	rst, err := nextRecord(t, q, isUSB(record.USBDeviceReset)).USB()
 	if err != nil || rst.Name != name || rst.Tag != 9 || rst.Error != 0 || rst.Reserved != 0 {
 		t.Fatalf("RESET record %+v, %v; want name %q", rst, err, name)
 	}
@@ -140,14 +140,14 @@ func testUSBReset(t *testing.T, devs []usbDevice, want *regexp.Regexp) {
 			t.Fatal(err)
 		}
 		for {
-			u, err := nextRecord(t, q, func(r watchq.Record) bool { return r.Type() == watchq.TypeUSB }).USB()
+			u, err := nextRecord(t, q, func(r record.Record) bool { return r.Type() == record.TypeUSB }).USB()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if u.Subtype == watchq.USBDeviceReset {
+			if u.Subtype == record.USBDeviceReset {
 				t.Fatalf("unexpected RESET record %+v", u)
 			}
-			if u.Subtype == watchq.USBDeviceRemove && u.Name == names[i] {
+			if u.Subtype == record.USBDeviceRemove && u.Name == names[i] {
 				break
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/watchq/watchq/record"
 )
 
 // Special key ids (KEY_SPEC_* in <linux/keyctl.h>).
@@ -62,3 +64,8 @@ func ParseID(s string) (int32, error) {
 	}
 	return int32(v), nil
 }
+
+// ObjectID is the engine's object id for the key with this serial: the id
+// its removal record carries (watch->id = key->serial). serial is a
+// resolved, positive key_serial_t.
+func ObjectID(serial int32) record.ObjectID { return record.ObjectID(uint32(serial)) }

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // BenchmarkKeysPoll measures one poll pass over n watched keys (half
@@ -54,7 +55,7 @@ func BenchmarkKeysRelay(b *testing.B) {
 	const serial = 1234
 	e := &entry{serial: serial, wl: s.eng.NewWatchList(watchq.Object{Kind: watchq.KindKey, ID: serial})}
 	s.entries[serial] = e
-	for tag := range uint8(2) {
+	for tag := range record.Tag(2) {
 		q := watchq.NewQueue()
 		q.SetSize(512)
 		defer q.Close()
@@ -72,7 +73,7 @@ func BenchmarkKeysRelay(b *testing.B) {
 	}
 	var buf []byte
 	for i := range 32 {
-		buf, _ = watchq.KeyNotification{Subtype: watchq.KeyLinked, KeyID: serial, Aux: uint32(i)}.AppendBinary(buf)
+		buf, _ = record.KeyNotification{Subtype: record.KeyLinked, KeyID: serial, Aux: uint32(i)}.AppendBinary(buf)
 	}
 	b.ReportAllocs()
 	for b.Loop() {

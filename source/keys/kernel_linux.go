@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +34,7 @@ type kernelBackend struct {
 
 func newKernelBackend(s *Source, notes int) (*kernelBackend, error) {
 	if notes == 0 {
-		notes = kernel.MaxNotes
+		notes = record.MaxNotes
 	}
 	p, err := kernel.Open(0)
 	if err != nil {
@@ -45,7 +45,7 @@ func newKernelBackend(s *Source, notes int) (*kernelBackend, error) {
 		return nil, err
 	}
 	// Only key records (and the meta records that bypass filters).
-	if err := p.SetFilter(kernel.KeyFilter()); err != nil {
+	if err := p.SetFilter(record.TypeFilter(record.TypeKey)); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -112,19 +112,19 @@ func (b *kernelBackend) relay(p []byte) {
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for rec, err := range watchq.Records(p) {
+	for rec, err := range record.Records(p) {
 		if err != nil {
 			return // the kernel never sends malformed records
 		}
 		switch {
-		case rec.Type() == watchq.TypeKey:
+		case rec.Type() == record.TypeKey:
 			k, err := rec.Key()
 			if err != nil {
 				continue
 			}
 			b.records++
 			if e := s.entries[int32(k.KeyID)]; e != nil {
-				e.wl.Post(rec, s.gen, uint64(k.KeyID))
+				e.wl.Post(rec, s.gen, record.ObjectID(k.KeyID))
 				if e.wl.Len() == 0 {
 					s.drop(e) // every queue watching it was closed
 				}

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 func TestParseDescription(t *testing.T) {
@@ -78,28 +78,28 @@ func TestDiff(t *testing.T) {
 		}
 		return s
 	}
-	k := func(sub uint8, aux uint32) watchq.KeyNotification {
-		return watchq.KeyNotification{Subtype: sub, KeyID: 5, Aux: aux}
+	k := func(sub uint8, aux uint32) record.KeyNotification {
+		return record.KeyNotification{Subtype: sub, KeyID: 5, Aux: aux}
 	}
 	for _, tc := range []struct {
 		name     string
 		old, cur *snapshot
-		want     []watchq.KeyNotification
+		want     []record.KeyNotification
 		gone     bool
 	}{
 		{"nothing", live(nil), live(nil), nil, false},
-		{"payload", live(nil), live(func(s *snapshot) { s.payload = 2 }), []watchq.KeyNotification{k(watchq.KeyUpdated, 0)}, false},
-		{"desc (unreadable)", live(func(s *snapshot) { s.payloadOK = false }), live(func(s *snapshot) { s.payloadOK = false; s.desc = "d: 2" }), []watchq.KeyNotification{k(watchq.KeyUpdated, 0)}, false},
-		{"link", live(func(s *snapshot) { s.keyring = true }), live(func(s *snapshot) { s.keyring = true; s.members = []int32{8} }), []watchq.KeyNotification{k(watchq.KeyLinked, 8)}, false},
-		{"unlink one to empty", live(func(s *snapshot) { s.keyring = true; s.members = []int32{8} }), live(func(s *snapshot) { s.keyring = true }), []watchq.KeyNotification{k(watchq.KeyUnlinked, 8)}, false},
-		{"clear", live(func(s *snapshot) { s.keyring = true; s.members = []int32{8, 9} }), live(func(s *snapshot) { s.keyring = true }), []watchq.KeyNotification{k(watchq.KeyCleared, 0)}, false},
+		{"payload", live(nil), live(func(s *snapshot) { s.payload = 2 }), []record.KeyNotification{k(record.KeyUpdated, 0)}, false},
+		{"desc (unreadable)", live(func(s *snapshot) { s.payloadOK = false }), live(func(s *snapshot) { s.payloadOK = false; s.desc = "d: 2" }), []record.KeyNotification{k(record.KeyUpdated, 0)}, false},
+		{"link", live(func(s *snapshot) { s.keyring = true }), live(func(s *snapshot) { s.keyring = true; s.members = []int32{8} }), []record.KeyNotification{k(record.KeyLinked, 8)}, false},
+		{"unlink one to empty", live(func(s *snapshot) { s.keyring = true; s.members = []int32{8} }), live(func(s *snapshot) { s.keyring = true }), []record.KeyNotification{k(record.KeyUnlinked, 8)}, false},
+		{"clear", live(func(s *snapshot) { s.keyring = true; s.members = []int32{8, 9} }), live(func(s *snapshot) { s.keyring = true }), []record.KeyNotification{k(record.KeyCleared, 0)}, false},
 		{"unreadable keyring", live(func(s *snapshot) { s.keyring = true; s.members = []int32{8, 9} }), live(func(s *snapshot) { s.keyring = true; s.membersOK = false }), nil, false},
-		{"perm", live(nil), live(func(s *snapshot) { s.perm = 0x3f3f0000 }), []watchq.KeyNotification{k(watchq.KeySetattr, 0)}, false},
-		{"timeout set", live(nil), live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 100, 200 }), []watchq.KeyNotification{k(watchq.KeySetattr, 0)}, false},
+		{"perm", live(nil), live(func(s *snapshot) { s.perm = 0x3f3f0000 }), []record.KeyNotification{k(record.KeySetattr, 0)}, false},
+		{"timeout set", live(nil), live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 100, 200 }), []record.KeyNotification{k(record.KeySetattr, 0)}, false},
 		{"timeout same", live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 100, 200 }), live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 150, 260 }), nil, false},
-		{"timeout moved", live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 100, 200 }), live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 300, 360 }), []watchq.KeyNotification{k(watchq.KeySetattr, 0)}, false},
-		{"revoke (expiry moves too)", live(nil), live(func(s *snapshot) { s.state = stateRevoked; s.noExpiry = false }), []watchq.KeyNotification{k(watchq.KeyRevoked, 0)}, false},
-		{"invalidate seen", live(nil), live(func(s *snapshot) { s.state = stateInvalidated }), []watchq.KeyNotification{k(watchq.KeyInvalidated, 0)}, false},
+		{"timeout moved", live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 100, 200 }), live(func(s *snapshot) { s.noExpiry = false; s.expLo, s.expHi = 300, 360 }), []record.KeyNotification{k(record.KeySetattr, 0)}, false},
+		{"revoke (expiry moves too)", live(nil), live(func(s *snapshot) { s.state = stateRevoked; s.noExpiry = false }), []record.KeyNotification{k(record.KeyRevoked, 0)}, false},
+		{"invalidate seen", live(nil), live(func(s *snapshot) { s.state = stateInvalidated }), []record.KeyNotification{k(record.KeyInvalidated, 0)}, false},
 		{"expired", live(nil), live(func(s *snapshot) { s.state = stateExpired; s.noExpiry = false }), nil, false},
 		{"hidden", live(nil), live(func(s *snapshot) { s.state = stateHidden; s.perm = 0 }), nil, false},
 		{"gone", live(nil), &snapshot{state: stateGone}, nil, true},

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // procKeysPath is where security/keys/proc.c lists the keys the caller may
@@ -31,7 +31,7 @@ type poller struct {
 	scanMu sync.Mutex
 	sc     scanner
 	list   []*entry                 // entries being scanned
-	out    []watchq.KeyNotification // records of one key's diff
+	out    []record.KeyNotification // records of one key's diff
 }
 
 // scanner holds one scan's buffers.

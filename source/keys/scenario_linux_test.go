@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // Tags the scenario watches with, as keyutils' tests do: 1 for the session
@@ -28,10 +29,10 @@ const (
 // ev is one record in a form tests compare: removal and loss records have
 // sub "removal"/"loss".
 type ev struct {
-	sub string // watchq.KeySubtypeName, "removal" or "loss"
+	sub string // record.KeySubtypeName, "removal" or "loss"
 	key int32  // key_id, or the removal's id
 	aux uint32
-	tag uint8
+	tag record.Tag
 }
 
 // scenario drives the keyutils-style sequence against one Source and one
@@ -77,7 +78,7 @@ func (s *scenario) drain() []ev {
 		if err != nil {
 			s.t.Fatalf("TryRead: %v", err)
 		}
-		for r, err := range watchq.Records(buf[:n]) {
+		for r, err := range record.Records(buf[:n]) {
 			if err != nil {
 				s.t.Fatalf("malformed record: %v", err)
 			}
@@ -86,7 +87,7 @@ func (s *scenario) drain() []ev {
 	}
 }
 
-func toEv(t testing.TB, r watchq.Record) ev {
+func toEv(t testing.TB, r record.Record) ev {
 	switch {
 	case r.IsLoss():
 		return ev{sub: "loss"}
@@ -96,12 +97,12 @@ func toEv(t testing.TB, r watchq.Record) ev {
 			t.Fatal(err)
 		}
 		return ev{sub: "removal", key: int32(m.ID), tag: m.Tag}
-	case r.Type() == watchq.TypeKey:
+	case r.Type() == record.TypeKey:
 		k, err := r.Key()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ev{sub: watchq.KeySubtypeName(k.Subtype), key: int32(k.KeyID), aux: k.Aux, tag: k.Tag}
+		return ev{sub: record.KeySubtypeName(k.Subtype), key: int32(k.KeyID), aux: k.Aux, tag: k.Tag}
 	}
 	t.Fatalf("unexpected record %v", r)
 	return ev{}

@@ -23,6 +23,7 @@ import (
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/record"
 )
 
 // helperEnv makes the test binary act as one side of TestSecurityTwoUsers.
@@ -212,7 +213,7 @@ func TestKeysHelperProcess(t *testing.T) {
 				if err != nil {
 					break
 				}
-				for r := range watchq.Records(buf[:n]) {
+				for r := range record.Records(buf[:n]) {
 					e := toEv(t, r)
 					name := fmt.Sprint(e.key)
 					if e.key == int32(own) {

@@ -3,7 +3,7 @@ package keys
 import (
 	"slices"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // keyState is what a poll learns about a key's life.
@@ -72,9 +72,9 @@ func expiryMoved(old, cur *snapshot) bool {
 // a poll can tell; see docs/keys.md), and returns the snapshot to remember
 // and whether the key is gone. Records are in the order UPDATED, UNLINKED or
 // CLEARED, LINKED, SETATTR, REVOKED, INVALIDATED.
-func diff(serial int32, old, cur *snapshot, out []watchq.KeyNotification) ([]watchq.KeyNotification, *snapshot, bool) {
+func diff(serial int32, old, cur *snapshot, out []record.KeyNotification) ([]record.KeyNotification, *snapshot, bool) {
 	rec := func(sub uint8, aux uint32) {
-		out = append(out, watchq.KeyNotification{Subtype: sub, KeyID: uint32(serial), Aux: aux})
+		out = append(out, record.KeyNotification{Subtype: sub, KeyID: uint32(serial), Aux: aux})
 	}
 	switch cur.state {
 	case stateGone:
@@ -87,7 +87,7 @@ func diff(serial int32, old, cur *snapshot, out []watchq.KeyNotification) ([]wat
 	bothLive := old.state == stateLive && cur.state == stateLive
 	if bothLive && !cur.keyring {
 		if (old.payloadOK && cur.payloadOK && old.payload != cur.payload) || old.desc != cur.desc {
-			rec(watchq.KeyUpdated, 0)
+			rec(record.KeyUpdated, 0)
 		}
 	}
 	if bothLive && old.membersOK && cur.membersOK {
@@ -98,17 +98,17 @@ func diff(serial int32, old, cur *snapshot, out []watchq.KeyNotification) ([]wat
 			}
 		}
 		if gone >= 2 && len(cur.members) == 0 {
-			rec(watchq.KeyCleared, 0)
+			rec(record.KeyCleared, 0)
 		} else {
 			for _, m := range old.members {
 				if !slices.Contains(cur.members, m) {
-					rec(watchq.KeyUnlinked, uint32(m))
+					rec(record.KeyUnlinked, uint32(m))
 				}
 			}
 		}
 		for _, m := range cur.members {
 			if !slices.Contains(old.members, m) {
-				rec(watchq.KeyLinked, uint32(m))
+				rec(record.KeyLinked, uint32(m))
 			}
 		}
 	}
@@ -125,17 +125,17 @@ func diff(serial int32, old, cur *snapshot, out []watchq.KeyNotification) ([]wat
 	}
 	if bothLive {
 		if old.uid != cur.uid || old.gid != cur.gid || old.perm != cur.perm || expiryMoved(old, cur) {
-			rec(watchq.KeySetattr, 0)
+			rec(record.KeySetattr, 0)
 		} else if !cur.noExpiry {
 			// Same expiry: keep the narrower window.
 			cur.expLo, cur.expHi = max(old.expLo, cur.expLo), min(old.expHi, cur.expHi)
 		}
 	}
 	if cur.state == stateRevoked && old.state != stateRevoked {
-		rec(watchq.KeyRevoked, 0)
+		rec(record.KeyRevoked, 0)
 	}
 	if cur.state == stateInvalidated && old.state != stateInvalidated {
-		rec(watchq.KeyInvalidated, 0)
+		rec(record.KeyInvalidated, 0)
 	}
 	return out, cur, false
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/record"
 )
 
 // BackendEnv overrides the Auto backend choice: "kernel" or "poll".
@@ -162,7 +163,7 @@ func (s *Source) Backend() Backend { return s.backend }
 // same key gives watchq.ErrWatchExists (EBUSY).
 //
 // Corresponds to security/keys/keyctl.c:keyctl_watch_key.
-func (s *Source) Watch(q *watchq.Queue, id int32, tag uint8, watcher *watchq.Cred) error {
+func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watchq.Cred) error {
 	if watcher == nil {
 		watcher = watchq.CurrentCred()
 	}
@@ -183,14 +184,14 @@ func (s *Source) Watch(q *watchq.Queue, id int32, tag uint8, watcher *watchq.Cre
 	fresh := e == nil
 	if fresh {
 		e = &entry{serial: serial, wl: s.eng.NewWatchList(watchq.Object{
-			Kind: watchq.KindKey, ID: uint64(serial), UID: d.UID, GID: d.GID, Mode: d.Mode(),
+			Kind: watchq.KindKey, ID: ObjectID(serial), UID: d.UID, GID: d.GID, Mode: d.Mode(),
 		})}
 		if err := s.impl.add(e); err != nil {
 			return err
 		}
 		s.entries[serial] = e
 	}
-	if err := e.wl.Add(q, uint64(serial), tag, watcher); err != nil {
+	if err := e.wl.Add(q, ObjectID(serial), tag, watcher); err != nil {
 		if fresh {
 			s.drop(e)
 		}
@@ -215,7 +216,7 @@ func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
 	if e == nil {
 		return fmt.Errorf("keys: unwatch key %d: %w", serial, watchq.ErrNoWatch)
 	}
-	if err := e.wl.Remove(q, uint64(serial)); err != nil {
+	if err := e.wl.Remove(q, ObjectID(serial)); err != nil {
 		return fmt.Errorf("keys: unwatch key %d: %w", serial, err)
 	}
 	if e.wl.Len() == 0 {
@@ -282,8 +283,8 @@ func (s *Source) Close() error {
 }
 
 // post builds key record n and posts it to e's watch list. s.mu must be held.
-func (s *Source) post(e *entry, n watchq.KeyNotification) {
-	var b [watchq.KeyRecordSize]byte
+func (s *Source) post(e *entry, n record.KeyNotification) {
+	var b [record.KeyRecordSize]byte
 	rec, _ := n.AppendBinary(b[:0])
-	e.wl.Post(rec, s.gen, uint64(e.serial))
+	e.wl.Post(rec, s.gen, ObjectID(e.serial))
 }

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 // Field is one field of a tracepoint record, from a format file line such
@@ -161,25 +161,25 @@ func Subtype(errno int32) (subtype uint8, known bool) {
 	}
 	switch syscall.Errno(errno) {
 	case syscall.ETIMEDOUT:
-		return watchq.BlockErrorTimeout, true
+		return record.BlockErrorTimeout, true
 	case syscall.ENOSPC:
-		return watchq.BlockErrorNoSpace, true
+		return record.BlockErrorNoSpace, true
 	case syscall.ENOLINK:
-		return watchq.BlockErrorRecoverableTransport, true
+		return record.BlockErrorRecoverableTransport, true
 	case syscall.EREMOTEIO:
-		return watchq.BlockErrorCriticalTarget, true
+		return record.BlockErrorCriticalTarget, true
 	case syscall.EBADE:
-		return watchq.BlockErrorCriticalNexus, true
+		return record.BlockErrorCriticalNexus, true
 	case syscall.ENODATA:
-		return watchq.BlockErrorCriticalMedium, true
+		return record.BlockErrorCriticalMedium, true
 	case syscall.EILSEQ:
-		return watchq.BlockErrorProtection, true
+		return record.BlockErrorProtection, true
 	case syscall.ENOMEM:
-		return watchq.BlockErrorKernelResource, true
+		return record.BlockErrorKernelResource, true
 	case syscall.EBUSY:
-		return watchq.BlockErrorDeviceResource, true
+		return record.BlockErrorDeviceResource, true
 	case syscall.EIO:
-		return watchq.BlockErrorIO, true
+		return record.BlockErrorIO, true
 	}
-	return watchq.BlockErrorIO, false
+	return record.BlockErrorIO, false
 }

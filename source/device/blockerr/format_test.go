@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/record"
 )
 
 func parseFile(t *testing.T, name string) *Format {
@@ -81,11 +81,11 @@ func TestLayoutRejects(t *testing.T) {
 
 func TestSubtype(t *testing.T) {
 	for errno, want := range map[syscall.Errno]uint8{
-		syscall.ETIMEDOUT: watchq.BlockErrorTimeout, syscall.ENOSPC: watchq.BlockErrorNoSpace,
-		syscall.ENOLINK: watchq.BlockErrorRecoverableTransport, syscall.EREMOTEIO: watchq.BlockErrorCriticalTarget,
-		syscall.EBADE: watchq.BlockErrorCriticalNexus, syscall.ENODATA: watchq.BlockErrorCriticalMedium,
-		syscall.EILSEQ: watchq.BlockErrorProtection, syscall.ENOMEM: watchq.BlockErrorKernelResource,
-		syscall.EBUSY: watchq.BlockErrorDeviceResource, syscall.EIO: watchq.BlockErrorIO,
+		syscall.ETIMEDOUT: record.BlockErrorTimeout, syscall.ENOSPC: record.BlockErrorNoSpace,
+		syscall.ENOLINK: record.BlockErrorRecoverableTransport, syscall.EREMOTEIO: record.BlockErrorCriticalTarget,
+		syscall.EBADE: record.BlockErrorCriticalNexus, syscall.ENODATA: record.BlockErrorCriticalMedium,
+		syscall.EILSEQ: record.BlockErrorProtection, syscall.ENOMEM: record.BlockErrorKernelResource,
+		syscall.EBUSY: record.BlockErrorDeviceResource, syscall.EIO: record.BlockErrorIO,
 	} {
 		for _, e := range []int32{int32(errno), -int32(errno)} {
 			if got, known := Subtype(e); got != want || !known {
@@ -93,7 +93,7 @@ func TestSubtype(t *testing.T) {
 			}
 		}
 	}
-	if got, known := Subtype(-int32(syscall.EOPNOTSUPP)); got != watchq.BlockErrorIO || known {
+	if got, known := Subtype(-int32(syscall.EOPNOTSUPP)); got != record.BlockErrorIO || known {
 		t.Errorf("Subtype(-EOPNOTSUPP) = %d, %v", got, known)
 	}
 }

@@ -1,4 +1,4 @@
-package watchq
+package record
 
 import (
 	"encoding/binary"
@@ -35,7 +35,7 @@ func KeySubtypeName(s uint8) string {
 // KeyNotification is struct key_notification: a change to key KeyID.
 type KeyNotification struct {
 	Subtype uint8
-	Tag     uint8  // set by delivery; ignored when posting
+	Tag     Tag    // set by delivery; ignored when posting
 	KeyID   uint32 // the key or keyring that changed
 	Aux     uint32 // per-subtype, see the constants
 }

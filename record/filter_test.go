@@ -1,4 +1,4 @@
-package watchq
+package record
 
 import (
 	"encoding/binary"

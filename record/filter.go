@@ -1,4 +1,4 @@
-package watchq
+package record
 
 import (
 	"encoding/binary"
@@ -143,4 +143,15 @@ func (f *Filter) Match(typ Type, subtype uint8, info uint32) bool {
 // String describes the filter for logs.
 func (f *Filter) String() string {
 	return fmt.Sprintf("filter{%d entries, %d kept}", len(f.given), len(f.kept))
+}
+
+// TypeFilter is the one-entry filter that passes records of type t with
+// the given subtypes, or with every subtype if none are given, as
+// samples/watch_queue/watch_test.c's key filter does.
+func TypeFilter(t Type, subtypes ...uint8) *Filter {
+	e := FilterEntry{Type: t, Subtypes: AllSubtypes}
+	if len(subtypes) > 0 {
+		e.Subtypes = SubtypeSet(subtypes...)
+	}
+	return &Filter{kept: []FilterEntry{e}, given: []FilterEntry{e}}
 }

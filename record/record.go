@@ -1,4 +1,4 @@
-package watchq
+package record
 
 import (
 	"encoding/binary"
@@ -12,7 +12,7 @@ import (
 type Record []byte
 
 // Header decodes the record's header.
-func (r Record) Header() Header { return headerAt(r) }
+func (r Record) Header() Header { return HeaderAt(r) }
 
 // Type is the record's type.
 func (r Record) Type() Type { return r.Header().Type }
@@ -21,7 +21,7 @@ func (r Record) Type() Type { return r.Header().Type }
 func (r Record) Subtype() uint8 { return r[3] }
 
 // Tag is the tag of the watch the record was delivered under.
-func (r Record) Tag() uint8 { return r.Header().Tag() }
+func (r Record) Tag() Tag { return r.Header().Tag() }
 
 // IsLoss reports whether r is the loss record read() makes up.
 func (r Record) IsLoss() bool { return r.Type() == TypeMeta && r.Subtype() == MetaLoss }
@@ -73,8 +73,8 @@ func (r Record) String() string {
 // ID is the object id (the key serial for keys); 0 is sent as the short,
 // 8-byte form.
 type Removal struct {
-	Tag uint8
-	ID  uint64
+	Tag Tag
+	ID  ObjectID
 }
 
 // AppendBinary appends the record: 16 bytes, or 8 when ID is 0.
@@ -85,7 +85,7 @@ func (m Removal) AppendBinary(b []byte) ([]byte, error) {
 	}
 	b, _ = Header{Type: TypeMeta, Subtype: MetaRemoval, Info: MakeInfo(n, m.Tag, 0)}.AppendBinary(b)
 	if m.ID != 0 {
-		b = binary.LittleEndian.AppendUint64(b, m.ID)
+		b = binary.LittleEndian.AppendUint64(b, uint64(m.ID))
 	}
 	return b, nil
 }
@@ -99,7 +99,7 @@ func (r Record) Removal() (Removal, error) {
 	switch len(r) {
 	case RemovalSizeNoID:
 	case RemovalSize:
-		m.ID = binary.LittleEndian.Uint64(r[8:])
+		m.ID = ObjectID(binary.LittleEndian.Uint64(r[8:]))
 	default:
 		return m, &RecordError{Reason: fmt.Sprintf("removal record of %d bytes", len(r))}
 	}
@@ -127,8 +127,9 @@ func (r Record) Loss() (Loss, error) {
 	return Loss{Count: r.Header().TypeInfo()}, nil
 }
 
-// lossRecord builds the loss record for count lost records, saturating.
-func putLoss(b []byte, count uint64) {
+// PutLoss writes into b[:8] the loss record for count lost records, the
+// count saturating at 0xffff.
+func PutLoss(b []byte, count uint64) {
 	if count > 0xffff {
 		count = 0xffff
 	}

@@ -1,4 +1,4 @@
-package watchq
+package record
 
 import (
 	"encoding/binary"
@@ -73,7 +73,7 @@ const BlockMaxNameLen = 32
 // and so read lifecycle records' dev and sector unchanged.
 type BlockNotification struct {
 	Subtype  uint8
-	Tag      uint8  // set by delivery; ignored when posting
+	Tag      Tag    // set by delivery; ignored when posting
 	TypeInfo uint16 // e.g. BlockFlagPartition>>16 on lifecycle records
 	Dev      uint64 // kernel-internal dev_t: major<<20 | minor
 	Sector   uint64 // in 512-byte units
@@ -148,7 +148,7 @@ const (
 // USBNotification is the ver #2 struct usb_notification.
 type USBNotification struct {
 	Subtype  uint8
-	Tag      uint8  // set by delivery; ignored when posting
+	Tag      Tag    // set by delivery; ignored when posting
 	Error    uint32 // "currently not used"
 	Reserved uint32
 	Name     string // kernel device name, e.g. "3-7.7" or "usb3"; at most 63 bytes

@@ -1,4 +1,4 @@
-package watchq
+package record
 
 import (
 	"bufio"
@@ -14,7 +14,7 @@ import (
 // golden reads testdata/golden/records.txt.
 func golden(t *testing.T) map[string][]byte {
 	t.Helper()
-	f, err := os.Open("testdata/golden/records.txt")
+	f, err := os.Open("../testdata/golden/records.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestGoldenDecodings(t *testing.T) {
 	if ma, mi := SplitKernelDev(b.Dev); ma != 8 || mi != 80 {
 		t.Errorf("dev 00800050 = %d:%d, want 8:80", ma, mi)
 	}
-	for name, id := range map[string]uint64{"removal-16": 1234, "removal-8": 0} {
+	for name, id := range map[string]ObjectID{"removal-16": 1234, "removal-8": 0} {
 		m, err := Record(g[name]).Removal()
 		if err != nil || m.ID != id || m.Tag != 1 {
 			t.Errorf("%s: got %+v, %v", name, m, err)

@@ -1,4 +1,4 @@
-package watchq
+package record
 
 import (
 	"encoding/binary"
@@ -35,9 +35,13 @@ const (
 	TypeMax Type = 0xffffff
 )
 
+// IsPublisher reports whether t is in the range watchq reserves for
+// userspace publishers, TypeUserFirst..TypeUserLast.
+func (t Type) IsPublisher() bool { return t >= TypeUserFirst && t <= TypeUserLast }
+
 // Known reports whether records of type t can be filtered: a kernel type
 // below TypeNR or a userspace publisher type.
-func (t Type) Known() bool { return t < TypeNR || (t >= TypeUserFirst && t <= TypeUserLast) }
+func (t Type) Known() bool { return t < TypeNR || t.IsPublisher() }
 
 // String names the type as the kernel headers do.
 func (t Type) String() string {
@@ -51,7 +55,7 @@ func (t Type) String() string {
 	case TypeUSB:
 		return "usb"
 	}
-	if t >= TypeUserFirst && t <= TypeUserLast {
+	if t.IsPublisher() {
 		return fmt.Sprintf("user:%06x", uint32(t))
 	}
 	return fmt.Sprintf("type:%06x", uint32(t))
@@ -82,6 +86,14 @@ const (
 	LossSize        = 8   // the loss record read() makes up
 	RemovalSize     = 16  // sizeof(struct watch_notification_removal)
 	RemovalSizeNoID = 8   // a removal record for object id 0
+
+	// MaxNotes is the largest queue size IOC_WATCH_QUEUE_SET_SIZE accepts
+	// (kernel/watch_queue.c:watch_queue_set_size's hard limit).
+	MaxNotes = 512
+	// NotesPerPage is WATCH_QUEUE_NOTES_PER_PAGE with 4 KiB pages: the
+	// kernel allocates notes a page at a time, so a queue's capacity is
+	// the requested size rounded up to a multiple of 32.
+	NotesPerPage = 4096 / NoteSize
 )
 
 // Header is struct watch_notification: the 8 bytes in front of every record.
@@ -95,13 +107,13 @@ type Header struct {
 func (h Header) Len() int { return int(h.Info & InfoLength) }
 
 // Tag is the watch tag (WATCH_INFO_ID) the record was delivered under.
-func (h Header) Tag() uint8 { return uint8(h.Info >> InfoIDShift) }
+func (h Header) Tag() Tag { return Tag(h.Info >> InfoIDShift) }
 
 // TypeInfo is the type-specific upper half of info.
 func (h Header) TypeInfo() uint16 { return uint16(h.Info >> InfoTypeInfoShift) }
 
 // MakeInfo builds an info word from its fields.
-func MakeInfo(length int, tag uint8, typeInfo uint16) uint32 {
+func MakeInfo(length int, tag Tag, typeInfo uint16) uint32 {
 	return uint32(length)&InfoLength | uint32(tag)<<InfoIDShift | uint32(typeInfo)<<InfoTypeInfoShift
 }
 
@@ -122,8 +134,10 @@ func (h Header) AppendBinary(b []byte) ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(b, h.Info), nil
 }
 
-// headerAt decodes the header at b[0:8] without checks; b must hold 8 bytes.
-func headerAt(b []byte) Header {
+// HeaderAt decodes the header at b[0:8] without checks; b must hold 8
+// bytes. Use it only on bytes already checked (a Record, a queue's note);
+// ParseHeader checks.
+func HeaderAt(b []byte) Header {
 	w := binary.LittleEndian.Uint32(b)
 	return Header{Type: Type(w & uint32(TypeMax)), Subtype: uint8(w >> 24), Info: binary.LittleEndian.Uint32(b[4:])}
 }
@@ -135,7 +149,7 @@ func ParseHeader(b []byte) (Header, error) {
 	if len(b) < HeaderSize {
 		return Header{}, &RecordError{Offset: 0, Reason: fmt.Sprintf("short header: %d bytes", len(b))}
 	}
-	h := headerAt(b)
+	h := HeaderAt(b)
 	if n := h.Len(); n < HeaderSize || n > len(b) {
 		return h, &RecordError{Offset: 0, Reason: fmt.Sprintf("bad length %d with %d bytes left", n, len(b))}
 	}

@@ -322,14 +322,7 @@ func (q *Queue) read(ctx context.Context, buf []byte, one bool) (int, error) {
 // ends or the queue is closed; the final error (ctx.Err() or ErrClosed) is
 // yielded once with a nil record.
 func (q *Queue) Records(ctx context.Context) iter.Seq2[record.Record, error] {
-	return func(yield func(record.Record, error) bool) {
-		for {
-			r, err := q.Next(ctx)
-			if !yield(r, err) || err != nil {
-				return
-			}
-		}
-	}
+	return record.Each(ctx, q)
 }
 
 // Close destroys the queue: its watches are removed without removal

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -219,7 +220,7 @@ func (c *Client) CreateQueue(ctx context.Context, size int) (*Queue, error) {
 // The daemon refuses with EACCES unless this client may publish the type,
 // and with EINVAL if the record is malformed.
 func (c *Client) Publish(ctx context.Context, rec []byte) error {
-	if err := protocol.ValidateRecord(rec); err != nil {
+	if _, err := record.ParsePublished(rec); err != nil {
 		return fmt.Errorf("watchq client: publish: %w", err)
 	}
 	_, _, err := c.do(ctx, protocol.Publish{Record: rec})

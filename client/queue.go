@@ -304,12 +304,5 @@ func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 // ends or the queue is closed; the final error (ctx.Err() or
 // watchq.ErrClosed) is yielded once with a nil record.
 func (q *Queue) Records(ctx context.Context) iter.Seq2[record.Record, error] {
-	return func(yield func(record.Record, error) bool) {
-		for {
-			r, err := q.Next(ctx)
-			if !yield(r, err) || err != nil {
-				return
-			}
-		}
-	}
+	return record.Each(ctx, q)
 }

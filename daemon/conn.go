@@ -252,8 +252,8 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		if err != nil {
 			return nil, -1, err
 		}
-		if !protocol.PublisherType(r.Type) {
-			return nil, -1, &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("type %#x is outside the publisher range %#x..%#x", r.Type, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))}
+		if _, err := record.ParsePublisherType(uint64(r.Type)); err != nil {
+			return nil, -1, err
 		}
 		tag, remove, err := record.ParseTagArg(int64(r.Tag))
 		if err != nil {

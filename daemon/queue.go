@@ -68,9 +68,9 @@ func (q *queue) pump() {
 		if err != nil {
 			return // closed
 		}
-		for off := 0; off < n; {
-			l := int(buf[off+4]) & int(record.InfoLength)
-			if _, err := q.w.Write(buf[off : off+l]); err != nil {
+		for rec := range record.Records(buf[:n]) {
+			// The engine's reads return only whole, valid records.
+			if _, err := q.w.Write(rec); err != nil {
 				// EPIPE: the client closed its read end, which
 				// releases the queue as closing a notification
 				// pipe would. os.ErrClosed: close is under way.
@@ -78,7 +78,6 @@ func (q *queue) pump() {
 				return
 			}
 			q.written.Add(1)
-			off += l
 		}
 	}
 }

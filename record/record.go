@@ -1,6 +1,7 @@
 package record
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"iter"
@@ -134,4 +135,25 @@ func PutLoss(b []byte, count uint64) {
 		count = 0xffff
 	}
 	Header{Type: TypeMeta, Subtype: MetaLoss, Info: MakeInfo(LossSize, 0, uint16(count))}.Put(b)
+}
+
+// Reader is a source of whole records read one at a time: an engine queue,
+// a client's queue.
+type Reader interface {
+	// Next blocks for the next record; its error ends the stream.
+	Next(ctx context.Context) (Record, error)
+}
+
+// Each iterates over r's records until Next fails; the error (ctx.Err(),
+// a closed queue) is yielded once with a nil record. It is the Records
+// iterator of every queue type.
+func Each(ctx context.Context, r Reader) iter.Seq2[Record, error] {
+	return func(yield func(Record, error) bool) {
+		for {
+			rec, err := r.Next(ctx)
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
 }

@@ -87,7 +87,7 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
 	rs := p.rules.Load()
 	t := rec.Type()
-	if t >= record.TypeUserFirst && t <= record.TypeUserLast {
+	if t.IsPublisher() {
 		if !rs.MayWatch(w, t) {
 			return errPostWatch
 		}

@@ -242,10 +242,7 @@ func parseType(s string) (record.Type, error) {
 	if err != nil {
 		return 0, fmt.Errorf("not a number: %q", s)
 	}
-	if !protocol.PublisherType(uint32(n)) {
-		return 0, fmt.Errorf("type %#x outside the publisher range %#x-%#x", n, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
-	}
-	return record.Type(n), nil
+	return record.ParsePublisherType(n)
 }
 
 func inRanges(rs []typeRange, t record.Type) bool {

@@ -115,7 +115,7 @@ func fixed(op Op, body []byte, n int) ([]uint32, error) {
 // EOPNOTSUPP; a body of the wrong size, or a field out of range, EINVAL.
 // SetFilter's filter and Publish's record are checked here as far as the
 // protocol goes (sizes); the daemon then validates them as the kernel
-// would (record.ParseFilter, ValidateRecord).
+// would (record.ParseFilter, record.ParsePublished).
 func ParseRequest(op Op, body []byte) (Request, error) {
 	switch op {
 	case OpHello:
@@ -158,7 +158,7 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 		}
 		return WatchPublisher{Queue: w[0], Type: w[1], Tag: int32(w[2])}, nil
 	case OpPublish:
-		if err := ValidateRecord(body); err != nil {
+		if _, err := record.ParsePublished(body); err != nil {
 			return nil, err
 		}
 		return Publish{Record: append([]byte(nil), body...)}, nil
@@ -176,31 +176,6 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 		return CloseQueue{Queue: w[0]}, nil
 	}
 	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
-}
-
-// ValidateRecord checks a record a publisher posts: 8..127 bytes, the
-// length field equal to its length, a type in
-// record.TypeUserFirst..TypeUserLast, and a zero tag byte (the daemon
-// stamps each watcher's tag). Each failure is EINVAL with the reason.
-func ValidateRecord(rec []byte) error {
-	if len(rec) < record.HeaderSize || len(rec) > record.MaxRecordSize {
-		return errInval("record of %d bytes: a record is %d..%d bytes", len(rec), record.HeaderSize, record.MaxRecordSize)
-	}
-	h := record.Header{
-		Type:    record.Type(binary.NativeEndian.Uint32(rec) & 0xffffff),
-		Subtype: uint8(binary.NativeEndian.Uint32(rec) >> 24),
-		Info:    binary.NativeEndian.Uint32(rec[4:]),
-	}
-	if h.Len() != len(rec) {
-		return errInval("record length field says %d, record has %d bytes", h.Len(), len(rec))
-	}
-	if h.Type < record.TypeUserFirst || h.Type > record.TypeUserLast {
-		return errInval("record type %#x is outside the publisher range %#x..%#x", uint32(h.Type), uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
-	}
-	if h.Tag() != 0 {
-		return errInval("record tag is %d; publishers leave it 0", h.Tag())
-	}
-	return nil
 }
 
 // ErrnoOf returns the errno an error maps to and its reason: the errno of

@@ -3,8 +3,6 @@ package protocol
 import (
 	"encoding/binary"
 	"strings"
-
-	"github.com/watchq/watchq/record"
 )
 
 // HelloReply is the daemon's answer to Hello: its version and the
@@ -176,9 +174,4 @@ func ParseStats(b []byte) (Stats, error) {
 		s.Entries = append(s.Entries, q)
 	}
 	return s, nil
-}
-
-// PublisherType reports whether t is in the publisher range.
-func PublisherType(t uint32) bool {
-	return record.Type(t) >= record.TypeUserFirst && record.Type(t) <= record.TypeUserLast
 }

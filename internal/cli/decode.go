@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -111,9 +110,7 @@ func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
 			flush()
 			return &DecodeError{off, fmt.Sprintf("%d bytes left, a record header needs %d", len(hdr), record.HeaderSize)}
 		}
-		// The length field of the info word, in host byte order as
-		// the kernel writes it.
-		n := int(binary.NativeEndian.Uint32(hdr[4:]) & record.InfoLength)
+		n := record.HeaderAt(hdr).Len()
 		if n < record.HeaderSize {
 			flush()
 			return &DecodeError{off, fmt.Sprintf("length %d is below the header size %d", n, record.HeaderSize)}

@@ -115,10 +115,14 @@ func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 		types = []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB}
 	default:
 		n, err := strconv.ParseUint(t, 0, 32)
-		if err != nil || record.Type(n) < record.TypeUserFirst || record.Type(n) > record.TypeUserLast {
-			return nil, fmt.Errorf("unknown type %q: want key, block, usb or a publisher type %#x..%#x", typText, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
+		if err == nil {
+			var pt record.Type
+			if pt, err = record.ParsePublisherType(n); err == nil {
+				types = []record.Type{pt}
+				break
+			}
 		}
-		types = []record.Type{record.Type(n)}
+		return nil, fmt.Errorf("unknown type %q: want key, block, usb or a publisher type %#x..%#x", typText, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
 	}
 
 	subtypes := record.AllSubtypes

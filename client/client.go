@@ -32,7 +32,7 @@ import (
 )
 
 // DefaultSocket is where watchqd listens unless configured otherwise.
-const DefaultSocket = "/run/watchq/watchqd.sock"
+const DefaultSocket = protocol.DefaultSocket
 
 // Error is a request the daemon refused.
 type Error struct {

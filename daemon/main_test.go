@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/watchq/watchq/client"
-	"github.com/watchq/watchq/daemon"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/internal/watchqd"
 	"github.com/watchq/watchq/record"
 )
 
@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 // runRole runs a child role and returns its exit status.
 func runRole(role string, args []string) int {
 	if role == "daemon" {
-		return daemon.Main(args)
+		return watchqd.Main(args)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

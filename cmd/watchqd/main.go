@@ -7,7 +7,7 @@ package main
 import (
 	"os"
 
-	"github.com/watchq/watchq/daemon"
+	"github.com/watchq/watchq/internal/watchqd"
 )
 
-func main() { os.Exit(daemon.Main(os.Args[1:])) }
+func main() { os.Exit(watchqd.Main(os.Args[1:])) }

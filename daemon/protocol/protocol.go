@@ -20,6 +20,10 @@ import (
 	"github.com/watchq/watchq"
 )
 
+// DefaultSocket is where watchqd listens, and clients dial, unless
+// configured otherwise.
+const DefaultSocket = "/run/watchq/watchqd.sock"
+
 // Version is the protocol version this package speaks. A client states
 // its version in Hello; the daemon refuses versions it does not speak with
 // EPROTONOSUPPORT.

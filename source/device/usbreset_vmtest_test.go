@@ -16,7 +16,7 @@ import (
 
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
-	"github.com/watchq/watchq/vmtest/guest"
+	"github.com/watchq/watchq/internal/vmtest/guest"
 	"golang.org/x/sys/unix"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"github.com/watchq/watchq/vmtest/guest"
+	"github.com/watchq/watchq/internal/vmtest/guest"
 )
 
 // TestTracefsBlockRqError: the guest has tracefs (mounted by /init at

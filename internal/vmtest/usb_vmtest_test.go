@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/watchq/watchq/vmtest/guest"
+	"github.com/watchq/watchq/internal/vmtest/guest"
 )
 
 // drain reads uevents until none arrives for quiet, so a capture holds the

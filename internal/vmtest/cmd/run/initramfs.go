@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/watchq/watchq/vmtest/internal/cpio"
-	"github.com/watchq/watchq/vmtest/internal/proto"
+	"github.com/watchq/watchq/internal/vmtest/internal/cpio"
+	"github.com/watchq/watchq/internal/vmtest/internal/proto"
 )
 
 // guestTest is a built test binary and where it goes in the guest.

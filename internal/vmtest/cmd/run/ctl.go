@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/watchq/watchq/vmtest/internal/proto"
+	"github.com/watchq/watchq/internal/vmtest/internal/proto"
 )
 
 // controller serves the guest's requests on the virtio-serial control port

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/watchq/watchq/vmtest/guest"
+	"github.com/watchq/watchq/internal/vmtest/guest"
 )
 
 // Constants from include/uapi/linux/watch_queue.h and keyctl.h (6.12).

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/watchq/watchq/vmtest/internal/proto"
+	"github.com/watchq/watchq/internal/vmtest/internal/proto"
 )
 
 // InVM reports whether the process runs inside the vmtest guest (the guest

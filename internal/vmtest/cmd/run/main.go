@@ -1,7 +1,7 @@
 // Command run is the vmtest runner: it builds the guest tests of the watchq
 // module (packages with *_vmtest_test.go files, build tag "vmtest") as static
 // test binaries, packs them with the guest /init into an initramfs, boots the
-// vmtest kernel (vmtest/build-kernel) under qemu-system-x86_64, streams the
+// vmtest kernel (internal/vmtest/build-kernel) under qemu-system-x86_64, streams the
 // guest console, serves the guests' host requests (device hot-plug over QMP)
 // and exits with the guest tests' status.
 //
@@ -53,7 +53,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.kernel, "kernel", os.Getenv("WATCHQ_VMTEST_KERNEL"), "bzImage to boot (default: $WATCHQ_VMTEST_KERNEL, else the output of vmtest/build-kernel)")
+	flag.StringVar(&o.kernel, "kernel", os.Getenv("WATCHQ_VMTEST_KERNEL"), "bzImage to boot (default: $WATCHQ_VMTEST_KERNEL, else the output of internal/vmtest/build-kernel)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "hard timeout for boot + all guest tests (the kernel build and go builds are not counted)")
 	flag.BoolVar(&o.verbose, "v", false, "run guest tests with -test.v")
 	flag.StringVar(&o.run, "run", "", "run only guest tests matching this regexp (-test.run)")
@@ -174,7 +174,7 @@ func run(o options) error {
 
 	// Build /init, the test binaries and the gobin extras, all static.
 	initBin := filepath.Join(work, "init")
-	if err := buildMain(root, root, "github.com/watchq/watchq/vmtest/cmd/init", initBin); err != nil {
+	if err := buildMain(root, root, "github.com/watchq/watchq/internal/vmtest/cmd/init", initBin); err != nil {
 		return err
 	}
 	var tests []guestTest
@@ -277,10 +277,10 @@ func run(o options) error {
 	}
 }
 
-// buildKernel runs vmtest/build-kernel, which prints the bzImage path (and
+// buildKernel runs internal/vmtest/build-kernel, which prints the bzImage path (and
 // builds it only on a cache miss).
 func buildKernel(ctx context.Context, root string) (string, error) {
-	script := filepath.Join(root, "vmtest", "build-kernel")
+	script := filepath.Join(root, "internal", "vmtest", "build-kernel")
 	cmd := exec.CommandContext(ctx, script)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -1,4 +1,7 @@
-package daemon
+// Package watchqd is watchqd's command: flags, logging, signals, systemd
+// notification and the listening socket around a daemon.Server.
+// cmd/watchqd is its main; the daemon's tests run it as a real process.
+package watchqd
 
 import (
 	"context"
@@ -17,13 +20,14 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/daemon"
 	"github.com/watchq/watchq/daemon/policy"
+	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/source/device"
 )
 
 // Defaults for watchqd's flags.
 const (
-	DefaultSocket = "/run/watchq/watchqd.sock"
 	DefaultConfig = "/etc/watchq/watchqd.conf"
 )
 
@@ -45,7 +49,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Options, error) {
 	o := &Options{}
 	fs := flag.NewFlagSet("watchqd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.Socket, "socket", DefaultSocket, "`path` of the control socket (ignored under systemd socket activation)")
+	fs.StringVar(&o.Socket, "socket", protocol.DefaultSocket, "`path` of the control socket (ignored under systemd socket activation)")
 	mode := fs.String("socket-mode", "0666", "permission `bits` of the socket watchqd creates (the policy, not the mode, decides access)")
 	fs.StringVar(&o.Config, "config", DefaultConfig, "policy configuration `file`, see watchqd.conf(5)")
 	fs.StringVar(&o.Devices, "devices", "auto", "device source: on (required), off, or auto (used when it opens)")
@@ -119,7 +123,7 @@ func Run(ctx context.Context, o *Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var devices DeviceSource
+	var devices daemon.DeviceSource
 	if o.Devices != "off" {
 		src, err := device.Open(ctx, device.Config{Engine: eng})
 		switch {
@@ -135,7 +139,7 @@ func Run(ctx context.Context, o *Options) error {
 		}
 	}
 
-	srv, err := New(Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
+	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
 		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, PipeSlots: o.PipeSlots})
 	if err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/watchq/watchq/vmtest/internal/proto"
+	"github.com/watchq/watchq/internal/vmtest/internal/proto"
 )
 
 // qemuBinary is the emulator; Debian ships it in qemu-system-x86.

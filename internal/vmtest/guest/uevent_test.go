@@ -29,7 +29,7 @@ func TestParseUevent(t *testing.T) {
 // TestFixtures parses every uevent captured from the real kernel under
 // testdata/uevents (see its README) so the fixtures stay valid.
 func TestFixtures(t *testing.T) {
-	files, err := filepath.Glob("../../testdata/uevents/*/*.uevent")
+	files, err := filepath.Glob("../../../testdata/uevents/*/*.uevent")
 	if err != nil {
 		t.Fatal(err)
 	}

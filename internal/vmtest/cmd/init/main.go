@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/watchq/watchq/vmtest/internal/proto"
+	"github.com/watchq/watchq/internal/vmtest/internal/proto"
 )
 
 // guestPATH is the PATH of every test; /watchq/bin holds runner-added tools.

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/watchq/watchq/vmtest/internal/proto"
+	"github.com/watchq/watchq/internal/vmtest/internal/proto"
 )
 
 // DeviceAdd asks the host to hot-plug a qemu device (QMP device_add) with

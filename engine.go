@@ -50,9 +50,6 @@ func NewEngine(cfg Config) *Engine {
 	return e
 }
 
-// Policy returns the engine's policy.
-func (e *Engine) Policy() Policy { return e.policy }
-
 // NewWatchList returns an empty watch list for obj.
 func (e *Engine) NewWatchList(obj Object) *WatchList {
 	wl := &WatchList{eng: e, obj: obj}

@@ -114,8 +114,14 @@ func (q *Queue) SetSize(notes int) (int, error) {
 
 // SetFilter installs f, replacing any filter; nil removes it so every
 // record passes. It may be called at any time, as
-// IOC_WATCH_QUEUE_SET_FILTER may. Records already queued stay.
+// IOC_WATCH_QUEUE_SET_FILTER may. Records already queued stay. A closed
+// queue gives ErrClosed.
 func (q *Queue) SetFilter(f *record.Filter) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
 	q.filter.Store(f)
 	return nil
 }

@@ -34,9 +34,6 @@ type WatchList struct {
 	dead bool
 }
 
-// Object returns the object the list belongs to.
-func (wl *WatchList) Object() Object { return wl.obj }
-
 // Len returns the number of watches.
 func (wl *WatchList) Len() int { return len(*wl.watches.Load()) }
 
@@ -125,13 +122,6 @@ func (wl *WatchList) Destroy() {
 		wl.retireLocked(w)
 		wl.eng.uncharge(w.cred.UID)
 	}
-}
-
-// Dead reports whether Destroy was called.
-func (wl *WatchList) Dead() bool {
-	wl.mu.Lock()
-	defer wl.mu.Unlock()
-	return wl.dead
 }
 
 // retireLocked unhooks w from its queue and posts the removal record

@@ -99,10 +99,6 @@ func New(cfg Config) (*Server, error) {
 	}, nil
 }
 
-// Publishers returns the watch list publisher records are posted to: one
-// list for every publisher type, the record type being the object id.
-func (s *Server) Publishers() *watchq.WatchList { return s.pub }
-
 // Serve accepts connections on l until ctx ends or l fails, then closes
 // every connection (their queues, watches and pipes go) and returns.
 func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {

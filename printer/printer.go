@@ -50,9 +50,6 @@ func (p *Printer) Read(buf []byte) error {
 	return nil
 }
 
-// Record prints one record found at offset off of a read buffer.
-func (p *Printer) Record(off int, r record.Record) { p.record(off, r) }
-
 func (p *Printer) record(off int, r record.Record) {
 	if p.json {
 		_ = p.enc.Encode(JSON(r))

@@ -106,9 +106,6 @@ func ParseFilter(b []byte) (*Filter, error) {
 	return NewFilter(entries...)
 }
 
-// Entries returns a copy of the entries as given.
-func (f *Filter) Entries() []FilterEntry { return append([]FilterEntry(nil), f.given...) }
-
 // MarshalBinary encodes the filter as struct watch_notification_filter,
 // ready for IOC_WATCH_QUEUE_SET_FILTER.
 func (f *Filter) MarshalBinary() ([]byte, error) {

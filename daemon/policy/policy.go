@@ -35,9 +35,6 @@ func New(rs *Rules) *Policy {
 // Set replaces the rules; decisions made afterwards use rs.
 func (p *Policy) Set(rs *Rules) { p.rules.Store(rs) }
 
-// Rules returns the rules in force.
-func (p *Policy) Rules() *Rules { return p.rules.Load() }
-
 // Errors PostAllowed returns: preallocated, as PostAllowed runs for every
 // record and watch and must not allocate.
 var (

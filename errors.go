@@ -2,6 +2,7 @@ package watchq
 
 import (
 	"fmt"
+	"os"
 	"syscall"
 )
 
@@ -12,8 +13,12 @@ var (
 	// ErrBufferTooSmall: the next record does not fit in the read buffer
 	// (pipe_read's -ENOBUFS). Nothing was consumed.
 	ErrBufferTooSmall = &Errno{syscall.ENOBUFS, "read buffer too small for the next record"}
-	// ErrClosed: the queue was closed. Blocked readers wake with it.
-	ErrClosed = &Errno{syscall.EBADF, "queue closed"}
+	// ErrClosed: the queue, source or client was closed. Blocked readers
+	// wake with it. It is watchq's one "closed" error: every package
+	// returns it (or, for kernel.Pipe, os.ErrClosed), and it matches
+	// os.ErrClosed under errors.Is, so errors.Is(err, os.ErrClosed) holds
+	// on every path.
+	ErrClosed = &Errno{syscall.EBADF, "closed"}
 	// ErrWouldBlock: a non-blocking read found the queue empty (EAGAIN).
 	ErrWouldBlock = &Errno{syscall.EAGAIN, "queue empty"}
 	// ErrSizeSet: the queue size was already set (watch_queue_set_size's
@@ -46,14 +51,11 @@ func (e *Errno) Error() string { return "watchq: " + e.Reason }
 // Unwrap returns the errno, so errors.Is(err, syscall.EXXX) works.
 func (e *Errno) Unwrap() error { return e.Errno }
 
-// Is reports sentinel equality by identity and errno equality by value, so
-// errors.Is(fmt.Errorf("%w", &Errno{EINVAL, "x"}), syscall.EINVAL) holds.
-func (e *Errno) Is(target error) bool {
-	if t, ok := target.(*Errno); ok {
-		return t == e
-	}
-	return false
-}
+// Is makes ErrClosed match os.ErrClosed. Sentinels otherwise match by
+// identity (errors.Is's ==), and the errno through Unwrap, so
+// errors.Is(err, ErrWatchExists) and errors.Is(err, syscall.EBUSY) both
+// hold for a duplicate watch.
+func (e *Errno) Is(target error) bool { return e == ErrClosed && target == os.ErrClosed }
 
 // errInval builds an EINVAL error with a reason.
 func errInval(format string, args ...any) error {

@@ -3,6 +3,7 @@ package watchq
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -375,5 +376,22 @@ func TestPostAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("post+read allocates %.1f times", allocs)
+	}
+}
+
+// TestErrClosedMatchesOS: the engine's one closed error matches
+// os.ErrClosed and EBADF.
+func TestErrClosedMatchesOS(t *testing.T) {
+	q := NewQueue()
+	q.Close()
+	_, err := q.SetSize(32)
+	if !errors.Is(err, ErrClosed) || !errors.Is(err, os.ErrClosed) || !errors.Is(err, syscall.EBADF) {
+		t.Errorf("SetSize after Close = %v", err)
+	}
+	if errors.Is(ErrWatchExists, os.ErrClosed) || errors.Is(ErrWatchExists, ErrSizeSet) {
+		t.Error("ErrWatchExists matches an unrelated sentinel")
+	}
+	if err := q.SetFilter(nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetFilter after Close = %v, want ErrClosed", err)
 	}
 }

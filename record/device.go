@@ -105,7 +105,7 @@ func (n BlockNotification) AppendBinary(b []byte) ([]byte, error) {
 // Block decodes a block record (at least 24 bytes, as the sample requires).
 func (r Record) Block() (BlockNotification, error) {
 	if r.Type() != TypeBlock {
-		return BlockNotification{}, fmt.Errorf("watchq: %v is not a block record", r)
+		return BlockNotification{}, &RecordError{Reason: fmt.Sprintf("%v is not a block record", r)}
 	}
 	if len(r) < BlockRecordSize {
 		return BlockNotification{}, &RecordError{Reason: fmt.Sprintf("block record of %d bytes, want %d", len(r), BlockRecordSize)}
@@ -173,7 +173,7 @@ func (n USBNotification) AppendBinary(b []byte) ([]byte, error) {
 // shorter than 3 bytes; watchq accepts them.)
 func (r Record) USB() (USBNotification, error) {
 	if r.Type() != TypeUSB {
-		return USBNotification{}, fmt.Errorf("watchq: %v is not a USB record", r)
+		return USBNotification{}, &RecordError{Reason: fmt.Sprintf("%v is not a USB record", r)}
 	}
 	if len(r) < USBNameOffset {
 		return USBNotification{}, &RecordError{Reason: fmt.Sprintf("USB record of %d bytes, want >= %d", len(r), USBNameOffset)}

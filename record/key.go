@@ -51,7 +51,7 @@ func (k KeyNotification) AppendBinary(b []byte) ([]byte, error) {
 // than 16 is rejected.
 func (r Record) Key() (KeyNotification, error) {
 	if r.Type() != TypeKey {
-		return KeyNotification{}, fmt.Errorf("watchq: %v is not a key record", r)
+		return KeyNotification{}, &RecordError{Reason: fmt.Sprintf("%v is not a key record", r)}
 	}
 	if len(r) != KeyRecordSize {
 		return KeyNotification{}, &RecordError{Reason: fmt.Sprintf("key record of %d bytes, want %d", len(r), KeyRecordSize)}

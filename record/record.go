@@ -94,7 +94,7 @@ func (m Removal) AppendBinary(b []byte) ([]byte, error) {
 // Removal decodes a removal record.
 func (r Record) Removal() (Removal, error) {
 	if !r.IsRemoval() {
-		return Removal{}, fmt.Errorf("watchq: %v is not a removal record", r)
+		return Removal{}, &RecordError{Reason: fmt.Sprintf("%v is not a removal record", r)}
 	}
 	m := Removal{Tag: r.Tag()}
 	switch len(r) {
@@ -123,7 +123,7 @@ func (l Loss) AppendBinary(b []byte) ([]byte, error) {
 // Loss decodes a loss record.
 func (r Record) Loss() (Loss, error) {
 	if !r.IsLoss() {
-		return Loss{}, fmt.Errorf("watchq: %v is not a loss record", r)
+		return Loss{}, &RecordError{Reason: fmt.Sprintf("%v is not a loss record", r)}
 	}
 	return Loss{Count: r.Header().TypeInfo()}, nil
 }

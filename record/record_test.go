@@ -207,3 +207,22 @@ func FuzzRecords(f *testing.F) {
 		}
 	})
 }
+
+// TestTypedDecodersOneErrorType: a wrong type and a wrong length are the
+// same kind of error, a *RecordError matching ErrMalformed and EINVAL.
+func TestTypedDecodersOneErrorType(t *testing.T) {
+	usb, _ := USBNotification{Name: "1-1"}.AppendBinary(nil)
+	r := Record(usb)
+	for name, f := range map[string]func() error{
+		"key":     func() error { _, err := r.Key(); return err },
+		"block":   func() error { _, err := r.Block(); return err },
+		"removal": func() error { _, err := r.Removal(); return err },
+		"loss":    func() error { _, err := r.Loss(); return err },
+	} {
+		err := f()
+		var re *RecordError
+		if !errors.As(err, &re) || !errors.Is(err, ErrMalformed) || !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("%s of a USB record: %v (%T), want a *RecordError", name, err, err)
+		}
+	}
+}

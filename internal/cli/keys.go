@@ -94,6 +94,10 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 			d = k.spec + " " + d
 		}
 		descs = append(descs, fmt.Sprintf("%s tag %d", d, k.tag))
+		o.names[k.tag] = fmt.Sprintf("key %d (%s)", serial, k.spec)
+		if k.spec == fmt.Sprint(serial) {
+			o.names[k.tag] = fmt.Sprintf("key %d", serial)
+		}
 	}
 	return src, "keys " + strings.Join(descs, ", "), nil
 }

@@ -36,7 +36,10 @@ const (
 type watchOptions struct {
 	size      int
 	filters   []string
+	format    string
 	json      bool
+	raw       bool
+	once      bool
 	socket    string
 	backend   string
 	interval  time.Duration
@@ -44,18 +47,27 @@ type watchOptions struct {
 	timeout   time.Duration
 	capture   string
 	deviceTag record.Tag
+	// names says what each tag watches, for removal lines.
+	names tagNames
 }
 
+// tagNames names watches by tag, for the printer's removal lines.
+type tagNames map[record.Tag]string
+
+// WatchName implements printer.Namer.
+func (n tagNames) WatchName(t record.Tag) string { return n[t] }
+
 func newWatchOptions() *watchOptions {
-	return &watchOptions{deviceTag: TagDevices}
+	return &watchOptions{deviceTag: TagDevices, names: tagNames{}}
 }
 
 func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	f := cmd.Flags()
 	f.IntVar(&o.size, "size", 256, "queue size in `notes` (1..512, rounded up to pages of 32), like IOC_WATCH_QUEUE_SET_SIZE")
 	f.StringArrayVar(&o.filters, "filter", nil, "queue `filter`, e.g. key:linked,unlinked or block:error or usb@4 (see the syntax above; repeatable)")
-	f.BoolVar(&o.json, "json", false, "print one JSON object per record instead of the sample's format")
+	addFormatFlags(cmd, &o.format, &o.json, &o.raw)
 	f.IntVar(&o.count, "count", 0, "exit after the read that brings the records printed to `N` (0: run until interrupted)")
+	f.BoolVar(&o.once, "once", false, "exit after the first read (--count 1)")
 	f.DurationVar(&o.timeout, "timeout", 0, "stop after this long; with --count, not reaching N records in time is an error")
 	f.StringVar(&o.capture, "capture", "", "also append the raw bytes of every read to `FILE` (for watchq decode)")
 	if keys {
@@ -95,6 +107,14 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 	if o.count < 0 {
 		return usageError{fmt.Errorf("--count %d: must be 0 or more", o.count)}
 	}
+	if o.once {
+		o.count = 1
+	}
+	popts, err := printerOptions(stdout, o.format, o.json, o.raw)
+	if err != nil {
+		return err
+	}
+	popts.Names = o.names
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -162,17 +182,17 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 	}
 
 	fmt.Fprintf(stderr, "watchq: watching %s; queue %d notes, filter %s\n", strings.Join(watching, ", "), capacity, filterText)
-	return o.readLoop(ctx, q, stdout, capture)
+	return o.readLoop(ctx, q, stdout, capture, popts)
 }
 
 // errTimeout is the cause of a context ended by --timeout.
 var errTimeout = errors.New("timeout")
 
 // readLoop reads the queue with a ReadSize buffer and prints every read.
-func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, capture io.Writer) error {
+func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, capture io.Writer, popts printer.Options) error {
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	p := printer.New(out, o.json)
+	p := printer.New(out, popts)
 	buf := make([]byte, ReadSize)
 	seen := 0
 	for {

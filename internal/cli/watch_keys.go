@@ -67,7 +67,7 @@ with CONFIG_WATCH_QUEUE and CONFIG_KEY_NOTIFICATIONS; the poll backend diffs
 /proc/keys and KEYCTL_READ every --interval. --backend=auto picks the
 kernel backend when the kernel has it.
 
-` + FilterSyntax,
+` + FilterSyntax + "\n\n" + FormatHelp,
 		Example: `  watchq watch keys                       # @s tag 1, @u tag 2
   watchq watch keys @u=7 0x2ffc2e5d=8 --backend=poll --interval=100ms
   watchq watch keys --filter key:linked,unlinked --json`,

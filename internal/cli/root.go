@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/watchq/watchq/internal/version"
 )
 
 // Exit statuses.
@@ -71,7 +73,9 @@ shows the watchqd daemon's queues and counters. The daemon is described in
 watchqd(8) and its configuration in watchqd.conf(5).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Version:       version.String("watchq"),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newGenDocsCommand())
 	return root

@@ -81,12 +81,18 @@ func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	_ = cmd.RegisterFlagCompletionFunc("filter", completeFilter)
 }
 
-// completeFilter offers filter entries for shell completion.
-func completeFilter(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return []string{
-		"key", "key:linked,unlinked", "key:updated", "key:revoked,invalidated", "key@1", "key@2",
-		"block", "block:error", "block:lifecycle", "usb", "usb:dev-add,dev-remove", "@4",
-	}, cobra.ShellCompDirectiveNoFileComp
+// completeFilter offers filter entries for shell completion: each type,
+// each type:subtype with the filter names, the groups, and tags.
+func completeFilter(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	out := []string{"key", "block", "usb", "block:error", "block:lifecycle", "key@1", "key@2", "@4"}
+	for _, t := range []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB} {
+		for s := range 256 {
+			if n := record.EventName(t, uint8(s)); n != "" {
+				out = append(out, t.String()+":"+n)
+			}
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
 // source is something that feeds the queue and must be closed afterwards.

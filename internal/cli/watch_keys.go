@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -71,6 +72,7 @@ kernel backend when the kernel has it.
 		Example: `  watchq watch keys                       # @s tag 1, @u tag 2
   watchq watch keys @u=7 0x2ffc2e5d=8 --backend=poll --interval=100ms
   watchq watch keys --filter key:linked,unlinked --json`,
+		ValidArgsFunction: completeKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ks, err := parseKeyArgs(args)
 			if err != nil {
@@ -81,4 +83,26 @@ kernel backend when the kernel has it.
 	}
 	o.addFlags(cmd, true, false)
 	return cmd
+}
+
+// completeKeys offers the special key ids keyctl(1) knows and the serials
+// of the keys this user can see in /proc/keys, with their descriptions.
+func completeKeys(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	out := []string{"@s\tsession keyring", "@u\tuser keyring", "@us\tuser session keyring",
+		"@p\tprocess keyring", "@t\tthread keyring", "@a\tassumed request_key authorisation key"}
+	if b, err := os.ReadFile("/proc/keys"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			// "2ffc2e5d I--Q---     1 perm 3f030000  1000  1000 keyring   _ses: 1"
+			f := strings.Fields(line)
+			if len(f) < 9 {
+				continue
+			}
+			serial, err := strconv.ParseUint(f[0], 16, 32)
+			if err != nil {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%d\t%s %s", serial, f[7], strings.Join(f[8:], " ")))
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }

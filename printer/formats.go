@@ -2,7 +2,6 @@ package printer
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/watchq/watchq/record"
 )
@@ -119,44 +118,22 @@ func Line(r record.Record, names Namer, devices DeviceNamer) string {
 			return fmt.Sprintf("removal %s: %s is no longer watched", tag, what)
 		case record.MetaLoss:
 			l, _ := r.Loss()
-			switch {
-			case l.Count == 0:
-				return "loss records were lost"
-			case l.Count == 0xffff:
-				return "loss at least 65535 records lost"
-			}
-			return fmt.Sprintf("loss %d records lost", l.Count)
+			return l.String()
 		}
 	case record.TypeKey:
 		if k, err := r.Key(); err == nil {
-			s := fmt.Sprintf("key %d %s", k.KeyID, event(h))
-			switch k.Subtype {
-			case record.KeyLinked, record.KeyUnlinked:
-				s += fmt.Sprintf(" key=%d", k.Aux)
-			case record.KeyInstantiated:
-				if k.Aux != 0 {
-					s += fmt.Sprintf(" error=%d", int32(k.Aux))
-				}
-			}
-			return s + " " + tag
+			return k.String() + " " + tag
 		}
 	case record.TypeBlock:
 		if b, err := r.Block(); err == nil {
-			s := fmt.Sprintf("block %s %s", blockObject(b, devices), event(h))
-			switch {
-			case record.IsBlockError(b.Subtype):
-				s += fmt.Sprintf(" sector=%d", b.Sector)
-			case b.Subtype == record.BlockAdd || b.Subtype == record.BlockResize:
-				s += fmt.Sprintf(" size=%d", b.Sector)
+			if b.Name == "" && devices != nil {
+				b.Name = devices.DeviceName(record.SplitKernelDev(b.Dev))
 			}
-			if b.TypeInfo&uint16(record.BlockFlagPartition>>record.InfoTypeInfoShift) != 0 {
-				s += " partition"
-			}
-			return s + " " + tag
+			return b.String() + " " + tag
 		}
 	case record.TypeUSB:
 		if u, err := r.USB(); err == nil {
-			return fmt.Sprintf("usb %s %s %s", u.Name, event(h), tag)
+			return u.String() + " " + tag
 		}
 	default:
 		if h.Type.IsPublisher() {
@@ -164,25 +141,4 @@ func Line(r record.Record, names Namer, devices DeviceNamer) string {
 		}
 	}
 	return fmt.Sprintf("%s subtype=%d len=%d data=%x %s", h.Type, h.Subtype, len(r), []byte(r[record.HeaderSize:]), tag)
-}
-
-// event names the record's event as filters do, or "subtype=N".
-func event(h record.Header) string {
-	if n := record.EventName(h.Type, h.Subtype); n != "" {
-		return n
-	}
-	return fmt.Sprintf("subtype=%d", h.Subtype)
-}
-
-// blockObject is "loop0 (7:0)", or "7:0" when the name is unknown.
-func blockObject(b record.BlockNotification, devices DeviceNamer) string {
-	ma, mi := record.SplitKernelDev(b.Dev)
-	name := b.Name
-	if name == "" && devices != nil {
-		name = devices.DeviceName(ma, mi)
-	}
-	if name == "" {
-		return fmt.Sprintf("%d:%d", ma, mi)
-	}
-	return fmt.Sprintf("%s (%d:%d)", strings.TrimSpace(name), ma, mi)
 }

@@ -88,7 +88,7 @@ func JSON(r record.Record, devices DeviceNamer) Object {
 			if record.IsBlockError(b.Subtype) {
 				o.Sector = ptr(b.Sector)
 			} else {
-				o.Partition = ptr(b.TypeInfo&uint16(record.BlockFlagPartition>>record.InfoTypeInfoShift) != 0)
+				o.Partition = ptr(b.IsPartition())
 				if b.Subtype == record.BlockAdd || b.Subtype == record.BlockResize {
 					o.Size = ptr(b.Sector)
 				}

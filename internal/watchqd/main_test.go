@@ -170,6 +170,19 @@ func (p *proc) waitReady(tb testing.TB) {
 	}
 }
 
+// waitLog waits for want in what watchqd wrote to stderr. Its stderr
+// reaches the log through a pipe and a goroutine: what it wrote before
+// READY=1 may arrive after.
+func (p *proc) waitLog(tb testing.TB, want string) {
+	tb.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Log(), want); {
+		if time.Now().After(deadline) {
+			tb.Fatalf("watchqd %d has not logged %q:\n%s", p.pid(), want, p.Log())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // waitRefusal waits for watchqd to exit without having been ready, and
 // checks its status is 1 and its stderr says want.
 func (p *proc) waitRefusal(tb testing.TB, want string) {

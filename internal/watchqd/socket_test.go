@@ -340,9 +340,7 @@ func TestStaleSocketRemoved(t *testing.T) {
 		t.Fatalf("after SIGKILL: %q", names)
 	}
 	b := start(t, sock, "")
-	if !strings.Contains(b.Log(), "removed a stale socket") {
-		t.Errorf("no word of the stale socket in the log:\n%s", b.Log())
-	}
+	b.waitLog(t, "removed a stale socket")
 	serves(t, sock)
 	b.stop(t)
 

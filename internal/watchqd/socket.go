@@ -29,17 +29,20 @@ import (
 //     (net/unix/af_unix.c, unix_bind_bsd), so watchqd binds on a thread of
 //     its own whose umask is exactly the complement of the mode. That
 //     thread first leaves the process's shared fs attributes
-//     (unshare(CLONE_FS)), so no other goroutine ever runs under that umask,
-//     and the runtime ends the thread when the binding goroutine returns
-//     (it never unlocks it; if it ran on the main thread, the runtime
-//     parks that thread for good instead, and /proc/PID/status, which
-//     shows the main thread's umask, then shows the socket's). Changing the process umask around bind would
-//     widen every file another goroutine creates meanwhile; fchmod(2) on
-//     the socket after bind changes only the socket's own inode in sockfs,
-//     not the bound name's; chmod(2) by path after bind follows whatever
-//     the name is by then. If unshare is refused (a seccomp filter),
-//     watchqd fchmods the socket before bind instead, which can only narrow
-//     the mode under the process umask, and refuses to start when it did.
+//     (unshare(CLONE_FS)), so no other goroutine ever runs under that
+//     umask, and the runtime ends the thread when the binding goroutine
+//     returns (it never unlocks it; if it was the main thread, the runtime
+//     parks it for good instead, and /proc/PID/status, which shows the
+//     main thread's umask, then shows the socket's). Changing the process
+//     umask around bind would widen every file another goroutine creates
+//     meanwhile; fchmod(2) on the socket after bind changes only the
+//     socket's own inode in sockfs, not the bound name's (checked on
+//     Linux 6.18); chmod(2) by path after bind follows whatever the name is
+//     by then; binding in a private directory and renaming into place
+//     would work too, but leaves getsockname(2) naming the old path. If
+//     unshare is refused (a seccomp filter), watchqd fchmods the socket
+//     before bind instead, which can only narrow the mode under the
+//     process umask, and refuses to start when it did.
 //   - Name: watchqd holds an exclusive flock on SOCKET.lock, which holds its
 //     pid, for as long as it runs. A second watchqd on the same path fails
 //     to take it and stops without touching the socket. Only the lock's
@@ -96,13 +99,9 @@ func createSocket(path string, mode uint32, log *slog.Logger) (_ *socket, err er
 	}
 	s := &socket{path: path, lock: lock, log: log}
 	var st unix.Stat_t
-	err = unix.Lstat(path, &st)
-	if err == nil && (st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o777 != mode) {
-		err = fmt.Errorf("is %#o, not a socket of mode %#o", st.Mode, mode)
-	}
-	if err != nil {
+	if err := unix.Lstat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		unix.Close(fd)
-		return nil, fmt.Errorf("watchqd: %s after bind: %w", path, err)
+		return nil, fmt.Errorf("watchqd: %s after bind: mode %#o, %v; want a socket", path, st.Mode, err)
 	}
 	s.dev, s.ino = st.Dev, st.Ino
 	defer func() {
@@ -110,6 +109,10 @@ func createSocket(path string, mode uint32, log *slog.Logger) (_ *socket, err er
 			s.removeSocket()
 		}
 	}()
+	if st.Mode&0o777 != mode {
+		unix.Close(fd)
+		return nil, fmt.Errorf("watchqd: %s after bind: mode %#o, want %#o", path, st.Mode&0o777, mode)
+	}
 	// listen(2) caps the backlog at net.core.somaxconn.
 	if err := unix.Listen(fd, 4096); err != nil {
 		unix.Close(fd)

@@ -95,3 +95,51 @@ func TestTracerSeesCalls(t *testing.T) {
 		t.Errorf("Read after Close: %v", err)
 	}
 }
+
+// TestTracerRingFull: a one-page ring holds about 34 events; 200 updates
+// made while nobody reads lose the rest, and the next event carries the
+// count.
+func TestTracerRingFull(t *testing.T) {
+	testenv.RequireRoot(t)
+	tr, err := Open(Config{RingSize: os.Getpagesize()})
+	testenv.SkipIfUnsupported(t, "key tracer", err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	k, err := unix.AddKey("user", "wq-kt-full", []byte("1"), unix.KEY_SPEC_USER_KEYRING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.KeyctlInt(unix.KEYCTL_UNLINK, k, unix.KEY_SPEC_USER_KEYRING, 0, 0)
+	for range 200 {
+		unix.KeyctlBuffer(unix.KEYCTL_UPDATE, k, []byte("2"), 0)
+	}
+	dropped, err := tr.Dropped()
+	if err != nil || dropped == 0 {
+		t.Fatalf("Dropped = %d, %v; want some", dropped, err)
+	}
+	// Drain the ring, then one more event: it carries the count.
+	var seen int
+	var e Event
+	for {
+		tr.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := tr.Read(&e); err != nil {
+			break
+		}
+		seen++
+	}
+	tr.Marker(8)
+	tr.SetDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if err := tr.Read(&e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == KindMarker && e.Cookie() == 8 {
+			break
+		}
+	}
+	if e.Drops < dropped || seen == 0 {
+		t.Errorf("read %d events; marker says %d dropped, Dropped said %d", seen, e.Drops, dropped)
+	}
+}

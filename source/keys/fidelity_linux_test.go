@@ -334,13 +334,27 @@ func openTraced(t *testing.T) *Source {
 	t.Helper()
 	_, err := keytrace.ProbeLayout()
 	testenv.SkipIfUnsupported(t, "key tracer (BTF)", err)
-	src, err := Open(context.Background(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: Traced, Interval: time.Hour})
+	src, err := openTracedSource()
 	testenv.SkipIfUnsupported(t, "key tracer (BPF on the syscall tracepoints)", err)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Close() })
 	return src
+}
+
+func openTracedSource() (*Source, error) {
+	return Open(context.Background(), Config{Engine: watchq.NewEngine(watchq.Config{}), Backend: Traced, Interval: time.Hour})
+}
+
+// newBenchQueue is a 512-note queue closed with b.
+func newBenchQueue(b *testing.B) *watchq.Queue {
+	q := watchq.NewQueue()
+	if _, err := q.SetSize(512); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { q.Close() })
+	return q
 }
 
 // compareStreams reports every line where two streams differ.

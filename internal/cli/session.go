@@ -71,9 +71,9 @@ func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	f.DurationVar(&o.timeout, "timeout", 0, "stop after this long; with --count, not reaching N records in time is an error")
 	f.StringVar(&o.capture, "capture", "", "also append the raw bytes of every read to `FILE` (for watchq decode)")
 	if keys {
-		f.StringVar(&o.backend, "backend", "auto", "key backend: auto, kernel (KEYCTL_WATCH_KEY) or poll")
+		f.StringVar(&o.backend, "backend", "auto", "key backend: auto, kernel (KEYCTL_WATCH_KEY), traced (BPF on the key syscalls) or poll")
 		f.DurationVar(&o.interval, "interval", time.Second, "poll backend interval")
-		_ = cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions([]string{"auto", "kernel", "poll"}, cobra.ShellCompDirectiveNoFileComp))
+		_ = cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions([]string{"auto", "kernel", "traced", "poll"}, cobra.ShellCompDirectiveNoFileComp))
 	}
 	if devices {
 		f.StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path`")

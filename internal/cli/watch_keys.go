@@ -64,9 +64,13 @@ none is given. Without keys: the session keyring with tag 1 and the user
 keyring with tag 2, as the kernel's sample does.
 
 The kernel backend (KEYCTL_WATCH_KEY on a notification pipe) needs a kernel
-with CONFIG_WATCH_QUEUE and CONFIG_KEY_NOTIFICATIONS; the poll backend diffs
-/proc/keys and KEYCTL_READ every --interval. --backend=auto picks the
-kernel backend when the kernel has it.
+with CONFIG_WATCH_QUEUE and CONFIG_KEY_NOTIFICATIONS. Without it, the traced
+backend (root: BPF on the keyctl, add_key and request_key system calls)
+posts the record the kernel would for each change any process makes, and
+polls every --interval only for what system calls do not show (garbage
+collection, the kernel's own changes); the poll backend diffs /proc/keys and
+KEYCTL_READ every --interval. --backend=auto picks kernel, else traced where
+its programs load, else poll.
 
 ` + FilterSyntax + "\n\n" + FormatHelp,
 		Example: `  watchq watch keys                       # @s tag 1, @u tag 2

@@ -16,7 +16,7 @@ import (
 	"github.com/watchq/watchq/record"
 )
 
-// BackendEnv overrides the Auto backend choice: "kernel" or "poll".
+// BackendEnv overrides the Auto backend choice: "kernel", "traced" or "poll".
 const BackendEnv = "WATCHQ_KEYS_BACKEND"
 
 // DefaultInterval is the poll backend's interval when Config.Interval is 0.
@@ -46,6 +46,7 @@ type Source struct {
 	eng      *watchq.Engine
 	gen      *watchq.Cred
 	backend  Backend
+	fallback error // why Auto did not choose Traced (traced_linux.go)
 	impl     backend
 	interval time.Duration
 
@@ -103,8 +104,19 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b == Auto { // no kernel facility: traced where it loads, else poll
+		b = s.openTraced()
+	}
 	s.backend = b
 	switch b {
+	case Traced:
+		if s.impl == nil {
+			tb, err := newTracedBackend(s)
+			if err != nil {
+				return nil, fmt.Errorf("keys: traced backend: %w", err)
+			}
+			s.impl = tb
+		}
 	case Kernel:
 		kb, err := newKernelBackend(s, cfg.PipeNotes)
 		if err != nil {
@@ -130,9 +142,11 @@ func chooseBackend(b Backend) (Backend, error) {
 			b = Kernel
 		case "poll":
 			b = Poll
+		case "traced":
+			b = Traced
 		case "", "auto":
 		default:
-			return 0, fmt.Errorf("keys: $%s=%q, want kernel, poll or auto", BackendEnv, v)
+			return 0, fmt.Errorf("keys: $%s=%q, want kernel, traced, poll or auto", BackendEnv, v)
 		}
 	}
 	switch b {
@@ -140,14 +154,14 @@ func chooseBackend(b Backend) (Backend, error) {
 		if kernel.Probe() == nil {
 			return Kernel, nil
 		}
-		return Poll, nil
+		return Auto, nil // Open tries Traced
 	case Kernel:
 		if err := kernel.Probe(); err != nil {
 			return 0, fmt.Errorf("keys: kernel backend: %w", err)
 		}
 		return Kernel, nil
-	case Poll:
-		return Poll, nil
+	case Poll, Traced:
+		return b, nil
 	}
 	return 0, fmt.Errorf("keys: unknown backend %d", b)
 }

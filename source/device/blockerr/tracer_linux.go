@@ -13,7 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
+	"github.com/watchq/watchq/internal/bpfring"
 	"golang.org/x/sys/unix"
 )
 

@@ -68,6 +68,16 @@ func (r *Reader) Drops() (uint64, error) {
 	return d, nil
 }
 
+// Dropped returns how many records the program dropped on a full ring
+// buffer so far (the counter itself; Drops returns its growth).
+func (r *Reader) Dropped() (uint64, error) {
+	var n uint64
+	if err := r.drops.Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("%s: read drop counter: %w", r.prefix, err)
+	}
+	return n, nil
+}
+
 // Close closes the ring buffer, detaches the program and releases
 // everything; a blocked Read returns ErrClosed. Later calls do nothing.
 func (r *Reader) Close() error {

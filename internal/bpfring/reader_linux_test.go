@@ -12,8 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/watchq/watchq/internal/bpfring"
 	"github.com/watchq/watchq/internal/testenv"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
 )
 
 type nopCloser struct{}

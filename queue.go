@@ -89,26 +89,25 @@ func NewQueue(opts ...QueueOption) *Queue {
 }
 
 // SetSize sizes the queue to hold at least notes records and returns the
-// capacity. Like watch_queue_set_size it works once (ErrSizeSet, EBUSY,
-// after that); notes must be 1..512 (or the WithMaxNotes limit), else
-// EINVAL; the capacity is rounded up to whole pages of 32 notes, as
+// capacity. Like watch_queue_set_size it works once: a sized queue gives
+// ErrSizeSet (EBUSY) whatever notes is, since the kernel checks that before
+// the range. Otherwise notes must be 1..512 (or the WithMaxNotes limit),
+// else EINVAL; the capacity is rounded up to whole pages of 32 notes, as
 // mainline since 5.17 does (a request of 1 gives 32, 100 gives 128).
 func (q *Queue) SetSize(notes int) (int, error) {
-	if notes < 1 || notes > q.maxNotes {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return 0, ErrClosed
+	case q.sized:
+		return 0, ErrSizeSet
+	case notes < 1 || notes > q.maxNotes:
 		return 0, errInval("queue size %d out of range 1..%d", notes, q.maxNotes)
 	}
 	capacity := (notes + record.NotesPerPage - 1) / record.NotesPerPage * record.NotesPerPage
-	ring := make([]note, capacity)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed {
-		return 0, ErrClosed
-	}
-	if q.sized {
-		return 0, ErrSizeSet
-	}
 	q.sized = true
-	q.notes = ring
+	q.notes = make([]note, capacity) // under the lock, as the kernel sizes under pipe->mutex
 	return capacity, nil
 }
 

@@ -217,6 +217,14 @@ func (q *Queue) notify() {
 //
 // Preconditions: q.mu is held.
 func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
+	if len(buf) == 0 {
+		// pipe_read's "Null read succeeds": 0 before looking at the
+		// ring, whatever it holds.
+		if q.closed {
+			return 0, ErrClosed
+		}
+		return 0, nil
+	}
 	off := 0
 	for {
 		if q.lossPending > 0 {
@@ -263,7 +271,8 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 // TryRead reads whole records into buf without blocking. It returns
 // ErrWouldBlock (EAGAIN) when nothing is queued, ErrBufferTooSmall (ENOBUFS)
 // when the next record does not fit (nothing is consumed), ErrClosed after
-// Close.
+// Close. An empty buf reads 0 bytes and no error, as read(2) of 0 bytes
+// does.
 func (q *Queue) TryRead(buf []byte) (int, error) {
 	q.mu.Lock()
 	n, err := q.readLocked(buf, false)
@@ -278,7 +287,8 @@ func (q *Queue) TryRead(buf []byte) (int, error) {
 // Read blocks until at least one record is queued, then packs as many whole
 // records into buf as fit, like read(2) on a notification pipe. It returns
 // ErrBufferTooSmall (ENOBUFS) if the next record does not fit in buf,
-// ctx.Err() when ctx ends, and ErrClosed once the queue is closed.
+// ctx.Err() when ctx ends, and ErrClosed once the queue is closed. An empty
+// buf returns 0 at once without blocking, as read(2) of 0 bytes does.
 func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 	return q.read(ctx, buf, false)
 }

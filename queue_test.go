@@ -207,14 +207,26 @@ func TestReadWholeRecords(t *testing.T) {
 	if n, err := q.TryRead(buf[:15]); n != 0 || !errors.Is(err, ErrBufferTooSmall) || !errors.Is(err, syscall.ENOBUFS) {
 		t.Errorf("TryRead(15) = %d, %v; want ENOBUFS", n, err)
 	}
-	if n, err := q.TryRead(buf[:0]); n != 0 || !errors.Is(err, syscall.ENOBUFS) {
-		t.Errorf("TryRead(0) = %d, %v", n, err)
+	// read(2) of 0 bytes returns 0 ("Null read succeeds"), blocking or
+	// not, and consumes nothing.
+	if n, err := q.TryRead(buf[:0]); n != 0 || err != nil {
+		t.Errorf("TryRead(0 bytes) = %d, %v; want 0, nil", n, err)
+	}
+	if n, err := q.Read(context.Background(), nil); n != 0 || err != nil {
+		t.Errorf("Read(0 bytes) = %d, %v; want 0, nil", n, err)
 	}
 	if n, err := q.TryRead(buf); n != 16 || err != nil {
 		t.Errorf("TryRead after ENOBUFS = %d, %v; the record must not be lost", n, err)
 	}
 	if _, err := q.TryRead(buf); !errors.Is(err, syscall.EAGAIN) {
 		t.Errorf("empty TryRead: %v, want EAGAIN", err)
+	}
+	if n, err := q.TryRead(nil); n != 0 || err != nil {
+		t.Errorf("TryRead(0 bytes) of an empty queue = %d, %v; want 0, nil", n, err)
+	}
+	q.Close()
+	if _, err := q.TryRead(nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("TryRead(0 bytes) of a closed queue: %v, want ErrClosed", err)
 	}
 }
 

@@ -170,7 +170,8 @@ func (q *Queue) slotLocked(i int) int {
 
 // lossLocked accounts n records lost upstream of the queue: they count
 // against the newest queued record, or, on an empty ring, are reported
-// before the next record.
+// before the next record. An unsized queue only counts them: like every
+// record posted to it they are lost without a loss record.
 //
 // Preconditions: q.mu is held.
 func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
@@ -178,6 +179,9 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 		return false
 	}
 	q.lost += n
+	if len(q.notes) == 0 {
+		return false // unsized
+	}
 	if q.count > 0 {
 		q.notes[q.slotLocked(q.count-1)].lost += n
 		return false

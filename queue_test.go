@@ -168,6 +168,36 @@ func TestLossOrder(t *testing.T) {
 	}
 }
 
+// TestUnsizedLosesSilently: until SetSize every record is lost and no loss
+// record can appear, also for losses reported upstream (PostLoss).
+func TestUnsizedLosesSilently(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	q := NewQueue()
+	if err := wl.Add(q, 0, 1, CurrentCred()); err != nil {
+		t.Fatal(err)
+	}
+	wl.PostLoss(3)
+	wl.Post(keyRec(record.KeyUpdated, 1, 1), SystemCred, 0)
+	if q.Readable() {
+		t.Error("an unsized queue is readable")
+	}
+	if _, err := q.SetSize(32); err != nil {
+		t.Fatal(err)
+	}
+	wl.Post(keyRec(record.KeyUpdated, 1, 2), SystemCred, 0)
+	got := drain(t, q)
+	if len(got) != 1 || got[0].IsLoss() {
+		t.Fatalf("got %v; want the one record posted after SetSize, no loss record", got)
+	}
+	if k, _ := got[0].Key(); k.Aux != 2 {
+		t.Errorf("got %+v", k)
+	}
+	if s := q.Stats(); s.Lost != 4 || s.Posted != 1 {
+		t.Errorf("stats %+v; want 4 lost (3 upstream, 1 posted), 1 posted", s)
+	}
+}
+
 func itoa(i int) string {
 	if i == 0 {
 		return "0"

@@ -33,8 +33,6 @@ type Queue struct {
 	filter atomic.Pointer[record.Filter]
 	// ready is the ReadySet told when the queue becomes readable, or nil.
 	ready atomic.Pointer[ReadySet]
-	// inReady is set while the queue sits in its ReadySet's list.
-	inReady atomic.Bool
 
 	// filtered and denied count records the filter or the policy kept out.
 	filtered, denied atomic.Uint64

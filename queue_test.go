@@ -377,6 +377,39 @@ func TestReadySet(t *testing.T) {
 	}
 }
 
+// TestReadySetMove: a queue moved to another set before the first
+// collected its report is reported by the new set, at once and for later
+// records, and no longer by the old one.
+func TestReadySetMove(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 0, 0, CurrentCred())
+	a, b := NewReadySet(), NewReadySet()
+	a.Add(q)
+	wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 0) // reported to a, never collected
+	b.Add(q)
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // Wait returns what is reported without blocking
+	if r, err := b.Wait(done); err != nil || len(r) != 1 || r[0] != q {
+		t.Fatalf("new set: %v, %v; want the moved readable queue", r, err)
+	}
+	if r, err := a.Wait(done); err == nil {
+		t.Errorf("old set still reports %v", r)
+	}
+	drain(t, q)
+	wl.Post(keyRec(record.KeyUpdated, 1, 1), SystemCred, 0)
+	if r, err := b.Wait(done); err != nil || len(r) != 1 || r[0] != q {
+		t.Errorf("new set, next record: %v, %v; want the queue", r, err)
+	}
+	b.Remove(q)
+	drain(t, q)
+	wl.Post(keyRec(record.KeyUpdated, 1, 2), SystemCred, 0)
+	if r, err := b.Wait(done); err == nil {
+		t.Errorf("set reports %v after Remove", r)
+	}
+}
+
 // TestStalledReader: 1e6 posts into a queue nobody reads. The poster
 // finishes, memory stays bounded, and the loss count is exact.
 func TestStalledReader(t *testing.T) {

@@ -145,7 +145,7 @@ func (q *Queue) postLocked(rec []byte, tag byte) (becameReadable bool) {
 		}
 		return false
 	}
-	wasReadable := q.count > 0 || q.lossPending > 0
+	wasReadable := q.readableLocked()
 	n := &q.notes[q.slotLocked(q.count)]
 	n.lost = 0
 	n.len = uint8(copy(n.data[:], rec))
@@ -184,7 +184,7 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 		q.notes[q.slotLocked(q.count-1)].lost += n
 		return false
 	}
-	wasReadable := q.lossPending > 0
+	wasReadable := q.readableLocked()
 	q.lossPending += n
 	return !wasReadable || q.readers > 0
 }
@@ -262,7 +262,7 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 		if q.closed {
 			return 0, ErrClosed
 		}
-		if q.lossPending > 0 || q.count > 0 {
+		if q.readableLocked() {
 			return 0, ErrBufferTooSmall
 		}
 		return 0, ErrWouldBlock
@@ -278,7 +278,7 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 func (q *Queue) TryRead(buf []byte) (int, error) {
 	q.mu.Lock()
 	n, err := q.readLocked(buf, false)
-	again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
+	again := err == nil && q.readers > 0 && q.readableLocked()
 	q.mu.Unlock()
 	if again {
 		q.notify() // pass the wake-up on to another blocked reader
@@ -311,7 +311,7 @@ func (q *Queue) read(ctx context.Context, buf []byte, one bool) (int, error) {
 		q.mu.Lock()
 		n, err := q.readLocked(buf, one)
 		if err != ErrWouldBlock {
-			again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
+			again := err == nil && q.readers > 0 && q.readableLocked()
 			q.mu.Unlock()
 			if again {
 				q.notify() // pass the wake-up on to another blocked reader
@@ -396,13 +396,35 @@ func (q *Queue) Stats() QueueStats {
 	}
 }
 
-// Readable reports whether a read would return data now (a record or a
-// pending loss record), or the queue is closed.
+// Readable reports whether a read would return at once: data (a record or
+// a pending loss record) or ErrClosed. See readableLocked for how this
+// differs from the kernel's poll.
 func (q *Queue) Readable() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.count > 0 || q.lossPending > 0 || q.closed
+	return q.readableLocked() || q.closed
 }
+
+// readableLocked reports whether a read would return data now: a queued
+// record or a pending loss record. It decides Readable, the wake-ups of
+// blocked readers and the reports to a ReadySet.
+//
+// The kernel differs on a pending loss alone. pipe_poll reports EPOLLIN
+// only while the ring holds a record, and a post wakes readers only when it
+// queues one; yet pipe_read emits a pending note_loss before it looks at
+// the ring, so a read(2) returns that loss record at once, blocking or not.
+// (The kernel gets there after a read consumed a flagged record that was
+// the last one queued, or with no room left for the loss record.) watchq
+// sides with read: a pending loss counts as readable everywhere, for two
+// reasons. It is data a read returns without waiting, so Readable says
+// what a read will do. And WatchList.PostLoss, which has no kernel
+// counterpart, puts a loss on an empty ring: counted as unreadable it would
+// wait unseen for the next record, which on a quiet source may never come.
+// A consumer written for the kernel loses nothing by it: it reads until
+// EAGAIN and meets the loss record either way.
+//
+// Preconditions: q.mu is held.
+func (q *Queue) readableLocked() bool { return q.count > 0 || q.lossPending > 0 }
 
 // String describes the queue for logs.
 func (q *Queue) String() string {

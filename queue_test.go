@@ -377,6 +377,50 @@ func TestReadySet(t *testing.T) {
 	}
 }
 
+// TestPendingLossReadable pins the documented difference from pipe_poll
+// (Queue.readableLocked): a pending loss record with nothing queued counts
+// as readable, is reported to the ReadySet, and a read returns it at once.
+func TestPendingLossReadable(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 0, 0, CurrentCred())
+	rs := NewReadySet()
+	rs.Add(q)
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // nothing below may block
+
+	wl.PostLoss(2) // upstream loss on an empty ring
+	if !q.Readable() {
+		t.Error("pending upstream loss: not readable")
+	}
+	if r, err := rs.Wait(done); err != nil || len(r) != 1 || r[0] != q {
+		t.Errorf("pending upstream loss not reported: %v, %v", r, err)
+	}
+	if r, err := q.Next(done); err != nil || !r.IsLoss() {
+		t.Errorf("Next = %v, %v; want the loss record at once", r, err)
+	}
+
+	// The kernel's own case: the reader consumed a flagged last record.
+	for i := range 33 {
+		wl.Post(keyRec(record.KeyUpdated, 1, uint32(i)), SystemCred, 0)
+	}
+	for range 32 {
+		if r, err := q.Next(done); err != nil || r.IsLoss() {
+			t.Fatalf("Next = %v, %v", r, err)
+		}
+	}
+	if s := q.Stats(); s.Queued != 0 || !q.Readable() {
+		t.Errorf("after the flagged last record: queued %d, readable %v; want 0, true", s.Queued, q.Readable())
+	}
+	if r, err := q.Next(done); err != nil || !r.IsLoss() {
+		t.Errorf("Next = %v, %v; want the loss record", r, err)
+	}
+	if q.Readable() {
+		t.Error("readable after the loss record was read")
+	}
+}
+
 // TestReadySetMove: a queue moved to another set before the first
 // collected its report is reported by the new set, at once and for later
 // records, and no longer by the old one.

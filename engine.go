@@ -52,9 +52,7 @@ func NewEngine(cfg Config) *Engine {
 
 // NewWatchList returns an empty watch list for obj.
 func (e *Engine) NewWatchList(obj Object) *WatchList {
-	wl := &WatchList{eng: e, obj: obj}
-	wl.setLocked(nil)
-	return wl
+	return newWatchList(e, obj)
 }
 
 // Watches returns how many watches uid holds.

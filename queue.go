@@ -61,8 +61,11 @@ type Queue struct {
 	sized bool
 	// readers counts goroutines blocked in Read/Next.
 	readers int
-	// watches are the watches delivering into this queue (wqueue->watches).
-	watches []*watch
+	// watches heads the list of watches delivering into this queue
+	// (wqueue->watches), linked through watch.qnext and qprev; nwatches
+	// counts them. See watch for who keeps which list.
+	watches  *watch
+	nwatches int
 	// posted, lost and delivered count records queued, dropped for lack of
 	// room, and handed to readers.
 	posted, lost, delivered uint64
@@ -189,14 +192,22 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 	return !wasReadable || q.readers > 0
 }
 
-// post delivers one record to the queue, stamped with tag.
-func (q *Queue) post(rec []byte, tag byte) {
+// postThrough delivers one record to the queue through w, stamped with
+// tag, unless w has left the queue: then its removal record has been
+// posted (or the queue closed), and nothing may follow it. It reports
+// whether the record was queued or lost for lack of room.
+func (q *Queue) postThrough(w *watch, rec []byte, tag byte) bool {
 	q.mu.Lock()
+	if !w.onQueue {
+		q.mu.Unlock()
+		return false
+	}
 	wake := q.postLocked(rec, tag)
 	q.mu.Unlock()
 	if wake {
 		q.notify()
 	}
+	return true
 }
 
 // notify wakes one blocked reader and tells the ReadySet.
@@ -354,8 +365,11 @@ func (q *Queue) Close() error {
 		return nil
 	}
 	q.closed = true
-	ws := q.watches
-	q.watches = nil
+	ws := make([]*watch, 0, q.nwatches)
+	for q.watches != nil {
+		ws = append(ws, q.watches)
+		q.unlinkWatchLocked(q.watches)
+	}
 	q.count, q.lossPending = 0, 0
 	q.notes = nil
 	q.mu.Unlock()
@@ -367,6 +381,35 @@ func (q *Queue) Close() error {
 		rs.mark(q)
 	}
 	return nil
+}
+
+// linkWatchLocked puts w on the queue's list of watches.
+//
+// Preconditions: q.mu is held; w is on no queue's list.
+func (q *Queue) linkWatchLocked(w *watch) {
+	w.qprev, w.qnext = nil, q.watches
+	if q.watches != nil {
+		q.watches.qprev = w
+	}
+	q.watches = w
+	w.onQueue = true
+	q.nwatches++
+}
+
+// unlinkWatchLocked takes w off the queue's list of watches.
+//
+// Preconditions: q.mu is held; w is on the queue's list.
+func (q *Queue) unlinkWatchLocked(w *watch) {
+	if w.qprev != nil {
+		w.qprev.qnext = w.qnext
+	} else {
+		q.watches = w.qnext
+	}
+	if w.qnext != nil {
+		w.qnext.qprev = w.qprev
+	}
+	w.qprev, w.qnext, w.onQueue = nil, nil, false
+	q.nwatches--
 }
 
 // Done returns a channel closed when the queue is closed.
@@ -390,7 +433,7 @@ func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return QueueStats{
-		Capacity: len(q.notes), Queued: q.count, Watches: len(q.watches),
+		Capacity: len(q.notes), Queued: q.count, Watches: q.nwatches,
 		Posted: q.posted, Delivered: q.delivered, Lost: q.lost,
 		Filtered: q.filtered.Load(), Denied: q.denied.Load(), Closed: q.closed,
 	}

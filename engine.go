@@ -25,7 +25,7 @@ type Engine struct {
 	// allow everything, so Post need not call it. Immutable.
 	postAlwaysAllowed bool
 
-	mu      sync.Mutex     // guards perUser
+	mu      sync.Mutex     // guards perUser; a leaf, taken under WatchList.mu
 	perUser map[uint32]int // watches held per uid
 }
 

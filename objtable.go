@@ -62,7 +62,10 @@ type objTable struct {
 }
 
 // newObjTable returns a table of size buckets (a power of two) holding
-// chains, and points each chain's entry at its entry there.
+// chains, and points each chain's entry at its entry there. The caller
+// publishes it.
+//
+// Preconditions: WatchList.mu is held, or chains is empty.
 func newObjTable(seed uint64, size int, chains map[record.ObjectID]*chain) *objTable {
 	t := &objTable{seed: seed, shift: 64, buckets: make([]atomic.Pointer[objEntry], size)}
 	for n := size; n > 1; n >>= 1 {

@@ -26,8 +26,9 @@ import (
 //
 // Both lists are intrusive and doubly linked, so a watch is linked and
 // unlinked in O(1) on either side. Apart from these links a WatchList
-// knows queues only through its watches (and counts them per queue for
-// PostLoss), and a Queue knows lists only through its watches.
+// knows queues only through its watches and two indexes of them (byKey,
+// by queue and object id; queues, a count per queue for PostLoss), and a
+// Queue knows lists only through its watches' list field.
 //
 // A watch's per-user charge belongs to its place on its object's chain:
 // whoever unlinks it from the chain (Remove, Destroy, or Close's detach),

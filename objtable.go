@@ -79,8 +79,11 @@ func newObjTable(seed uint64, size int, chains map[record.ObjectID]*chain) *objT
 
 // bucket returns the head of id's bucket.
 func (t *objTable) bucket(id record.ObjectID) *atomic.Pointer[objEntry] {
+	if t.shift == 64 {
+		return &t.buckets[0] // one bucket: a key's or the device list
+	}
 	// fmix64, MurmurHash3's finaliser: every bit of the seeded id moves
-	// the top bits, which pick the bucket. A shift of 64 gives 0.
+	// the top bits, which pick the bucket.
 	x := uint64(id) ^ t.seed
 	x ^= x >> 33
 	x *= 0xff51afd7ed558ccd

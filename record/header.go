@@ -18,10 +18,13 @@ const (
 	TypeBlock Type = 2 // WATCH_TYPE_BLOCK_NOTIFY (ver #2)
 	TypeUSB   Type = 3 // WATCH_TYPE_USB_NOTIFY (ver #2)
 
-	// TypeNR is the number of kernel-assigned types watchq knows
-	// (WATCH_TYPE__NR of ver #2). Filter entries for types in
-	// [TypeNR, TypeUserFirst) are dropped, as the kernel drops types >=
-	// WATCH_TYPE__NR.
+	// TypeNR is the number of kernel-assigned types watchq knows: 4 is
+	// WATCH_TYPE__NR of the seed, ver #2 (meta 0 and key 1 as in mainline,
+	// block 2 and USB 3 its own). Mainline's WATCH_TYPE__NR is 2 (meta and
+	// key only), and mainline never reserved 2 and 3: later unmerged
+	// series used them for mount and superblock records. Filter entries
+	// for types in [TypeNR, TypeUserFirst) are dropped, as the kernel
+	// drops types >= WATCH_TYPE__NR.
 	TypeNR Type = 4
 
 	// TypeUserFirst..TypeUserLast is the range watchq reserves for

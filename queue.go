@@ -140,7 +140,7 @@ func (q *Queue) Filter() *record.Filter { return q.filter.Load() }
 // The queued copy carries tag in its WATCH_INFO_ID byte.
 //
 // Preconditions: q.mu is held; 8 <= len(rec) <= 127.
-func (q *Queue) postLocked(rec []byte, tag byte) (becameReadable bool) {
+func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
 	if q.closed {
 		return false
 	}
@@ -155,7 +155,7 @@ func (q *Queue) postLocked(rec []byte, tag byte) (becameReadable bool) {
 	n := &q.notes[q.slotLocked(q.count)]
 	n.lost = 0
 	n.len = uint8(copy(n.data[:], rec))
-	n.data[5] = tag
+	record.SetTag(n.data[:], tag)
 	q.count++
 	q.posted++
 	return !wasReadable || q.readers > 0
@@ -199,7 +199,7 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 // tag, unless w has left the queue: then its removal record has been
 // posted (or the queue closed), and nothing may follow it. It reports
 // whether the record was queued or lost for lack of room.
-func (q *Queue) postThrough(w *watch, rec []byte, tag byte) bool {
+func (q *Queue) postThrough(w *watch, rec []byte, tag record.Tag) bool {
 	q.mu.Lock()
 	if !w.onQueue {
 		q.mu.Unlock()

@@ -281,7 +281,7 @@ func (wl *WatchList) retireLocked(w *watch) {
 	wake := false
 	if w.onQueue {
 		q.unlinkWatchLocked(w)
-		wake = q.postLocked(rec, rec[5])
+		wake = q.postLocked(rec, record.Tag(w.infoID>>record.InfoIDShift))
 	}
 	q.mu.Unlock()
 	if wake {
@@ -321,7 +321,7 @@ func (wl *WatchList) detach(w *watch) {
 // while it runs (restoring it before returning), so rec must not be read
 // or posted concurrently by another goroutine.
 func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
-	if len(rec) < record.HeaderSize || len(rec) > record.MaxRecordSize || int(rec[4]&byte(record.InfoLength)) != len(rec) {
+	if !record.IsWhole(rec) {
 		return 0
 	}
 	c := wl.table.Load().lookup(id)
@@ -343,15 +343,15 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
 		if askPolicy {
 			// Stamp the tag in place so the policy sees this watch's
 			// copy, as security_post_notification does.
-			rec[5] = byte(info >> 8)
+			record.SetTag(rec, record.Tag(info>>record.InfoIDShift))
 			err := policy.PostAllowed(w.cred, generator, record.Record(rec))
-			rec[5] = byte(h.Info >> 8)
+			record.SetTag(rec, h.Tag())
 			if err != nil {
 				q.denied.Add(1)
 				continue
 			}
 		}
-		if q.postThrough(w, rec, byte(info>>8)) {
+		if q.postThrough(w, rec, record.Tag(info>>record.InfoIDShift)) {
 			delivered++
 		}
 	}

@@ -145,6 +145,22 @@ func HeaderAt(b []byte) Header {
 	return Header{Type: Type(w & uint32(TypeMax)), Subtype: uint8(w >> 24), Info: binary.LittleEndian.Uint32(b[4:])}
 }
 
+// tagOffset is the byte of the info word that holds the tag
+// (WATCH_INFO_ID, bits 8..15, little-endian).
+const tagOffset = 5
+
+// SetTag stamps t into the info word of the record at the start of b, as
+// delivery under a watch does (n->info |= watch->info_id). b must hold a
+// header.
+func SetTag(b []byte, t Tag) { b[tagOffset] = byte(t) }
+
+// IsWhole reports whether b is exactly one record: 8..127 bytes with the
+// length field equal to len(b). It is the check a poster's bytes pass
+// before delivery.
+func IsWhole(b []byte) bool {
+	return len(b) >= HeaderSize && len(b) <= MaxRecordSize && int(b[4])&int(InfoLength) == len(b)
+}
+
 // ParseHeader decodes and checks the header of the record at the start of b:
 // b must hold 8 bytes, and the length field must satisfy
 // 8 <= len <= len(b) (and len <= 127, which the 7-bit field guarantees).

@@ -248,3 +248,14 @@ func TestTypedStrings(t *testing.T) {
 		}
 	}
 }
+
+func TestIsWholeAndSetTag(t *testing.T) {
+	k, _ := KeyNotification{Subtype: KeyUpdated, KeyID: 1}.AppendBinary(nil)
+	if !IsWhole(k) || IsWhole(k[:15]) || IsWhole(append(k, 0)) || IsWhole(k[:4]) {
+		t.Error("IsWhole misjudges a 16-byte key record and its cuts")
+	}
+	SetTag(k, 0x42)
+	if r := Record(k); r.Tag() != 0x42 || r.Header().Len() != 16 || r.Subtype() != KeyUpdated {
+		t.Errorf("SetTag: %v", r)
+	}
+}

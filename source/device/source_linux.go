@@ -14,6 +14,7 @@ import (
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device/blockerr"
+	"github.com/watchq/watchq/source/device/internal/bpfring"
 	"github.com/watchq/watchq/source/device/uevent"
 	"github.com/watchq/watchq/source/device/usbreset"
 	"golang.org/x/sys/unix"
@@ -97,7 +98,9 @@ var Object = watchq.Object{Kind: watchq.KindDevices}
 
 // Open starts the source. The uevent listener is required; the block error
 // and USB reset tracers are optional, and Capabilities says whether they
-// run. Cancelling ctx closes the source.
+// run: a tracer the kernel cannot run is left out, but one that failed for
+// a transient reason (EMFILE, ENOMEM) fails Open. Cancelling ctx closes the
+// source.
 func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("device: Config.Engine is nil")
@@ -110,15 +113,28 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if s.sysfs == "" {
 		s.sysfs = "/sys"
 	}
+	// A tracer the kernel cannot run leaves the source without it, as
+	// Capabilities says; one that failed for a passing reason (EMFILE,
+	// ENOMEM: bpfring.Transient) fails Open, which the caller may try
+	// again, rather than run without it for the source's life.
 	s.caps.BlockErrors = errors.New("disabled by Config.NoBlockErrors")
 	if !cfg.NoBlockErrors {
-		if s.blk, s.caps.BlockErrors = blockerr.Open(blockerr.Config{RingSize: cfg.RingSize}); s.blk != nil {
+		if s.blk, s.caps.BlockErrors = openBlockErr(blockerr.Config{RingSize: cfg.RingSize}); s.blk != nil {
 			s.caps.BlockTracepoint = s.blk.Tracepoint
+		} else if bpfring.Transient(s.caps.BlockErrors) {
+			conn.Close()
+			return nil, fmt.Errorf("device: block error tracer: %w", s.caps.BlockErrors)
 		}
 	}
 	s.caps.USBReset = errors.New("disabled by Config.NoUSBReset")
 	if !cfg.NoUSBReset {
-		s.usb, s.caps.USBReset = usbreset.Open()
+		if s.usb, s.caps.USBReset = openUSBReset(); s.usb == nil && bpfring.Transient(s.caps.USBReset) {
+			if s.blk != nil {
+				s.blk.Close()
+			}
+			conn.Close()
+			return nil, fmt.Errorf("device: USB reset tracer: %w", s.caps.USBReset)
+		}
 	}
 	s.wl = cfg.Engine.NewWatchList(Object)
 	s.wg.Add(1)
@@ -134,6 +150,12 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	s.stop = context.AfterFunc(ctx, func() { s.Close() })
 	return s, nil
 }
+
+// The tracers' constructors; tests replace them.
+var (
+	openBlockErr = blockerr.Open
+	openUSBReset = usbreset.Open
+)
 
 // Capabilities reports which parts of the source run here, and why not.
 func (s *Source) Capabilities() Capabilities { return s.caps }

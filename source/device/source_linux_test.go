@@ -12,13 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/internal/vmtest/guest"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
+	"github.com/watchq/watchq/source/device/blockerr"
 	"github.com/watchq/watchq/source/device/uevent"
-	"github.com/watchq/watchq/internal/vmtest/guest"
+	"github.com/watchq/watchq/source/device/usbreset"
 	"golang.org/x/sys/unix"
 )
 
@@ -435,5 +438,41 @@ func TestCapabilities(t *testing.T) {
 	}
 	if c.BlockErrors == nil && c.BlockTracepoint == "" {
 		t.Error("block errors run but no tracepoint named")
+	}
+}
+
+// TestTransientTracerFailure: a tracer that fails for a passing reason
+// (EMFILE) fails Open instead of leaving the source without it for its
+// life; one the kernel cannot run is left out and Capabilities says why.
+func TestTransientTracerFailure(t *testing.T) {
+	testenv.RequireRoot(t)
+	emfile := func(what string) error { return fmt.Errorf("%s: %w", what, unix.EMFILE) }
+	unsupported := fmt.Errorf("no BTF (%w)", ebpf.ErrNotSupported)
+	noUSB := func() (*usbreset.Tracer, error) { return nil, unsupported }
+	for _, tc := range []struct {
+		name string
+		blk  func(blockerr.Config) (*blockerr.Tracer, error)
+		usb  func() (*usbreset.Tracer, error)
+	}{
+		{"block", func(blockerr.Config) (*blockerr.Tracer, error) { return nil, emfile("blockerr: load program") }, noUSB},
+		{"usb", func(blockerr.Config) (*blockerr.Tracer, error) { return nil, unsupported }, func() (*usbreset.Tracer, error) { return nil, emfile("usbreset: load") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer device.SetTracerOpeners(tc.blk, tc.usb)()
+			s, err := device.Open(context.Background(), device.Config{Engine: watchq.NewEngine(watchq.Config{})})
+			if err == nil {
+				c := s.Capabilities()
+				s.Close()
+				t.Fatalf("Open with a tracer failing on EMFILE succeeded (block errors: %v; USB reset: %v)", c.BlockErrors, c.USBReset)
+			}
+			if !errors.Is(err, unix.EMFILE) {
+				t.Errorf("Open: %v, want EMFILE", err)
+			}
+		})
+	}
+	defer device.SetTracerOpeners(func(blockerr.Config) (*blockerr.Tracer, error) { return nil, unsupported }, noUSB)()
+	s := open(t, device.Config{})
+	if c := s.Capabilities(); !errors.Is(c.BlockErrors, ebpf.ErrNotSupported) || !errors.Is(c.USBReset, ebpf.ErrNotSupported) {
+		t.Errorf("unsupported tracers: capabilities %+v", c)
 	}
 }

@@ -27,8 +27,9 @@ type Config struct {
 	// Engine makes the watch lists and holds the policy. Required.
 	Engine *watchq.Engine
 	// Backend selects the backend; Auto (the zero value) picks Kernel when
-	// kernel.Probe succeeds, else Poll, unless $WATCHQ_KEYS_BACKEND says
-	// otherwise.
+	// kernel.Probe succeeds and Poll when it says the kernel lacks the
+	// facility (kernel.ErrNotSupported), unless $WATCHQ_KEYS_BACKEND says
+	// otherwise. A probe that itself failed (EMFILE, say) fails Open.
 	Backend Backend
 	// Interval is the poll backend's interval; 0 means DefaultInterval.
 	Interval time.Duration
@@ -122,6 +123,9 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	return s, nil
 }
 
+// probeKernel is kernel.Probe; tests replace it.
+var probeKernel = kernel.Probe
+
 // chooseBackend resolves Auto.
 func chooseBackend(b Backend) (Backend, error) {
 	if b == Auto {
@@ -137,12 +141,20 @@ func chooseBackend(b Backend) (Backend, error) {
 	}
 	switch b {
 	case Auto:
-		if kernel.Probe() == nil {
+		// Only a conclusive answer picks: the facility is there, or the
+		// kernel says it is not. A probe that failed (EMFILE, ENOMEM)
+		// says nothing about the kernel, and a Source lives long: fail
+		// rather than poll for its whole life on a passing error.
+		switch err := probeKernel(); {
+		case err == nil:
 			return Kernel, nil
+		case errors.Is(err, kernel.ErrNotSupported):
+			return Poll, nil
+		default:
+			return 0, fmt.Errorf("keys: choosing a backend: %w", err)
 		}
-		return Poll, nil
 	case Kernel:
-		if err := kernel.Probe(); err != nil {
+		if err := probeKernel(); err != nil {
 			return 0, fmt.Errorf("keys: kernel backend: %w", err)
 		}
 		return Kernel, nil

@@ -99,11 +99,18 @@ var Object = watchq.Object{Kind: watchq.KindDevices}
 // Open starts the source. The uevent listener is required; the block error
 // and USB reset tracers are optional, and Capabilities says whether they
 // run: a tracer the kernel cannot run is left out, but one that failed for
-// a transient reason (EMFILE, ENOMEM) fails Open. Cancelling ctx closes the
-// source.
+// a transient reason (EMFILE, ENOMEM) fails Open.
+//
+// ctx governs the source's life, as for keys.Open: cancelling it closes
+// the source as Close does (every watch ends with a removal record), and
+// a ctx already done fails Open with ctx.Err(). Open itself does not
+// block.
 func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("device: Config.Engine is nil")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("device: open: %w", err)
 	}
 	conn, err := uevent.Dial(uevent.Config{ReadBuffer: cfg.ReadBuffer, NetNS: cfg.NetNS})
 	if err != nil {
@@ -147,7 +154,7 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 		s.wg.Add(1)
 		go s.traceUSB()
 	}
-	s.stop = context.AfterFunc(ctx, func() { s.Close() })
+	s.stop = context.AfterFunc(ctx, func() { s.close(false) })
 	return s, nil
 }
 
@@ -164,17 +171,31 @@ func (s *Source) Capabilities() Capabilities { return s.caps }
 // with a tag: it adds a watch on the global device list for q, delivering
 // records stamped with tag. A second watch for q is EBUSY; the engine's
 // policy (security_watch_devices) may refuse with EACCES. watcher nil means
-// the calling process.
+// the calling process. After Close it fails with watchq.ErrClosed.
 func (s *Source) Watch(q *watchq.Queue, tag record.Tag, watcher *watchq.Cred) error {
 	if watcher == nil {
 		watcher = watchq.CurrentCred()
 	}
-	return s.wl.Add(q, DevicesID, tag, watcher)
+	if s.closing.Load() {
+		return fmt.Errorf("device: watch: %w", watchq.ErrClosed)
+	}
+	err := s.wl.Add(q, DevicesID, tag, watcher)
+	if errors.Is(err, watchq.ErrListDead) {
+		// Only Close destroys the device list.
+		return fmt.Errorf("device: watch: %w", watchq.ErrClosed)
+	}
+	return err
 }
 
 // Unwatch is watch_devices(2) with tag -1: it removes q's watch and posts
-// an 8-byte removal record (id 0) to q. No watch is EBADSLT.
-func (s *Source) Unwatch(q *watchq.Queue) error { return s.wl.Remove(q, DevicesID) }
+// an 8-byte removal record (id 0) to q. No watch is EBADSLT; after Close
+// it fails with watchq.ErrClosed.
+func (s *Source) Unwatch(q *watchq.Queue) error {
+	if s.closing.Load() {
+		return fmt.Errorf("device: unwatch: %w", watchq.ErrClosed)
+	}
+	return s.wl.Remove(q, DevicesID)
+}
 
 // Stats returns the counters.
 func (s *Source) Stats() Stats {
@@ -189,12 +210,18 @@ func (s *Source) Stats() Stats {
 
 // Close stops the source: the goroutines end, the socket and the BPF
 // programs are released, and every watch is removed with a removal record
-// (remove_watch_list). It is safe to call more than once.
-func (s *Source) Close() error {
+// (remove_watch_list). Later calls wait for the first to finish and
+// return nil.
+func (s *Source) Close() error { return s.close(true) }
+
+// close is Close; stopCtx says whether to stop Open's context.AfterFunc
+// (not when that is the caller: it runs in a goroutine of its own, which
+// must not read s.stop while Open may still be writing it).
+func (s *Source) close(stopCtx bool) error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
-		if s.stop != nil {
+		if stopCtx {
 			s.stop()
 		}
 		err = s.conn.Close()

@@ -476,3 +476,51 @@ func TestTransientTracerFailure(t *testing.T) {
 		t.Errorf("unsupported tracers: capabilities %+v", c)
 	}
 }
+
+// TestCloseAndContext: a second Close returns nil; a closed source refuses
+// watches with watchq.ErrClosed; a done ctx fails Open; cancelling Open's
+// ctx closes the source, every watch ending with its removal record.
+func TestCloseAndContext(t *testing.T) {
+	testenv.RequireRoot(t)
+	eng := watchq.NewEngine(watchq.Config{})
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if s, err := device.Open(done, device.Config{Engine: eng, NoBlockErrors: true, NoUSBReset: true}); !errors.Is(err, context.Canceled) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("Open with a cancelled ctx = %v, want context.Canceled", err)
+	}
+
+	s := open(t, device.Config{NoBlockErrors: true, NoUSBReset: true})
+	q := watch(t, s, 3)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
+	closed := func(err error) bool { return errors.Is(err, watchq.ErrClosed) && errors.Is(err, os.ErrClosed) }
+	if err := s.Watch(watchq.NewQueue(), 1, nil); !closed(err) {
+		t.Errorf("Watch after Close = %v, want watchq.ErrClosed", err)
+	}
+	if err := s.Unwatch(q); !closed(err) {
+		t.Errorf("Unwatch after Close = %v, want watchq.ErrClosed", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := device.Open(ctx, device.Config{Engine: eng, NoBlockErrors: true, NoUSBReset: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q = watch(t, s, 4)
+	cancel()
+	if r := next(t, q, func(r record.Record) bool { return r.IsRemoval() }); r.Tag() != 4 {
+		t.Fatalf("removal tag %d, want 4", r.Tag())
+	}
+	if err := s.Watch(watchq.NewQueue(), 1, nil); !closed(err) {
+		t.Errorf("Watch after ctx was cancelled = %v, want watchq.ErrClosed", err)
+	}
+}

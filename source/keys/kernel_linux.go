@@ -60,7 +60,7 @@ func newKernelBackend(s *Source, notes int) (*kernelBackend, error) {
 // add places the process's one kernel watch on the key. The kernel tag is
 // always 0: records are routed by key id, and each engine watch stamps its
 // own tag.
-func (b *kernelBackend) add(e *entry) error {
+func (b *kernelBackend) addLocked(e *entry) error {
 	if err := b.pipe.WatchKey(e.serial, 0); err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func (b *kernelBackend) add(e *entry) error {
 
 // remove drops the kernel watch; the kernel answers with a removal record
 // that the relay must not mistake for the key's destruction.
-func (b *kernelBackend) remove(e *entry) {
+func (b *kernelBackend) removeLocked(e *entry) {
 	if err := b.pipe.UnwatchKey(e.serial); err == nil {
 		b.expect[e.serial]++
 	}
@@ -126,7 +126,7 @@ func (b *kernelBackend) relay(p []byte) {
 			if e := s.entries[int32(k.KeyID)]; e != nil {
 				e.wl.Post(rec, s.gen, record.ObjectID(k.KeyID))
 				if e.wl.Len() == 0 {
-					s.drop(e) // every queue watching it was closed
+					s.dropLocked(e) // every queue watching it was closed
 				}
 			}
 		case rec.IsLoss():
@@ -151,7 +151,7 @@ func (b *kernelBackend) relay(p []byte) {
 			// The key was destroyed (security/keys/gc.c:
 			// key_gc_unused_keys → remove_watch_list).
 			if e := s.entries[serial]; e != nil {
-				s.destroy(e)
+				s.destroyLocked(e)
 			}
 		}
 	}

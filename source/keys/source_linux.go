@@ -54,8 +54,10 @@ type Source struct {
 	entries map[int32]*entry // watched keys by serial. Guarded by mu.
 	closed  bool             // Guarded by mu.
 
-	stop chan struct{}  // closed by Close
-	wg   sync.WaitGroup // the backend goroutine
+	stop    chan struct{}  // closed by Close
+	done    chan struct{}  // closed when Close has finished
+	stopCtx func() bool    // stops Open's context.AfterFunc
+	wg      sync.WaitGroup // the backend goroutine
 }
 
 // entry is one watched key: its watch list and backend state.
@@ -70,29 +72,33 @@ type entry struct {
 	dead    bool     // removed from Source.entries. Guarded by Source.mu.
 }
 
-// backend is what the two backends implement. add and remove are called with
-// Source.mu held.
+// backend is what the two backends implement.
 type backend interface {
-	add(e *entry) error
-	remove(e *entry)
+	addLocked(e *entry) error // Source.mu must be held
+	removeLocked(e *entry)    // Source.mu must be held
 	run()
 	sync(ctx context.Context) error
 	close()
 }
 
-// ErrClosed is returned by a closed Source.
-var ErrClosed = errors.New("keys: source closed")
-
 // Open starts a key source. It fails with an error matching
 // kernel.ErrNotSupported if Backend is Kernel and the kernel lacks the
 // facility.
+//
+// ctx governs the source's life, as for device.Open: cancelling it closes
+// the source as Close does (every watch ends with a removal record), and
+// a ctx already done fails Open with ctx.Err(). Open itself does not
+// block.
 func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("keys: Config.Engine is nil")
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: open: %w", err)
+	}
 	s := &Source{
 		eng: cfg.Engine, gen: cfg.Generator, interval: cfg.Interval,
-		entries: make(map[int32]*entry), stop: make(chan struct{}),
+		entries: make(map[int32]*entry), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if s.gen == nil {
 		s.gen = watchq.SystemCred
@@ -120,6 +126,7 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 		defer s.wg.Done()
 		s.impl.run()
 	}()
+	s.stopCtx = context.AfterFunc(ctx, func() { s.close(false) })
 	return s, nil
 }
 
@@ -190,7 +197,7 @@ func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watch
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return fmt.Errorf("keys: watch key %d: %w", serial, watchq.ErrClosed)
 	}
 	e := s.entries[serial]
 	fresh := e == nil
@@ -198,14 +205,14 @@ func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watch
 		e = &entry{serial: serial, wl: s.eng.NewWatchList(watchq.Object{
 			Kind: watchq.KindKey, ID: ObjectID(serial), UID: d.UID, GID: d.GID, Mode: d.Mode(),
 		})}
-		if err := s.impl.add(e); err != nil {
+		if err := s.impl.addLocked(e); err != nil {
 			return err
 		}
 		s.entries[serial] = e
 	}
 	if err := e.wl.Add(q, ObjectID(serial), tag, watcher); err != nil {
 		if fresh {
-			s.drop(e)
+			s.dropLocked(e)
 		}
 		return fmt.Errorf("keys: watch key %d: %w", serial, err)
 	}
@@ -222,7 +229,7 @@ func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return fmt.Errorf("keys: unwatch key %d: %w", serial, watchq.ErrClosed)
 	}
 	e := s.entries[serial]
 	if e == nil {
@@ -232,24 +239,24 @@ func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
 		return fmt.Errorf("keys: unwatch key %d: %w", serial, err)
 	}
 	if e.wl.Len() == 0 {
-		s.drop(e)
+		s.dropLocked(e)
 	}
 	return nil
 }
 
-// drop forgets e and releases its backend watch. s.mu must be held.
-func (s *Source) drop(e *entry) {
+// dropLocked forgets e and releases its backend watch. s.mu must be held.
+func (s *Source) dropLocked(e *entry) {
 	if e.dead {
 		return
 	}
 	e.dead = true
 	delete(s.entries, e.serial)
-	s.impl.remove(e)
+	s.impl.removeLocked(e)
 }
 
-// destroy ends every watch on e with a removal record: the key is gone.
-// s.mu must be held.
-func (s *Source) destroy(e *entry) {
+// destroyLocked ends every watch on e with a removal record: the key is
+// gone. s.mu must be held.
+func (s *Source) destroyLocked(e *entry) {
 	e.wl.Destroy()
 	e.dead = true
 	delete(s.entries, e.serial)
@@ -271,31 +278,44 @@ func (s *Source) Sync(ctx context.Context) error {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return ErrClosed
+		return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
 	}
 	return s.impl.sync(ctx)
 }
 
 // Close stops the source. Every watch it holds ends with a removal record.
-func (s *Source) Close() error {
+// Later calls wait for the first to finish and return nil; the source's
+// other methods then return an error matching watchq.ErrClosed.
+func (s *Source) Close() error { return s.close(true) }
+
+// close is Close; stopCtx says whether to stop Open's context.AfterFunc
+// (not when that is the caller: it runs in a goroutine of its own, which
+// must not read s.stopCtx while Open may still be writing it).
+func (s *Source) close(stopCtx bool) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return ErrClosed
+		<-s.done
+		return nil
 	}
 	s.closed = true
 	for _, e := range s.entries {
-		s.destroy(e)
+		s.destroyLocked(e)
 	}
 	s.mu.Unlock()
+	if stopCtx {
+		s.stopCtx()
+	}
 	close(s.stop)
 	s.impl.close()
 	s.wg.Wait()
+	close(s.done)
 	return nil
 }
 
-// post builds key record n and posts it to e's watch list. s.mu must be held.
-func (s *Source) post(e *entry, n record.KeyNotification) {
+// postLocked builds key record n and posts it to e's watch list. s.mu must
+// be held.
+func (s *Source) postLocked(e *entry, n record.KeyNotification) {
 	var b [record.KeyRecordSize]byte
 	rec, _ := n.AppendBinary(b[:0])
 	e.wl.Post(rec, s.gen, ObjectID(e.serial))

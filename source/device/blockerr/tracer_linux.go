@@ -119,15 +119,13 @@ func Open(cfg Config) (*Tracer, error) {
 	return &Tracer{Tracepoint: "block/" + name, r: r}, nil
 }
 
-// ErrClosed is returned by Read after Close.
-var ErrClosed = bpfring.ErrClosed
-
 // SetDeadline makes a blocked Read return an error wrapping
 // os.ErrDeadlineExceeded at t; the zero time waits forever.
 func (t *Tracer) SetDeadline(d time.Time) { t.r.SetDeadline(d) }
 
-// Read waits for the next error. It returns ErrClosed after Close. One
-// goroutine may call Read at a time.
+// Read waits for the next error. After Close it returns an error matching
+// watchq.ErrClosed (and os.ErrClosed). One goroutine may call Read at a
+// time.
 func (t *Tracer) Read(e *Event) error {
 	s, err := t.r.Read()
 	if err != nil {
@@ -147,5 +145,5 @@ func (t *Tracer) Read(e *Event) error {
 func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 
 // Close detaches the program and releases everything; a blocked Read
-// returns ErrClosed.
+// returns watchq.ErrClosed. Later calls do nothing and return nil.
 func (t *Tracer) Close() error { return t.r.Close() }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/source/device/uevent"
@@ -343,4 +344,39 @@ func TestSettleDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d lost, %d received", lost, got)
+}
+
+// TestReceiveAfterClose: Close wakes a blocked Receive with
+// watchq.ErrClosed, later Receives say the same, and a second Close
+// returns nil.
+func TestReceiveAfterClose(t *testing.T) {
+	c := dial(t, uevent.Config{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Receive(context.Background(), make([]byte, uevent.MaxSize))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := func(err error) bool { return errors.Is(err, watchq.ErrClosed) && errors.Is(err, os.ErrClosed) }
+	select {
+	case err := <-done:
+		// A kernel uevent may have come first; then the next says closed.
+		if err == nil {
+			_, err = c.Receive(context.Background(), make([]byte, uevent.MaxSize))
+		}
+		if !closed(err) {
+			t.Errorf("Receive woken by Close = %v, want watchq.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Receive still blocked 10 s after Close")
+	}
+	if _, err := c.Receive(context.Background(), make([]byte, uevent.MaxSize)); !closed(err) {
+		t.Errorf("Receive after Close = %v, want watchq.ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
 }

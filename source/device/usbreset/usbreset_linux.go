@@ -244,12 +244,10 @@ func Open() (*Tracer, error) {
 	return &Tracer{r: r}, nil
 }
 
-// ErrClosed is returned by Read after Close.
-var ErrClosed = bpfring.ErrClosed
-
 // Read waits for the next reset and returns the device's kernel name, as
 // usb_alloc_dev names it: "usbN" for a root hub (devpath "0"), else
-// "BUSNUM-DEVPATH" ("3-7.7").
+// "BUSNUM-DEVPATH" ("3-7.7"). After Close it returns an error matching
+// watchq.ErrClosed (and os.ErrClosed).
 func (t *Tracer) Read() (string, error) {
 	s, err := t.r.Read()
 	if err != nil {
@@ -283,5 +281,6 @@ func decodeName(s []byte) (string, error) {
 // the previous call.
 func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 
-// Close detaches the program; a blocked Read returns ErrClosed.
+// Close detaches the program; a blocked Read returns watchq.ErrClosed.
+// Later calls do nothing and return nil.
 func (t *Tracer) Close() error { return t.r.Close() }

@@ -3,17 +3,17 @@
 package bpfring
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/watchq/watchq"
 )
-
-// ErrClosed is returned by Read after Close.
-var ErrClosed = ringbuf.ErrClosed
 
 // Reader reads the records and the drop count of a loaded and attached
 // program built with Maps and OutputOrDrop, and owns the program's
@@ -47,10 +47,14 @@ func NewReader(prefix string, coll *ebpf.Collection, l io.Closer, events, drops 
 func (r *Reader) SetDeadline(d time.Time) { r.rd.SetDeadline(d) }
 
 // Read waits for the next record and returns it; it stays valid until the
-// next Read. It returns ErrClosed after Close. One goroutine may call Read
-// at a time.
+// next Read. After Close it returns an error matching watchq.ErrClosed
+// (and so os.ErrClosed, which is what cilium's ringbuf.Reader says). One
+// goroutine may call Read at a time.
 func (r *Reader) Read() ([]byte, error) {
 	if err := r.rd.ReadInto(&r.rec); err != nil {
+		if errors.Is(err, os.ErrClosed) || r.closed.Load() {
+			err = watchq.ErrClosed
+		}
 		return nil, fmt.Errorf("%s: read ring buffer: %w", r.prefix, err)
 	}
 	return r.rec.RawSample, nil
@@ -69,7 +73,8 @@ func (r *Reader) Drops() (uint64, error) {
 }
 
 // Close closes the ring buffer, detaches the program and releases
-// everything; a blocked Read returns ErrClosed. Later calls do nothing.
+// everything; a blocked Read returns watchq.ErrClosed. Later calls do
+// nothing and return nil.
 func (r *Reader) Close() error {
 	if r.closed.Swap(true) {
 		return nil

@@ -178,19 +178,25 @@ func (s *Source) Backend() Backend { return s.backend }
 // as unix.KEY_SPEC_SESSION_KEYRING, resolved to its serial and created if
 // needed, as the kernel does), delivered with tag. watcher is the credential
 // the engine's policy rules on; nil means watchq.CurrentCred(). The key must
-// be viewable by this process (EACCES otherwise). A second watch by q on the
-// same key gives watchq.ErrWatchExists (EBUSY).
+// be viewable by this process (EACCES otherwise) and instantiated: a key
+// under construction is waited for, a negatively instantiated one refused
+// with its error (ENOKEY, EKEYREJECTED...), as by the kernel; see
+// lookupView. A second watch by q on the same key gives
+// watchq.ErrWatchExists (EBUSY).
 //
 // Corresponds to security/keys/keyctl.c:keyctl_watch_key.
 func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watchq.Cred) error {
 	if watcher == nil {
 		watcher = watchq.CurrentCred()
 	}
-	serial, err := resolve(id, true)
+	if s.isClosed() {
+		return fmt.Errorf("keys: watch key %d: %w", id, watchq.ErrClosed)
+	}
+	serial, err := resolve(id)
 	if err != nil {
 		return err
 	}
-	d, err := describe(serial) // KEY_NEED_VIEW under our credentials
+	d, err := lookupView(serial) // under our credentials, as the kernel's lookup
 	if err != nil {
 		return err
 	}
@@ -219,11 +225,21 @@ func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watch
 	return nil
 }
 
-// Unwatch removes q's watch on key id; q gets a removal record. It fails
-// with watchq.ErrNoWatch (EBADSLT) if q does not watch the key.
+// Unwatch removes q's watch on key id; q gets a removal record. As
+// KEYCTL_WATCH_KEY with -1 does, it first looks the key up as Watch does
+// (special ids created if need be, View and instantiation checked, see
+// lookupView), so a key this process may no longer view cannot be
+// unwatched (EACCES) and its watch stays. It fails with watchq.ErrNoWatch
+// (EBADSLT) if q does not watch the key.
 func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
-	serial, err := resolve(id, false)
+	if s.isClosed() {
+		return fmt.Errorf("keys: unwatch key %d: %w", id, watchq.ErrClosed)
+	}
+	serial, err := resolve(id)
 	if err != nil {
+		return err
+	}
+	if _, err := lookupView(serial); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -242,6 +258,13 @@ func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
 		s.dropLocked(e)
 	}
 	return nil
+}
+
+// isClosed reports whether Close was called.
+func (s *Source) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // dropLocked forgets e and releases its backend watch. s.mu must be held.
@@ -274,10 +297,7 @@ func (s *Source) Watched() int {
 // watch_sync does), the poll backend runs a poll pass at once. Garbage
 // collection is asynchronous: a removal may come later.
 func (s *Source) Sync(ctx context.Context) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.isClosed() {
 		return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
 	}
 	return s.impl.sync(ctx)

@@ -9,7 +9,7 @@ import (
 )
 
 // errNotLinux is what every call returns off Linux.
-var errNotLinux = &NotSupportedError{Op: "notification pipes", Missing: MissingLinux}
+var errNotLinux = &NotSupportedError{Op: "kernel: notification pipes", Missing: MissingLinux}
 
 // Probe reports that the facility exists only on Linux.
 func Probe() error { return errNotLinux }

@@ -97,3 +97,8 @@ func stateOf(err error) (keyState, bool) {
 	}
 	return 0, false
 }
+
+// Resolve returns the serial of key id as Watch resolves it: a serial is
+// returned as it is, a special id (SpecSession...) names a keyring of the
+// calling thread, created if need be.
+func Resolve(id int32) (int32, error) { return resolve(id) }

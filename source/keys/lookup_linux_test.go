@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -95,6 +96,9 @@ func negativeKey(t *testing.T, ring int32, desc string) int32 {
 	return 0
 }
 
+// negativeSeq makes negative keys' descriptions unique within the process.
+var negativeSeq int
+
 // TestWatchNegativeKey: the watch's lookup has no KEY_LOOKUP_PARTIAL, so
 // the kernel refuses a negatively instantiated key with its error (ENOKEY
 // after a negate); KEYCTL_DESCRIBE alone (KEY_LOOKUP_PARTIAL) would
@@ -106,7 +110,10 @@ func TestWatchNegativeKey(t *testing.T) {
 		t.Run(b.String(), func(t *testing.T) {
 			src, q := openBackend(t, b, 0, 64)
 			ring := newKeyring(t, "wq-negative-"+b.String())
-			k := negativeKey(t, ring, fmt.Sprintf("debug:wq-negative-%s-%d", b, os.Getpid()))
+			// A description never used before: request_key would find an
+			// earlier run's negative key and construct nothing.
+			negativeSeq++
+			k := negativeKey(t, ring, fmt.Sprintf("debug:wq-negative-%s-%d-%d-%d", b, os.Getpid(), time.Now().UnixNano(), negativeSeq))
 			if _, err := describe(k); err != nil {
 				t.Fatalf("KEYCTL_DESCRIBE of the negative key: %v (the test wants it viewable)", err)
 			}

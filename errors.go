@@ -40,6 +40,26 @@ var (
 	ErrListDead = &Errno{syscall.ENOENT, "watched object is gone"}
 )
 
+// sentinels are the engine's errors a reply from another process (watchqd)
+// can carry, as an errno and the sentinel's Reason.
+var sentinels = [...]*Errno{
+	ErrBufferTooSmall, ErrClosed, ErrWouldBlock, ErrSizeSet, ErrWatchExists,
+	ErrNoWatch, ErrTooManyWatches, ErrQueueDead, ErrListDead,
+}
+
+// Sentinel returns the engine sentinel with this errno and reason, or nil.
+// It is how an error that crossed a process boundary as an errno and its
+// text (a watchqd reply, see protocol.ErrnoOf) matches the same sentinel
+// again under errors.Is.
+func Sentinel(errno syscall.Errno, reason string) error {
+	for _, s := range sentinels {
+		if s.Errno == errno && s.Reason == reason {
+			return s
+		}
+	}
+	return nil
+}
+
 // Errno is an error with the errno the kernel gives for the same condition.
 type Errno struct {
 	Errno  syscall.Errno // the kernel's errno

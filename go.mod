@@ -9,6 +9,7 @@ require (
 	github.com/mdlayher/socket v0.8.0
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/sys v0.50.0
+	golang.org/x/term v0.48.0
 )
 
 require (

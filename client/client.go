@@ -14,7 +14,10 @@
 //	for rec, err := range q.Records(ctx) { ... }
 //
 // Errors from the daemon are *Error values wrapping the errno the kernel
-// would return (errors.Is(err, syscall.EACCES)), with the daemon's reason.
+// would return (errors.Is(err, syscall.EACCES)), with the daemon's reason,
+// and the engine's sentinel where the refusal was one
+// (errors.Is(err, watchq.ErrWatchExists)), exactly as in-process. A closed
+// queue reads watchq.ErrClosed, which matches os.ErrClosed.
 package client
 
 import (
@@ -23,9 +26,11 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
@@ -45,8 +50,16 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("watchqd: %s: %s (%s)", e.Op, e.Reason, unix.ErrnoName(e.Errno))
 }
 
-// Unwrap returns the errno, so errors.Is(err, syscall.EACCES) works.
-func (e *Error) Unwrap() error { return e.Errno }
+// Unwrap returns the errno and, when the daemon's refusal was one of the
+// engine's sentinels, that sentinel: errors.Is(err, syscall.EBUSY) and
+// errors.Is(err, watchq.ErrWatchExists) hold through the client exactly as
+// they do in-process.
+func (e *Error) Unwrap() []error {
+	if s := watchq.Sentinel(e.Errno, e.Reason); s != nil {
+		return []error{e.Errno, s}
+	}
+	return []error{e.Errno}
+}
 
 // Identity is how the daemon sees this client: the credentials its
 // policy rules on.
@@ -62,6 +75,8 @@ type Identity struct {
 type Client struct {
 	conn *net.UnixConn // immutable
 	id   Identity      // immutable after Dial
+
+	closed atomic.Bool // set by the first Close; later ones do nothing
 
 	mu     sync.Mutex // serialises requests; guards below
 	nextID uint32
@@ -101,8 +116,13 @@ func (c *Client) Identity() Identity { return c.id }
 
 // Close closes the connection. The daemon then closes every queue the
 // client created: their watches go and their pipes see end of file.
-// Pipes already received stay open until closed.
-func (c *Client) Close() error { return c.conn.Close() }
+// Pipes already received stay open until closed. Close is idempotent.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	return c.conn.Close()
+}
 
 // do sends req and waits for its reply, returning the result body and any
 // file descriptors that came with it.

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,11 @@ type Queue struct {
 
 	mu       sync.Mutex // guards capacity
 	capacity int
+
+	// closed is set by Close, before the pipe is closed, so that reads
+	// report ErrClosed (a RawConn read of a closed file reports
+	// internal/poll's "use of closed file", which matches nothing).
+	closed atomic.Bool
 
 	// rmu serialises readers and guards pending.
 	rmu sync.Mutex
@@ -177,9 +183,13 @@ func (q *Queue) Stats(ctx context.Context) (QueueStats, error) {
 	return QueueStats{}, &Error{Op: protocol.OpStats.String(), Errno: syscall.ENOENT, Reason: "queue not found"}
 }
 
-// Close asks the daemon to close the queue and closes the pipe. Closing
+// Close asks the daemon to close the queue and closes the pipe; later
+// calls do nothing and return nil. Closing
 // the Client closes every queue in the daemon too.
 func (q *Queue) Close() error {
+	if q.closed.Swap(true) {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, _, err := q.c.do(ctx, protocol.CloseQueue{Queue: q.id})
@@ -198,7 +208,7 @@ func (q *Queue) Close() error {
 // Preconditions: q.rmu is held.
 func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 	rc, err := q.f.SyscallConn()
-	if err != nil {
+	if err != nil || q.closed.Load() {
 		return nil, watchq.ErrClosed
 	}
 	if wait {
@@ -220,7 +230,7 @@ func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if errors.Is(err, os.ErrClosed) {
+		if q.closed.Load() || errors.Is(err, os.ErrClosed) {
 			return nil, watchq.ErrClosed
 		}
 		return nil, err

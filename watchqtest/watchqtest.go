@@ -1,9 +1,13 @@
 // Package watchqtest helps test code that consumes or produces watchq
-// records, against the real engine: sized queues that close themselves,
-// draining and collecting with timeouts, and record builders.
+// records, against the real engine, as mdlayher/netlink's nltest does for
+// netlink: sized queues that close themselves, readers that collect or
+// assert records with timeouts (for an engine queue or a client's queue),
+// record builders, a device source a test posts to, and an in-process
+// watchqd for testing clients. watchq's own tests use it.
 package watchqtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -41,29 +45,45 @@ func Drain(tb testing.TB, q *watchq.Queue) []record.Record {
 	}
 }
 
-// Collect blocks until n records have been read or timeout passes, and
-// fails the test in the latter case.
-func Collect(tb testing.TB, q *watchq.Queue, n int, timeout time.Duration) []record.Record {
+// Collect blocks until n records have been read from r (an engine queue,
+// a client queue) or timeout passes, and fails the test in the latter case.
+func Collect(tb testing.TB, r record.Reader, n int, timeout time.Duration) []record.Record {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var out []record.Record
 	for len(out) < n {
-		r, err := q.Next(ctx)
+		rec, err := r.Next(ctx)
 		if err != nil {
 			tb.Fatalf("watchqtest: after %d of %d records: %v", len(out), n, err)
 		}
-		out = append(out, r)
+		out = append(out, rec)
 	}
 	return out
 }
 
-// Quiet fails the test if any record arrives within d.
-func Quiet(tb testing.TB, q *watchq.Queue, d time.Duration) {
+// Timeout is how long Expect waits for the records it expects.
+const Timeout = 10 * time.Second
+
+// Expect reads len(want) records from r and fails the test, naming each
+// difference, unless they are want byte for byte, in order. Build want with
+// Rec. It waits at most Timeout.
+func Expect(tb testing.TB, r record.Reader, want ...[]byte) {
+	tb.Helper()
+	got := Collect(tb, r, len(want), Timeout)
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			tb.Errorf("watchqtest: record %d is %v (% x), want %v (% x)", i, got[i], []byte(got[i]), record.Record(want[i]), want[i])
+		}
+	}
+}
+
+// Quiet fails the test if any record arrives from r within d.
+func Quiet(tb testing.TB, r record.Reader, d time.Duration) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	if r, err := q.Next(ctx); err == nil {
+	if r, err := r.Next(ctx); err == nil {
 		tb.Fatalf("watchqtest: unexpected record %v", r)
 	}
 }

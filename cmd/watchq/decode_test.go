@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -184,12 +185,15 @@ func TestDecodeGolden(t *testing.T) {
 		"bad-past-end":     "malformed record at offset 40 (0x28): length 40 runs past the end of the input (20 bytes left)",
 	}
 	for name := range captures() {
-		for _, mode := range []string{"txt", "json"} {
+		for _, mode := range []string{"txt", "json", "line", "keyctl"} {
 			t.Run(name+"."+mode, func(t *testing.T) {
 				bin := filepath.Join(cliData, name+".bin")
 				args := []string{"decode"}
-				if mode == "json" {
+				switch mode {
+				case "json":
 					args = append(args, "--json")
+				case "line", "keyctl":
+					args = append(args, "--format", mode)
 				}
 				r := run(t, nil, append(args, bin)...)
 				data, err := os.ReadFile(bin)
@@ -197,6 +201,7 @@ func TestDecodeGolden(t *testing.T) {
 					t.Fatal(err)
 				}
 				rs := run(t, data, append(args, "-")...)
+				r.stdout, rs.stdout = untimed(r.stdout), untimed(rs.stdout)
 				if rs.stdout != r.stdout || rs.code != r.code {
 					t.Errorf("standard input gave exit %d and\n%s\nfile gave exit %d and\n%s", rs.code, rs.stdout, r.code, r.stdout)
 				}
@@ -307,4 +312,17 @@ func TestDecodeErrors(t *testing.T) {
 	if r.code != 0 || r.stdout != "" {
 		t.Errorf("empty input: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+}
+
+// timestamps match the time the line and json formats print.
+var timestamps = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d) |"ts":"[^"]*"`)
+
+// untimed replaces printed times with TIME, so golden files compare.
+func untimed(s string) string {
+	return timestamps.ReplaceAllStringFunc(s, func(m string) string {
+		if strings.HasPrefix(m, `"ts"`) {
+			return `"ts":"TIME"`
+		}
+		return "TIME "
+	})
 }

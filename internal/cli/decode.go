@@ -16,6 +16,8 @@ import (
 func newDecodeCommand() *cobra.Command {
 	var (
 		asJSON   bool
+		raw      bool
+		format   string
 		readSize int
 	)
 	cmd := &cobra.Command{
@@ -34,7 +36,12 @@ notification pipe returns more than 65536 bytes: its queue holds at most
 
 A malformed record (a length below 8 or past the end of the input) stops
 the decoding: everything before it is printed, then the error with the
-record's offset, and the exit status is 1.`,
+record's offset, and the exit status is 1.
+
+Decode prints in the sample's format unless --format says otherwise; block
+devices are shown by number (the capture may come from another machine).
+
+` + FormatHelp,
 		Example: `  watchq decode capture.bin
   watchq watch keys --capture /tmp/keys.bin --count 10 && watchq decode --json /tmp/keys.bin`,
 		Args: positional(cobra.MaximumNArgs(1)),
@@ -60,13 +67,21 @@ record's offset, and the exit status is 1.`,
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
 			defer out.Flush()
-			if err := Decode(out, in, asJSON, readSize); err != nil {
+			popts, err := printerOptions(out, format, asJSON, raw)
+			if err != nil {
+				return err
+			}
+			if format == "" && !asJSON {
+				popts.Format = printer.FormatSample // decode shows reads by default
+			}
+			popts.Devices = printer.NoDeviceNames // the capture is from elsewhere or earlier
+			if err := Decode(out, in, popts, readSize); err != nil {
 				return fmt.Errorf("decode %s: %w", name, err)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per record")
+	addFormatFlags(cmd, &format, &asJSON, &raw)
 	cmd.Flags().IntVar(&readSize, "read-size", ReadSize, "group records into reads of at most this many `bytes`")
 	return cmd
 }
@@ -94,11 +109,11 @@ func (e *DecodeError) Unwrap() error { return record.ErrMalformed }
 // into reads of at most readSize bytes (record.HeaderSize..MaxReadSize).
 // It stops at the first malformed record with a *DecodeError, after
 // printing every record before it.
-func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
+func Decode(w io.Writer, r io.Reader, popts printer.Options, readSize int) error {
 	if readSize < record.HeaderSize || readSize > MaxReadSize {
 		return fmt.Errorf("read size %d is not in %d..%d", readSize, record.HeaderSize, MaxReadSize)
 	}
-	p := printer.New(w, asJSON)
+	p := printer.New(w, popts)
 	br := bufio.NewReaderSize(r, 64<<10)
 	group := make([]byte, 0, readSize)
 	var off int64 // offset of the next record

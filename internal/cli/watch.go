@@ -26,7 +26,7 @@ Device notifications come from the watchqd daemon when it runs (--socket),
 else from an in-process device source when watchq runs as root. Standard
 error says which backends are in use and what is unavailable and why.
 
-` + FilterSyntax,
+` + FilterSyntax + "\n\n" + FormatHelp,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd, defaultKeyArgs(), devicesOptional)

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/bpfring"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device/blockerr"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
 	"github.com/watchq/watchq/source/device/uevent"
 	"github.com/watchq/watchq/source/device/usbreset"
 	"golang.org/x/sys/unix"

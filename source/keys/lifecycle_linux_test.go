@@ -22,6 +22,10 @@ func lifecycleBackends(t *testing.T) []Backend {
 	if kernel.Probe() == nil {
 		bs = append(bs, Kernel)
 	}
+	if src, err := openTracedSource(); err == nil {
+		src.Close()
+		bs = append(bs, Traced)
+	}
 	return bs
 }
 

@@ -21,6 +21,7 @@ type Source struct {
 	eng      *watchq.Engine
 	gen      *watchq.Cred
 	backend  Backend
+	fallback error // why Auto did not choose Traced (traced_linux.go)
 	impl     backend
 	interval time.Duration
 
@@ -84,8 +85,21 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b == Auto { // no kernel facility: traced where it loads, else poll
+		if b, err = s.openTraced(); err != nil {
+			return nil, err
+		}
+	}
 	s.backend = b
 	switch b {
+	case Traced:
+		if s.impl == nil {
+			tb, err := newTracedBackend(s)
+			if err != nil {
+				return nil, fmt.Errorf("keys: traced backend: %w", err)
+			}
+			s.impl = tb
+		}
 	case Kernel:
 		kb, err := newKernelBackend(s, cfg.PipeNotes)
 		if err != nil {
@@ -115,9 +129,11 @@ func chooseBackend(b Backend) (Backend, error) {
 			b = Kernel
 		case "poll":
 			b = Poll
+		case "traced":
+			b = Traced
 		case "", "auto":
 		default:
-			return 0, fmt.Errorf("keys: $%s=%q, want kernel, poll or auto", BackendEnv, v)
+			return 0, fmt.Errorf("keys: $%s=%q, want kernel, traced, poll or auto", BackendEnv, v)
 		}
 	}
 	switch b {
@@ -130,7 +146,7 @@ func chooseBackend(b Backend) (Backend, error) {
 		case err == nil:
 			return Kernel, nil
 		case errors.Is(err, kernel.ErrNotSupported):
-			return Poll, nil
+			return Auto, nil // Open tries Traced, then Poll
 		default:
 			return 0, fmt.Errorf("keys: choosing a backend: %w", err)
 		}
@@ -139,8 +155,8 @@ func chooseBackend(b Backend) (Backend, error) {
 			return 0, fmt.Errorf("keys: kernel backend: %w", err)
 		}
 		return Kernel, nil
-	case Poll:
-		return Poll, nil
+	case Poll, Traced:
+		return b, nil
 	}
 	return 0, fmt.Errorf("keys: unknown backend %d", b)
 }

@@ -42,3 +42,6 @@ func (s *Source) Sync(ctx context.Context) error { return errNotLinux }
 
 // Close does nothing and returns nil.
 func (s *Source) Close() error { return nil }
+
+// Fallback returns nil: off Linux there is no backend to fall back from.
+func (s *Source) Fallback() error { return nil }

@@ -13,7 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/bpfring"
 	"golang.org/x/sys/unix"
 )
 
@@ -129,7 +130,7 @@ func (t *Tracer) SetDeadline(d time.Time) { t.r.SetDeadline(d) }
 func (t *Tracer) Read(e *Event) error {
 	s, err := t.r.Read()
 	if err != nil {
-		return err
+		return closedErr(err)
 	}
 	if len(s) < eventSize {
 		return fmt.Errorf("blockerr: %d-byte ring buffer record, want %d", len(s), eventSize)
@@ -147,3 +148,12 @@ func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 // Close detaches the program and releases everything; a blocked Read
 // returns watchq.ErrClosed. Later calls do nothing and return nil.
 func (t *Tracer) Close() error { return t.r.Close() }
+
+// closedErr turns the ring buffer's "closed" (os.ErrClosed) into
+// watchq.ErrClosed, which matches os.ErrClosed too.
+func closedErr(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("blockerr: read: %w", watchq.ErrClosed)
+	}
+	return err
+}

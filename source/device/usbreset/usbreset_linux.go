@@ -36,7 +36,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/bpfring"
 )
 
 // Target is the kernel function the program attaches to.
@@ -251,7 +252,7 @@ func Open() (*Tracer, error) {
 func (t *Tracer) Read() (string, error) {
 	s, err := t.r.Read()
 	if err != nil {
-		return "", err
+		return "", closedErr(err)
 	}
 	return decodeName(s)
 }
@@ -284,3 +285,12 @@ func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 // Close detaches the program; a blocked Read returns watchq.ErrClosed.
 // Later calls do nothing and return nil.
 func (t *Tracer) Close() error { return t.r.Close() }
+
+// closedErr turns the ring buffer's "closed" (os.ErrClosed) into
+// watchq.ErrClosed, which matches os.ErrClosed too.
+func closedErr(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("usbreset: read: %w", watchq.ErrClosed)
+	}
+	return err
+}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/watchq/watchq"
 )
 
 // Reader reads the records and the drop count of a loaded and attached
@@ -47,13 +46,14 @@ func NewReader(prefix string, coll *ebpf.Collection, l io.Closer, events, drops 
 func (r *Reader) SetDeadline(d time.Time) { r.rd.SetDeadline(d) }
 
 // Read waits for the next record and returns it; it stays valid until the
-// next Read. After Close it returns an error matching watchq.ErrClosed
-// (and so os.ErrClosed, which is what cilium's ringbuf.Reader says). One
-// goroutine may call Read at a time.
+// next Read. After Close it returns an error matching os.ErrClosed (what
+// cilium's ringbuf.Reader says: its ErrClosed is os.ErrClosed); the
+// tracers built on it, a layer up, return watchq.ErrClosed, which matches
+// os.ErrClosed too. One goroutine may call Read at a time.
 func (r *Reader) Read() ([]byte, error) {
 	if err := r.rd.ReadInto(&r.rec); err != nil {
-		if errors.Is(err, os.ErrClosed) || r.closed.Load() {
-			err = watchq.ErrClosed
+		if r.closed.Load() && !errors.Is(err, os.ErrClosed) {
+			err = fmt.Errorf("%w (%w)", err, os.ErrClosed)
 		}
 		return nil, fmt.Errorf("%s: read ring buffer: %w", r.prefix, err)
 	}
@@ -72,9 +72,19 @@ func (r *Reader) Drops() (uint64, error) {
 	return d, nil
 }
 
+// Dropped returns how many records the program dropped on a full ring
+// buffer so far (the counter itself; Drops returns its growth).
+func (r *Reader) Dropped() (uint64, error) {
+	var n uint64
+	if err := r.drops.Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("%s: read drop counter: %w", r.prefix, err)
+	}
+	return n, nil
+}
+
 // Close closes the ring buffer, detaches the program and releases
-// everything; a blocked Read returns watchq.ErrClosed. Later calls do
-// nothing and return nil.
+// everything; a blocked Read returns an error matching os.ErrClosed.
+// Later calls do nothing and return nil.
 func (r *Reader) Close() error {
 	if r.closed.Swap(true) {
 		return nil

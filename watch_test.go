@@ -66,7 +66,7 @@ func TestWatchErrors(t *testing.T) {
 	if err := wl.Add(q, 4, 0, &Cred{UID: 1001}); err != nil {
 		t.Errorf("other user's watch: %v", err)
 	}
-	if err := wl.Remove(q, 99); !errors.Is(err, syscall.EBADSLT) || !errors.Is(err, ErrNoWatch) {
+	if err := wl.Remove(q, 99); !errors.Is(err, ebadslt) || !errors.Is(err, ErrNoWatch) {
 		t.Errorf("removing a missing watch: %v, want EBADSLT", err)
 	}
 	if err := wl.Remove(q, 2); err != nil {

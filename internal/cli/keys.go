@@ -95,12 +95,12 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		if k.id < 0 {
 			// Resolve a special id for the message; Watch resolves it
 			// the same way.
-			id, err := unix.KeyctlGetKeyringID(int(k.id), true)
+			id, err := keys.Resolve(k.id)
 			if err != nil {
 				src.Close()
-				return nil, "", fmt.Errorf("keys: %s: %w", k.spec, err)
+				return nil, "", fmt.Errorf("resolve %s: %w", k.spec, err)
 			}
-			serial = int32(id)
+			serial = id
 		}
 		if err := src.Watch(q, serial, k.tag, nil); err != nil {
 			src.Close()

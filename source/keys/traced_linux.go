@@ -5,6 +5,7 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"os"
 	"runtime"
@@ -14,6 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/bpfring"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/keys/internal/keytrace"
 )
@@ -71,7 +74,7 @@ func newTracedBackend(s *Source) (*tracedBackend, error) {
 // caller's context; the watch begins at a marker: records of calls that
 // returned before it are not the watch's, as a kernel watch placed now
 // would not see them. Then the key's first picture, for the poll side.
-func (b *tracedBackend) add(e *entry) error {
+func (b *tracedBackend) addLocked(e *entry) error {
 	c := b.cookie.Add(1)
 	if err := b.tr.Marker(c); err != nil {
 		return err
@@ -100,10 +103,10 @@ func (b *tracedBackend) setMembers(serial int32, sn *snapshot) {
 	b.members[serial] = m
 }
 
-func (b *tracedBackend) remove(e *entry) { b.forget(e.serial) }
+func (b *tracedBackend) removeLocked(e *entry) { b.forgetLocked(e.serial) }
 
-// forget drops what the backend holds about serial. Source.mu must be held.
-func (b *tracedBackend) forget(serial int32) {
+// forgetLocked drops what the backend holds about serial. Source.mu must be held.
+func (b *tracedBackend) forgetLocked(serial int32) {
 	delete(b.pending, serial)
 	delete(b.members, serial)
 	delete(b.touched, serial)
@@ -125,7 +128,7 @@ func (b *tracedBackend) relay() {
 	var ev keytrace.Event
 	for {
 		if err := b.tr.Read(&ev); err != nil {
-			if errors.Is(err, keytrace.ErrClosed) {
+			if errors.Is(err, watchq.ErrClosed) {
 				return
 			}
 			continue // a malformed event: never from our programs
@@ -138,7 +141,7 @@ func (b *tracedBackend) relay() {
 func (b *tracedBackend) handle(ev *keytrace.Event) {
 	s := b.s
 	s.mu.Lock()
-	b.lossTo(ev.Drops)
+	b.lossToLocked(ev.Drops)
 	if ev.Kind == keytrace.KindMarker {
 		if ev.TGID == b.pid {
 			b.userns = ev.UserNS
@@ -170,7 +173,7 @@ func (b *tracedBackend) handle(ev *keytrace.Event) {
 		if _, ok := b.pending[serial]; ok {
 			continue
 		}
-		s.post(e, n)
+		s.postLocked(e, n)
 		b.touched[serial] = b.gen
 		if m := b.members[serial]; m != nil {
 			switch n.Subtype {
@@ -183,15 +186,15 @@ func (b *tracedBackend) handle(ev *keytrace.Event) {
 			}
 		}
 		if e.wl.Len() == 0 {
-			s.drop(e) // every queue watching it was closed
+			s.dropLocked(e) // every queue watching it was closed
 		}
 	}
 }
 
-// lossTo reports ring drops up to total in-band: every watched key's list
+// lossToLocked reports ring drops up to total in-band: every watched key's list
 // loses them, as the kernel's loss record does not say whose records were
 // lost. Source.mu must be held.
-func (b *tracedBackend) lossTo(total uint64) {
+func (b *tracedBackend) lossToLocked(total uint64) {
 	if total <= b.reported {
 		return
 	}
@@ -288,7 +291,7 @@ func (b *tracedBackend) syncRing(ctx context.Context) error {
 			return ctx.Err()
 		case <-b.s.stop:
 			t.Stop()
-			return ErrClosed
+			return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
 		}
 		b.wmu.Lock()
 		delete(b.waiters, c)
@@ -323,7 +326,7 @@ func (b *tracedBackend) sync(ctx context.Context) error {
 	select {
 	case b.kick <- done:
 	case <-b.s.stop:
-		return ErrClosed
+		return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -368,22 +371,22 @@ func (b *tracedBackend) pass() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if derr == nil {
-		b.lossTo(dropped)
+		b.lossToLocked(dropped)
 	}
 	for _, e := range b.list {
 		if e.dead {
 			continue
 		}
 		if e.wl.Len() == 0 {
-			s.drop(e)
+			s.dropLocked(e)
 			continue
 		}
 		var snap *snapshot
 		var gone bool
 		b.out, snap, gone = diff(e.serial, &e.snap, &e.next, b.out[:0])
 		if gone {
-			s.destroy(e)
-			b.forget(e.serial)
+			s.destroyLocked(e)
+			b.forgetLocked(e.serial)
 			continue
 		}
 		_, pending := b.pending[e.serial]
@@ -403,7 +406,7 @@ func (b *tracedBackend) pass() {
 			if n.Subtype == record.KeyUnlinked || n.Subtype == record.KeyCleared {
 				continue
 			}
-			s.post(e, n)
+			s.postLocked(e, n)
 		}
 		b.setMembers(e.serial, &e.snap)
 	}
@@ -411,17 +414,26 @@ func (b *tracedBackend) pass() {
 
 func (b *tracedBackend) close() { b.tr.Close() }
 
+// tryTraced is newTracedBackend for Auto's choice; tests replace it.
+var tryTraced = newTracedBackend
+
 // openTraced is Auto's choice on a kernel without the facility: Traced if
 // its programs load and attach here (root, BTF, the syscall tracepoints),
-// else Poll, remembering why for Fallback.
-func (s *Source) openTraced() Backend {
-	tb, err := newTracedBackend(s)
+// else Poll, remembering why for Fallback. A load that failed for a
+// passing reason (bpfring.Transient) is an error: it decides nothing.
+func (s *Source) openTraced() (Backend, error) {
+	tb, err := tryTraced(s)
+	if bpfring.Transient(err) {
+		// EMFILE, ENOMEM...: says nothing about whether the tracer can
+		// run here. Fail rather than poll for the source's life.
+		return 0, fmt.Errorf("keys: traced backend: %w", err)
+	}
 	if err != nil {
 		s.fallback = err
-		return Poll
+		return Poll, nil
 	}
 	s.impl = tb
-	return Traced
+	return Traced, nil
 }
 
 // Fallback says why an Auto source on a kernel without the facility uses

@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/bpfring"
 )
 
@@ -31,9 +32,6 @@ type Tracer struct {
 	r     *bpfring.Reader
 	calls *ebpf.Map // the in-flight table
 }
-
-// ErrClosed is returned by Read after Close.
-var ErrClosed = bpfring.ErrClosed
 
 // ProbeLayout finds the offsets the programs read in the running kernel's
 // BTF.
@@ -181,12 +179,13 @@ func tracefsDir() string {
 // os.ErrDeadlineExceeded at d; the zero time waits forever.
 func (t *Tracer) SetDeadline(d time.Time) { t.r.SetDeadline(d) }
 
-// Read waits for the next event. It returns ErrClosed after Close. One
+// Read waits for the next event. After Close it returns an error matching
+// watchq.ErrClosed (and os.ErrClosed). One
 // goroutine may call Read at a time.
 func (t *Tracer) Read(e *Event) error {
 	s, err := t.r.Read()
 	if err != nil {
-		return err
+		return closedErr(err)
 	}
 	return Decode(s, e)
 }
@@ -215,5 +214,14 @@ func (t *Tracer) Busy() bool {
 }
 
 // Close detaches the programs and releases everything; a blocked Read
-// returns ErrClosed.
+// returns watchq.ErrClosed. Later calls do nothing and return nil.
 func (t *Tracer) Close() error { return t.r.Close() }
+
+// closedErr turns the ring buffer's "closed" (os.ErrClosed) into
+// watchq.ErrClosed, which matches os.ErrClosed too.
+func closedErr(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("keytrace: read: %w", watchq.ErrClosed)
+	}
+	return err
+}

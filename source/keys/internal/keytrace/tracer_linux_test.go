@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/testenv"
 )
 
@@ -91,7 +92,7 @@ func TestTracerSeesCalls(t *testing.T) {
 		t.Errorf("Busy with no call in flight")
 	}
 	tr.Close()
-	if err := tr.Read(&Event{}); !errors.Is(err, ErrClosed) {
+	if err := tr.Read(&Event{}); !errors.Is(err, watchq.ErrClosed) {
 		t.Errorf("Read after Close: %v", err)
 	}
 }

@@ -61,6 +61,10 @@ func (c *conn) numQueues() int {
 // serve reads and answers requests until the client goes away, then
 // closes its queues: their watches are removed (silently, as when a
 // notification pipe is released) and their pipes' write ends closed.
+//
+// Requests are read without a control buffer: file descriptors a client
+// attaches are never installed in the daemon (the kernel drops them and
+// sets MSG_CTRUNC), whatever the packet's length.
 func (c *conn) serve() {
 	c.log.Debug("client connected")
 	defer func() {
@@ -78,16 +82,14 @@ func (c *conn) serve() {
 		c.log.Debug("client gone", "queues", len(qs))
 	}()
 	buf := make([]byte, protocol.MaxRequest)
-	oob := make([]byte, unix.CmsgSpace(16*4))
 	for {
-		n, oobn, flags, _, err := c.nc.ReadMsgUnix(buf, oob)
+		n, _, flags, _, err := c.nc.ReadMsgUnix(buf, nil)
 		if err != nil {
 			return // EOF (or a zero-length packet), reset, or shutdown
 		}
 		var reqErr error
-		if oobn > 0 {
-			n := closeRights(oob[:oobn])
-			reqErr = &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("ancillary data (%d file descriptors) not accepted", n)}
+		if flags&unix.MSG_CTRUNC != 0 {
+			reqErr = &watchq.Errno{Errno: syscall.EINVAL, Reason: "ancillary data (file descriptors) not accepted; discarded"}
 		}
 		if flags&unix.MSG_TRUNC != 0 {
 			reqErr = &watchq.Errno{Errno: syscall.EMSGSIZE, Reason: fmt.Sprintf("message longer than %d bytes", protocol.MaxRequest)}
@@ -97,25 +99,6 @@ func (c *conn) serve() {
 			return
 		}
 	}
-}
-
-// closeRights closes every file descriptor in a control message and
-// returns how many there were.
-func closeRights(oob []byte) int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, m := range msgs {
-		if fds, err := unix.ParseUnixRights(&m); err == nil {
-			for _, fd := range fds {
-				unix.Close(fd)
-				n++
-			}
-		}
-	}
-	return n
 }
 
 // handle decodes and answers one request. Its error ends the connection:

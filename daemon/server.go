@@ -21,6 +21,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/policy"
@@ -64,9 +65,10 @@ type Server struct {
 	log *slog.Logger      // immutable
 	pub *watchq.WatchList // publisher channels, id = record type; immutable
 
-	nextQueue atomic.Uint32
-	published atomic.Uint64 // records accepted from publishers
-	refused   atomic.Uint64 // requests the policy refused
+	nextQueue    atomic.Uint32
+	published    atomic.Uint64 // records accepted from publishers
+	refused      atomic.Uint64 // requests the policy refused
+	acceptErrors atomic.Uint64 // accept(2) failures, each backed off
 
 	mu    sync.Mutex         // guards conns
 	conns map[*conn]struct{} // live connections
@@ -99,18 +101,42 @@ func New(cfg Config) (*Server, error) {
 	}, nil
 }
 
-// Serve accepts connections on l until ctx ends or l fails, then closes
-// every connection (their queues, watches and pipes go) and returns.
+// Accept back-off, as net/http's: 5 ms doubling to 1 s while accept fails.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// Serve accepts connections on l until ctx ends or l is closed, then
+// closes every connection (their queues, watches and pipes go) and
+// returns. A failing accept (EMFILE, ENFILE, ENOBUFS, ENOMEM,
+// ECONNABORTED...) is retried after a back-off; it never ends Serve.
 func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
-	var err error
+	var (
+		err   error
+		delay time.Duration
+	)
 	for {
 		var c *net.UnixConn
 		c, err = l.AcceptUnix()
 		if err != nil {
-			break
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			s.acceptErrors.Add(1)
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			s.log.Warn("accept failed; retrying", "err", err, "in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			continue
 		}
+		delay = 0
 		cn, cerr := s.newConn(c)
 		if cerr != nil {
 			s.log.Warn("refusing client", "err", cerr)
@@ -141,13 +167,16 @@ type Stats struct {
 	Queues    int
 	Published uint64
 	Refused   uint64
+	// AcceptErrors counts failed accepts (each backed off).
+	AcceptErrors uint64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Clients: len(s.conns), Published: s.published.Load(), Refused: s.refused.Load()}
+	st := Stats{Clients: len(s.conns), Published: s.published.Load(), Refused: s.refused.Load(),
+		AcceptErrors: s.acceptErrors.Load()}
 	for c := range s.conns {
 		st.Queues += c.numQueues()
 	}

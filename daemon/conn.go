@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"syscall"
@@ -30,7 +31,7 @@ type conn struct {
 	hello bool // Hello accepted; serve's goroutine only
 
 	mu     sync.Mutex        // guards queues
-	queues map[uint32]*queue // open queues by id
+	queues map[uint32]*queue // open queues by id; nil once serve is done
 }
 
 func (s *Server) newConn(nc *net.UnixConn) (*conn, error) {
@@ -60,7 +61,9 @@ func (c *conn) numQueues() int {
 
 // serve reads and answers requests until the client goes away, then
 // closes its queues: their watches are removed (silently, as when a
-// notification pipe is released) and their pipes' write ends closed.
+// notification pipe is released), what their engine queues still hold is
+// written to their pipes as far as there is room, and their pipes' write
+// ends are closed.
 //
 // Requests are read without a control buffer: file descriptors a client
 // attaches are never installed in the daemon (the kernel drops them and
@@ -74,7 +77,7 @@ func (c *conn) serve() {
 		c.queues = nil
 		c.mu.Unlock()
 		for _, q := range qs {
-			q.close()
+			q.close(false)
 		}
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
@@ -153,6 +156,27 @@ func (c *conn) lookup(id uint32) (*queue, error) {
 		return q, nil
 	}
 	return nil, &watchq.Errno{Errno: syscall.EBADF, Reason: fmt.Sprintf("no queue %d on this connection (create-queue first)", id)}
+}
+
+// take removes q from the connection's queues and reports whether it was
+// there: whoever takes a queue closes it, so it is closed once.
+func (c *conn) take(q *queue) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.queues[q.id] != q {
+		return false
+	}
+	delete(c.queues, q.id)
+	return true
+}
+
+// release closes q, unless it is being closed already: its reader has
+// closed the pipe. Called by q's watchReader goroutine.
+func (c *conn) release(q *queue) {
+	if c.take(q) {
+		q.close(true)
+		c.log.Debug("queue released: its reader closed the pipe", "queue", q.id)
+	}
 }
 
 // do carries out a decoded request and returns the reply body and a file
@@ -256,15 +280,16 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		return nil, -1, nil
 	case protocol.StatsRequest:
 		return c.stats(r)
+	case protocol.ServerStatsRequest:
+		return c.serverStats(r)
 	case protocol.CloseQueue:
 		q, err := c.lookup(r.Queue)
 		if err != nil {
 			return nil, -1, err
 		}
-		c.mu.Lock()
-		delete(c.queues, q.id)
-		c.mu.Unlock()
-		q.close()
+		if c.take(q) { // else its reader closed it meanwhile
+			q.close(false)
+		}
 		return nil, -1, nil
 	}
 	return nil, -1, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unhandled %v", req.Op())}
@@ -290,6 +315,7 @@ func (c *conn) createQueue(r protocol.CreateQueue) ([]byte, int, error) {
 	c.mu.Lock()
 	c.queues[q.id] = q
 	c.mu.Unlock()
+	q.start()
 	b, _ := protocol.QueueReply{Queue: q.id, Capacity: uint32(capacity)}.AppendBinary(nil)
 	return b, rfd, nil
 }
@@ -326,6 +352,29 @@ func (c *conn) stats(r protocol.StatsRequest) ([]byte, int, error) {
 	}
 	for _, q := range all[:min(len(all), protocol.MaxStatsQueues)] {
 		st.Entries = append(st.Entries, q.stats())
+	}
+	b, _ := st.AppendBinary(nil)
+	return b, -1, nil
+}
+
+// serverStats answers ServerStatsRequest: for root the daemon's
+// internals.
+func (c *conn) serverStats(r protocol.ServerStatsRequest) ([]byte, int, error) {
+	root := c.cred.UID == 0
+	if r.Flags&protocol.StatsGC != 0 {
+		if !root {
+			return nil, -1, &watchq.Errno{Errno: syscall.EPERM, Reason: "server-stats: only root may ask for a garbage collection"}
+		}
+		debug.FreeOSMemory()
+	}
+	st := protocol.ServerStats{UID: c.cred.UID}
+	if root {
+		ss := c.s.Stats()
+		st.Internal = true
+		st.Clients, st.AllQueues = uint64(ss.Clients), uint64(ss.Queues)
+		st.Goroutines, st.Heap, st.RSS, st.FDs = processStats()
+		st.AcceptErrors, st.CloseLost = ss.AcceptErrors, ss.CloseLost
+		st.MaxClients = uint64(c.s.cfg.MaxClients)
 	}
 	b, _ := st.AppendBinary(nil)
 	return b, -1, nil

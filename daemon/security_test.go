@@ -7,6 +7,7 @@ package daemon_test
 // threats and limits.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -27,6 +28,34 @@ func (r *raw) hello(tb testing.TB) *raw {
 	tb.Helper()
 	r.expect(tb, rawMsg(uint16(protocol.OpHello), 1, u32(protocol.Version)), 0)
 	return r
+}
+
+// serverStats asks for the daemon's internals (r must be root's, after
+// hello), after a garbage collection when gc is set.
+func (r *raw) serverStats(tb testing.TB, gc bool) protocol.ServerStats {
+	tb.Helper()
+	var flags uint32
+	if gc {
+		flags = protocol.StatsGC
+	}
+	rest := r.expect(tb, rawMsg(uint16(protocol.OpServerStats), 2, u32(flags)), 0)
+	s, err := protocol.ParseServerStats(rest)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// lastFD returns the file descriptor the last reply carried, and forgets
+// it (the caller closes it).
+func (r *raw) lastFD(tb testing.TB) int {
+	tb.Helper()
+	if len(r.fds) == 0 {
+		tb.Fatal("no file descriptor came with the reply")
+	}
+	fd := r.fds[len(r.fds)-1]
+	r.fds = r.fds[:len(r.fds)-1]
+	return fd
 }
 
 // fdList describes the daemon's open file descriptors.
@@ -107,6 +136,130 @@ func TestFDFlood(t *testing.T) {
 	e.alive(t)
 	waitForFDs(t, e, base)
 	e.probe(t, good, "0x800300", 2*time.Second)
+}
+
+// TestReaderCloseReleases (F7): closing a queue's read end releases the
+// queue and removes its watches, promptly, with no record ever written;
+// so one connection may create and drop many more than its 16 queues.
+// Before the fix a queue lived on until its connection closed.
+func TestReaderCloseReleases(t *testing.T) {
+	e := startDaemon(t, "* watch=0x800600\n", "-devices", "off")
+	r := dialRaw(t, e.sock).hello(t)
+	base := e.fds(t)
+	for i := range 40 {
+		qid := r.createQueue(t)
+		r.expect(t, rawMsg(6, 3, u32(qid, 0x800600, 1)), 0) // watch
+		unix.Close(r.lastFD(t))
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			_, rest := r.roundTrip(t, rawMsg(8, 4, u32(0)))
+			st, err := protocol.ParseStats(rest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Total == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("queue %d (%d of 40) still open 2 s after its reader closed: %+v", qid, i, st.Entries)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		r.expect(t, rawMsg(6, 5, u32(qid, 0x800600, 0xffffffff)), syscall.EBADF) // gone
+	}
+	if s := r.serverStats(t, false); s.AllQueues != 0 {
+		t.Errorf("after 40 released queues: %d queues", s.AllQueues)
+	}
+	waitForFDs(t, e, base)
+}
+
+// TestCloseFlushes (F10): records still in the engine queue when the
+// client closes the queue reach the pipe before its end of file: the
+// records and the removal record the unwatch posted right before the
+// close, every time. Before the fix close dropped them about one time in
+// five.
+func TestCloseFlushes(t *testing.T) {
+	e := startDaemon(t, "* watch=0x800700 publish=0x800700\n", "-devices", "off")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := e.dial(t)
+	for i := range 100 {
+		q, err := c.CreateQueue(ctx, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.WatchPublisher(ctx, 0x800700, 3); err != nil {
+			t.Fatal(err)
+		}
+		f, err := q.OpenFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range 10 {
+			if err := c.Publish(ctx, pubRecord(0x800700, uint8(j))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := q.UnwatchPublisher(ctx, 0x800700); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		buf := make([]byte, 128)
+		for {
+			n, err := f.Read(buf)
+			if err != nil || n == 0 {
+				break
+			}
+			got = append(got, fmt.Sprintf("%x", buf[:n]))
+		}
+		f.Close()
+		if len(got) != 11 || !bytes.HasPrefix([]byte(got[10]), []byte("00000000")) {
+			t.Fatalf("round %d: read %d records, want 10 and the removal record:\n%s", i, len(got), strings.Join(got, "\n"))
+		}
+	}
+}
+
+// TestCloseLossCounted (F10): closing a queue whose pipe is full does not
+// wait for the reader: what the pipe has no room for is counted as lost.
+// 16 records fit the pipe; the other 24 are counted.
+func TestCloseLossCounted(t *testing.T) {
+	e := startDaemon(t, "* watch=0x800701 publish=0x800701\n", "-devices", "off", "-pipe-slots", "16")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	root := dialRaw(t, e.sock).hello(t)
+	c := e.dial(t)
+	q, err := c.CreateQueue(ctx, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.WatchPublisher(ctx, 0x800701, 0); err != nil {
+		t.Fatal(err)
+	}
+	f, err := q.OpenFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for j := range 40 {
+		if err := c.Publish(ctx, pubRecord(0x800701, uint8(j))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for buf := make([]byte, 128); ; n++ {
+		if k, err := f.Read(buf); err != nil || k == 0 {
+			break
+		}
+	}
+	if s := root.serverStats(t, false); n != 16 || s.CloseLost != 24 {
+		t.Errorf("read %d records after close, %d counted lost; want 16 and 24", n, s.CloseLost)
+	}
 }
 
 // TestAcceptBackoff (F1): accept failing with EMFILE (this process out of

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,10 +71,11 @@ type Server struct {
 	published    atomic.Uint64 // records accepted from publishers
 	refused      atomic.Uint64 // requests the policy refused
 	acceptErrors atomic.Uint64 // accept(2) failures, each backed off
+	closeLost    atomic.Uint64 // records that could not reach a closing queue's pipe
 
 	mu    sync.Mutex         // guards conns
 	conns map[*conn]struct{} // live connections
-	wg    sync.WaitGroup     // connection goroutines
+	wg    sync.WaitGroup     // connection and queue goroutines
 }
 
 // New returns a server configured by cfg.
@@ -167,8 +170,9 @@ type Stats struct {
 	Queues    int
 	Published uint64
 	Refused   uint64
-	// AcceptErrors counts failed accepts (each backed off).
-	AcceptErrors uint64
+	// AcceptErrors counts failed accepts (each backed off); CloseLost
+	// records that could not be written to a closing queue's full pipe.
+	AcceptErrors, CloseLost uint64
 }
 
 // Stats returns the server's counters.
@@ -176,9 +180,27 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Clients: len(s.conns), Published: s.published.Load(), Refused: s.refused.Load(),
-		AcceptErrors: s.acceptErrors.Load()}
+		AcceptErrors: s.acceptErrors.Load(), CloseLost: s.closeLost.Load()}
 	for c := range s.conns {
 		st.Queues += c.numQueues()
 	}
 	return st
+}
+
+// processStats returns the daemon process's goroutines, Go heap in use,
+// resident set size and open file descriptors (0 where unknown).
+func processStats() (goroutines, heap, rss, fds uint64) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	goroutines, heap = uint64(runtime.NumGoroutine()), ms.HeapAlloc
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		var size, res uint64
+		if _, err := fmt.Sscan(string(b), &size, &res); err == nil {
+			rss = res * uint64(os.Getpagesize())
+		}
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		fds = uint64(len(ents)) - 1 // less ReadDir's own
+	}
+	return
 }

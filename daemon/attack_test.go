@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,6 +27,10 @@ import (
 // users: each runs against the socket in args[0] and reports on stdout.
 var attackRoles = map[string]func(args []string) int{
 	"fdflood": roleFDFlood,
+	"idle":    roleIdle,
+	"hog":     roleHog,
+	"watches": roleWatches,
+	"pubrate": rolePubRate,
 	"probe":   roleProbe,
 }
 
@@ -175,6 +182,165 @@ func roleFDFlood(args []string) int {
 		return 0
 	}
 	out.say("FLOOD OK %d %d", done.Load(), einval.Load())
+	return 0
+}
+
+// roleIdle (args: socket, connections) opens connections and never says
+// hello. It says "IDLE n" once n are open, then "CLOSED n" once the daemon
+// has closed every one, and stays until stdin closes.
+func roleIdle(args []string) int {
+	out := newSayer()
+	n := atoi(args[1])
+	var cs []*net.UnixConn
+	for range n {
+		c, err := dialRawConn(args[0])
+		if err != nil {
+			out.say("IDLE ERR %v", err)
+			return 0
+		}
+		cs = append(cs, c)
+	}
+	out.say("IDLE %d", len(cs))
+	var closed atomic.Int64
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetReadDeadline(time.Now().Add(60 * time.Second))
+			if _, err := c.Read(make([]byte, 64)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				closed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	out.say("CLOSED %d", closed.Load())
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// errnoName is "OK" for nil, the errno's name for a daemon error, else
+// the error.
+func errnoName(err error) string {
+	var ce *client.Error
+	switch {
+	case err == nil:
+		return "OK"
+	case errors.As(err, &ce):
+		return unix.ErrnoName(ce.Errno)
+	}
+	return strings.ReplaceAll(err.Error(), " ", "_")
+}
+
+// roleHog (args: socket, connections, size[, type]) creates queues of
+// size notes on up to connections connections, moving on when one is full,
+// until the daemon refuses; each watches publisher type type if given. It
+// says "HOG n ERRNO reason" and keeps the queues, unread, until stdin
+// closes.
+func roleHog(args []string) int {
+	out := newSayer()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conns, size := atoi(args[1]), atoi(args[2])
+	n := 0
+	var last error
+	var keep []*client.Queue
+Conns:
+	for range conns {
+		c, err := client.Dial(ctx, args[0])
+		if err != nil {
+			last = err
+			break
+		}
+		defer c.Close()
+		for {
+			q, err := c.CreateQueue(ctx, size)
+			if err != nil {
+				var ce *client.Error
+				if errors.As(err, &ce) && strings.Contains(ce.Reason, "this connection") {
+					continue Conns
+				}
+				last = err
+				break Conns
+			}
+			if len(args) > 3 {
+				t, _ := strconv.ParseUint(args[3], 0, 32)
+				if err := q.WatchPublisher(ctx, record.Type(t), 1); err != nil {
+					last = err
+					break Conns
+				}
+			}
+			keep = append(keep, q)
+			n++
+		}
+	}
+	reason := ""
+	var ce *client.Error
+	if errors.As(last, &ce) {
+		reason = ce.Reason
+	}
+	out.say("HOG %d %s %s", n, errnoName(last), reason)
+	io.Copy(io.Discard, os.Stdin)
+	runtime.KeepAlive(keep) // an unreachable pipe's finalizer would close it, releasing its queue
+	return 0
+}
+
+// roleWatches (args: socket, count, first type) watches publisher types
+// first, first+1, ... on one queue until the daemon refuses or count are
+// set. It says "WATCHES n ERRNO" and stays until stdin closes.
+func roleWatches(args []string) int {
+	out := newSayer()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, args[0])
+	if err != nil {
+		out.say("WATCHES 0 %s", errnoName(err))
+		return 0
+	}
+	defer c.Close()
+	count := atoi(args[1])
+	first, _ := strconv.ParseUint(args[2], 0, 32)
+	q, err := c.CreateQueue(ctx, 32)
+	n := 0
+	for err == nil && n < count {
+		if err = q.WatchPublisher(ctx, record.Type(first)+record.Type(n), 1); err == nil {
+			n++
+		}
+	}
+	out.say("WATCHES %d %s", n, errnoName(err))
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// rolePubRate (args: socket, type, count) publishes count records back to
+// back and says "PUBRATE ok again other ms": how many were accepted, how
+// many refused with EAGAIN, how many failed otherwise, and how long it
+// took.
+func rolePubRate(args []string) int {
+	out := newSayer()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, args[0])
+	if err != nil {
+		out.say("PUBRATE ERR %v", err)
+		return 0
+	}
+	defer c.Close()
+	t, _ := strconv.ParseUint(args[1], 0, 32)
+	count := atoi(args[2])
+	ok, again, other := 0, 0, 0
+	start := time.Now()
+	for i := range count {
+		switch err := c.Publish(ctx, pubRecord(record.Type(t), uint8(i))); {
+		case err == nil:
+			ok++
+		case errors.Is(err, syscall.EAGAIN):
+			again++
+		default:
+			other++
+		}
+	}
+	out.say("PUBRATE %d %d %d %d", ok, again, other, time.Since(start).Milliseconds())
 	return 0
 }
 

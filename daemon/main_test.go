@@ -158,6 +158,19 @@ func startDaemonEnv(tb testing.TB, conf string, extra []string, flags ...string)
 	return startDaemonBin(tb, "", conf, extra, flags...)
 }
 
+// startRealDaemon is startDaemon running cmd/watchqd, built without the
+// race detector (whose shadow memory would hide what the daemon gives
+// back), instead of this test binary.
+func startRealDaemon(tb testing.TB, conf string, flags ...string) *env {
+	tb.Helper()
+	gobin := testenv.RequireCommand(tb, "go")
+	bin := filepath.Join(tb.TempDir(), "watchqd")
+	if out, err := exec.Command(gobin, "build", "-o", bin, "../cmd/watchqd").CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return startDaemonBin(tb, bin, conf, nil, flags...)
+}
+
 // startDaemonBin starts watchqd: program prog if set, else this test
 // binary in its daemon role.
 func startDaemonBin(tb testing.TB, prog, conf string, extra []string, flags ...string) *env {

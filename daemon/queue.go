@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,13 +53,20 @@ type queue struct {
 	pumpDone  chan struct{} // closed when pump returns
 	watchDone chan struct{} // closed when watchReader returns
 
+	mu sync.Mutex // guards below
+	// closed is set by close; charges can no longer be added.
+	closed bool
+	// pages and watches are charged to the owner's uid for this queue;
+	// close gives them back.
+	pages, watches int
+
 	written atomic.Uint64 // records written to the pipe
 }
 
-// newQueue creates the pipe for wq. It returns the read end for the
-// caller to pass to the client and close; start starts the queue's
-// goroutines.
-func newQueue(c *conn, id uint32, wq *watchq.Queue) (*queue, int, error) {
+// newQueue creates the pipe for wq, whose creation charged pages to c's
+// uid. It returns the read end for the caller to pass to the client and
+// close; start starts the queue's goroutines.
+func newQueue(c *conn, id uint32, wq *watchq.Queue, pages int) (*queue, int, error) {
 	var p [2]int
 	// O_DIRECT: packet mode, one record per read(). The read end stays
 	// blocking: it is the client's, for plain read() consumers.
@@ -71,14 +79,14 @@ func newQueue(c *conn, id uint32, wq *watchq.Queue) (*queue, int, error) {
 		return nil, -1, &watchq.Errno{Errno: err.(unix.Errno), Reason: fmt.Sprintf("pipe: %v", err)}
 	}
 	// Each packet takes a whole pipe buffer (a page). Ask for PipeSlots
-	// of them; past the per-user pipe limits the kernel may refuse, and
-	// the default 16 slots then serve.
+	// of them (charged to the uid already); past the per-user pipe
+	// limits the kernel may refuse, and the default 16 slots then serve.
 	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, c.s.cfg.PipeSlots*os.Getpagesize()); err != nil {
 		c.log.Debug("F_SETPIPE_SZ", "err", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	q := &queue{id: id, c: c, q: wq, w: os.NewFile(uintptr(p[1]), fmt.Sprintf("watchq-queue-%d", id)), wfd: p[1],
-		ctx: ctx, cancel: cancel, pumpDone: make(chan struct{}), watchDone: make(chan struct{})}
+		ctx: ctx, cancel: cancel, pumpDone: make(chan struct{}), watchDone: make(chan struct{}), pages: pages}
 	return q, p[0], nil
 }
 
@@ -215,13 +223,47 @@ func readerGone(fd int) bool {
 	}
 }
 
+// hold adds pages and watches, already charged to the owner's uid, to
+// what close gives back. It reports false, adding nothing, if the queue
+// is closed: the caller then uncharges them itself.
+func (q *queue) hold(pages, watches int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	q.pages += pages
+	q.watches += watches
+	return true
+}
+
+// unhold gives back pages and watches held for the queue (a request that
+// failed, a watch removed), unless close has given them back already.
+func (q *queue) unhold(pages, watches int) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.pages -= pages
+	q.watches -= watches
+	q.mu.Unlock()
+	q.c.s.uncharge(q.c, 0, pages, watches)
+}
+
 // close stops the pump, which writes what the engine queue still holds to
 // the pipe as far as it has room; then closes the engine queue (its
-// watches go without removal records) and the pipe's write end. The
-// caller has taken q out of its connection's map, so close runs once.
-// fromWatcher is set when watchReader's goroutine calls it (it must not
-// wait for itself).
+// watches go without removal records) and the pipe's write end, and gives
+// the queue's charges back. The caller has taken q out of its
+// connection's map, so close runs once. fromWatcher is set when
+// watchReader's goroutine calls it (it must not wait for itself).
 func (q *queue) close(fromWatcher bool) {
+	q.mu.Lock()
+	q.closed = true
+	pages, watches := q.pages, q.watches
+	q.pages, q.watches = 0, 0
+	q.mu.Unlock()
+
 	q.cancel()                            // wakes a pump blocked on the engine queue
 	q.w.SetWriteDeadline(time.Unix(1, 0)) // and one parked on a full pipe
 	<-q.pumpDone
@@ -230,6 +272,7 @@ func (q *queue) close(fromWatcher bool) {
 	if !fromWatcher {
 		<-q.watchDone
 	}
+	q.c.s.uncharge(q.c, 1, pages, watches)
 }
 
 // stats reports the queue for a Stats reply.

@@ -65,6 +65,12 @@ func TestExampleConfig(t *testing.T) {
 		p.PostAllowed(other, backup, rec(0x800101, 0)) == nil {
 		t.Error("publisher post decisions")
 	}
+	if l := p.Limits(other); l.Queues != 16 || l.Pages != 1024 || l.Watches != DefaultLimits().Watches {
+		t.Errorf("limits of everyone: %v", l)
+	}
+	if l := p.Limits(adm); l.Queues != 256 || l.Pages != 16384 || l.Watches != 4096 {
+		t.Errorf("limits of adm: %v", l)
+	}
 	if n := testing.AllocsPerRun(100, func() { p.PostAllowed(smart, watchq.SystemCred, rec(record.TypeUSB, 0)) }); n > 1 {
 		t.Errorf("PostAllowed allocates %v times", n)
 	}

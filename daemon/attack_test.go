@@ -31,6 +31,7 @@ var attackRoles = map[string]func(args []string) int{
 	"hog":     roleHog,
 	"watches": roleWatches,
 	"pubrate": rolePubRate,
+	"chaos":   roleChaos,
 	"probe":   roleProbe,
 }
 
@@ -342,6 +343,145 @@ func rolePubRate(args []string) int {
 	}
 	out.say("PUBRATE %d %d %d %d", ok, again, other, time.Since(start).Milliseconds())
 	return 0
+}
+
+// roleChaos (args: socket, seed, first type, types) does random things,
+// as granted or ungranted user alike, until it is killed or stdin closes:
+// connects and disconnects, creates, sizes, filters and closes queues
+// (some by closing only the pipe), watches and unwatches publisher types
+// from first to first+types-1, publishes bursts, reads some queues and
+// leaves others full, sends garbage, zero-length packets and file
+// descriptors, holds connections that never say hello, and asks for
+// statistics. It says "CHAOS up" first.
+func roleChaos(args []string) int {
+	out := newSayer()
+	seed, _ := strconv.ParseUint(args[1], 0, 64)
+	first, _ := strconv.ParseUint(args[2], 0, 32)
+	types := max(atoi(args[3]), 1)
+	rng := newRand(seed)
+	stop := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	null, _ := os.Open("/dev/null")
+	rights := unix.UnixRights(int(null.Fd()), int(null.Fd()), int(null.Fd()))
+	type cq struct {
+		c  *client.Client
+		qs []*client.Queue
+	}
+	var clients []*cq
+	var raws []*net.UnixConn
+	typ := func() record.Type { return record.Type(first) + record.Type(rng.IntN(types)) }
+	out.say("CHAOS up")
+	for {
+		select {
+		case <-stop:
+			return 0
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		switch a := rng.IntN(20); {
+		case a < 2 || len(clients) == 0: // connect
+			if len(clients) < 6 {
+				if c, err := client.Dial(ctx, args[0]); err == nil {
+					clients = append(clients, &cq{c: c})
+				}
+			}
+		case a == 2: // disconnect
+			i := rng.IntN(len(clients))
+			clients[i].c.Close()
+			for _, q := range clients[i].qs {
+				q.File().Close()
+			}
+			clients = append(clients[:i], clients[i+1:]...)
+		case a < 6: // create a queue, sized or not, sometimes out of range
+			c := clients[rng.IntN(len(clients))]
+			if q, err := c.c.CreateQueue(ctx, []int{0, 1, 32, 100, 512, 600}[rng.IntN(6)]); err == nil {
+				c.qs = append(c.qs, q)
+			}
+		case a == 19: // raw: garbage, descriptors, silence
+			switch b := rng.IntN(4); b {
+			case 0, 1:
+				if r, err := dialRawConn(args[0]); err == nil {
+					g := make([]byte, rng.IntN(protocol.MaxRequest+64))
+					for j := range g {
+						g[j] = byte(rng.IntN(256))
+					}
+					var oob []byte
+					if rng.IntN(2) == 0 {
+						oob = rights
+					}
+					r.SetDeadline(time.Now().Add(time.Second))
+					rawRequest(r, protocol.OpHello, 1, u32(protocol.Version), nil)
+					r.WriteMsgUnix(g, oob, nil)
+					if b == 1 {
+						sendEmpty(r, oob) // zero-length: the end
+					}
+					r.Close()
+				}
+			case 2:
+				if len(raws) < 4 {
+					if r, err := dialRawConn(args[0]); err == nil {
+						raws = append(raws, r) // never says hello
+					}
+				}
+			case 3:
+				for _, r := range raws {
+					r.Close()
+				}
+				raws = nil
+			}
+		default:
+			c := clients[rng.IntN(len(clients))]
+			if len(c.qs) == 0 {
+				c.c.Publish(ctx, pubRecord(typ(), uint8(a)))
+				break
+			}
+			i := rng.IntN(len(c.qs))
+			q := c.qs[i]
+			switch b := rng.IntN(12); b {
+			case 0:
+				q.SetSize(ctx, 1+rng.IntN(600))
+			case 1:
+				f := make([]byte, rng.IntN(80))
+				for j := range f {
+					f[j] = byte(rng.IntN(256))
+				}
+				if len(f) >= 8 {
+					f[0], f[1], f[2], f[3] = 1, 0, 0, 0
+				}
+				q.SetRawFilter(ctx, f)
+			case 2, 3:
+				q.WatchPublisher(ctx, typ(), record.Tag(rng.IntN(256)))
+			case 4:
+				q.UnwatchPublisher(ctx, typ())
+			case 5, 6: // a burst
+				for j := range 1 + rng.IntN(60) {
+					c.c.Publish(ctx, pubRecord(typ(), uint8(j)))
+				}
+			case 7: // read what is there
+				rctx, rcancel := context.WithTimeout(ctx, 5*time.Millisecond)
+				for {
+					if _, err := q.Next(rctx); err != nil {
+						break
+					}
+				}
+				rcancel()
+			case 8: // close the queue
+				q.Close()
+				c.qs = append(c.qs[:i], c.qs[i+1:]...)
+			case 9: // close only the pipe: the daemon releases the queue
+				q.File().Close()
+				c.qs = append(c.qs[:i], c.qs[i+1:]...)
+			case 10:
+				c.c.Stats(ctx)
+			case 11:
+				q.WatchDevices(ctx, 1)
+			}
+		}
+		cancel()
+	}
 }
 
 // roleProbe (args: socket, type, ms) is a granted user's whole session:

@@ -171,6 +171,23 @@ func startRealDaemon(tb testing.TB, conf string, flags ...string) *env {
 	return startDaemonBin(tb, bin, conf, nil, flags...)
 }
 
+// childEnv is the environment of child processes: this one's, with the
+// race detector's one-second sleep at exit (atexit_sleep_ms, there so that
+// reports of other threads are not cut short) turned off, since every test
+// waits for its daemon to exit.
+func childEnv(extra ...string) []string {
+	env := os.Environ()
+	gorace := "atexit_sleep_ms=0"
+	for i, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GORACE="); ok {
+			gorace = v + " " + gorace
+			env = append(env[:i:i], env[i+1:]...)
+			break
+		}
+	}
+	return append(append(env, "GORACE="+gorace), extra...)
+}
+
 // startDaemonBin starts watchqd: program prog if set, else this test
 // binary in its daemon role.
 func startDaemonBin(tb testing.TB, prog, conf string, extra []string, flags ...string) *env {
@@ -199,10 +216,10 @@ func startDaemonBin(tb testing.TB, prog, conf string, extra []string, flags ...s
 	args := append([]string{"-socket", e.sock, "-config", e.conf, "-log-level", "debug"}, flags...)
 	if prog != "" {
 		e.cmd = exec.Command(prog, args...)
-		e.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+ns), extra...)
+		e.cmd.Env = childEnv(append([]string{"NOTIFY_SOCKET=" + ns}, extra...)...)
 	} else {
 		e.cmd = exec.Command(e.bin)
-		e.cmd.Env = append(append(os.Environ(), roleEnv+"=daemon", "WATCHQD_ARGS="+strings.Join(args, "\x1f"), "NOTIFY_SOCKET="+ns), extra...)
+		e.cmd.Env = childEnv(append([]string{roleEnv + "=daemon", "WATCHQD_ARGS=" + strings.Join(args, "\x1f"), "NOTIFY_SOCKET=" + ns}, extra...)...)
 	}
 	e.cmd.Stderr = &lockedWriter{e}
 	if err := e.cmd.Start(); err != nil {
@@ -308,7 +325,7 @@ func (e *env) spawn(tb testing.TB, u *testUser, role string, args ...string) *ch
 func (e *env) spawnEnv(tb testing.TB, u *testUser, extra []string, role string, args ...string) *child {
 	tb.Helper()
 	cmd := exec.Command(e.bin)
-	cmd.Env = append(append(os.Environ(), roleEnv+"="+role, "WATCHQD_ARGS="+strings.Join(append([]string{e.sock}, args...), "\x1f")), extra...)
+	cmd.Env = childEnv(append([]string{roleEnv + "=" + role, "WATCHQD_ARGS=" + strings.Join(append([]string{e.sock}, args...), "\x1f")}, extra...)...)
 	if u != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: []uint32{}}}
 	}

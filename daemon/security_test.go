@@ -321,6 +321,8 @@ func TestReaderCloseReleases(t *testing.T) {
 		qid := r.createQueue(t)
 		r.expect(t, rawMsg(6, 3, u32(qid, 0x800600, 1)), 0) // watch
 		unix.Close(r.lastFD(t))
+		// Released: out of this connection's queues, and (last of
+		// all) its charges given back.
 		deadline := time.Now().Add(2 * time.Second)
 		for {
 			_, rest := r.roundTrip(t, rawMsg(8, 4, u32(0)))
@@ -328,7 +330,7 @@ func TestReaderCloseReleases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st.Total == 0 {
+			if u := r.serverStats(t, false); st.Total == 0 && u.Queues == 0 && u.Watches == 0 && u.Pages == 0 {
 				break
 			}
 			if time.Now().After(deadline) {

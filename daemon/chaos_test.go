@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,9 +47,15 @@ func TestChaos(t *testing.T) {
 	waitFor(t, "the first probe gone", func() bool { return root.serverStats(t, false).Clients == 1 })
 	base := root.serverStats(t, true)
 	baseFDs := e.fds(t)
+	baseRSS := e.rss(t)
 
-	rng := newRand(uint64(time.Now().UnixNano()))
-	t.Logf("seed %d", rng.Uint64())
+	// WATCHQD_CHAOS_SEED replays a run.
+	seed := uint64(time.Now().UnixNano())
+	if v, err := strconv.ParseUint(os.Getenv("WATCHQD_CHAOS_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	t.Logf("seed %d (WATCHQD_CHAOS_SEED)", seed)
+	rng := newRand(seed)
 	var kids []*child
 	spawn := func(i int) {
 		k := e.spawn(t, users[i%len(users)], "chaos", fmt.Sprint(rng.Uint64()), fmt.Sprint(first), fmt.Sprint(types))
@@ -95,8 +103,12 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("not back to baseline:\n%+v\nbaseline:\n%+v\nfds %d, baseline %d:\n%s", s, base, e.fds(t), baseFDs, e.fdList())
 		}
 	}
-	t.Logf("baseline: %d goroutines, %d fds, heap %d KiB; after: %d goroutines, %d fds, heap %d KiB",
-		base.Goroutines, baseFDs, base.Heap>>10, s.Goroutines, e.fds(t), s.Heap>>10)
+	// RSS: not under the race detector, which keeps its shadow memory.
+	if !raceEnabled {
+		waitFor(t, "RSS back to baseline", func() bool { return e.rss(t) < baseRSS+16<<20 })
+	}
+	t.Logf("baseline: %d goroutines, %d fds, heap %d KiB, RSS %d MiB; after: %d goroutines, %d fds, heap %d KiB, RSS %d MiB (race detector: %v)",
+		base.Goroutines, baseFDs, base.Heap>>10, baseRSS>>20, s.Goroutines, e.fds(t), s.Heap>>10, e.rss(t)>>20, raceEnabled)
 	if strings.Contains(e.Log(), "DATA RACE") {
 		t.Errorf("the race detector reported a race in watchqd:\n%s", e.Log())
 	}

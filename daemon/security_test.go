@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon_test
 
 // The daemon is a trust boundary: these tests are attacks by local users

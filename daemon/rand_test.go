@@ -1,5 +1,3 @@
-//go:build linux
-
 package daemon_test
 
 import "math/rand/v2"

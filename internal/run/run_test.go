@@ -1,0 +1,60 @@
+//go:build linux && amd64
+
+package run_test
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestEdge runs the edge-semantics program under watchq run: every check
+// that passes on the real kernel (TestEdgeInGuest) passes here.
+func TestEdge(t *testing.T) {
+	requireShim(t)
+	edge := buildC(t, "edge", "-pthread")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runCmd(t, inSession(t, watchq(ctx, "run", "--always", "--", edge)))
+	if res.err != nil || !strings.Contains(res.stdout, " checks, 0 failed\n") {
+		t.Fatalf("edge under watchq run: %v\nstdout:\n%s\nstderr:\n%s", res.err, res.stdout, res.stderr)
+	}
+}
+
+// TestFilterInstalled: PROG runs with no_new_privs and a seccomp filter.
+func TestFilterInstalled(t *testing.T) {
+	requireShim(t)
+	status := buildC(t, "status")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runCmd(t, watchq(ctx, "run", "--always", "--", status))
+	if res.err != nil || !strings.Contains(res.stdout, "NoNewPrivs:\t1\n") || !strings.Contains(res.stdout, "Seccomp:\t2\n") {
+		t.Fatalf("status under watchq run: %v\n%s%s", res.err, res.stdout, res.stderr)
+	}
+}
+
+// TestExitStatus: watchq run exits with PROG's status, and by PROG's
+// signal.
+func TestExitStatus(t *testing.T) {
+	requireShim(t)
+	status := buildC(t, "status")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runCmd(t, watchq(ctx, "run", "--always", "--", status, "3"))
+	var ee *exec.ExitError
+	if !errors.As(res.err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("exit 3 under watchq run: %v, want exit status 3", res.err)
+	}
+	res = runCmd(t, watchq(ctx, "run", "--always", "--", "sh", "-c", "kill -TERM $$"))
+	if !errors.As(res.err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+		t.Errorf("PROG killed by SIGTERM: watchq run ended with %v, want signal: terminated", res.err)
+	}
+	res = runCmd(t, watchq(ctx, "run", "--always", "--", "/nonexistent/prog"))
+	if !errors.As(res.err, &ee) || ee.ExitCode() != 127 || !strings.Contains(res.stderr, "/nonexistent/prog") {
+		t.Errorf("PROG missing: %v, stderr %q; want exit status 127 naming it", res.err, res.stderr)
+	}
+}

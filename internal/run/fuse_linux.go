@@ -149,22 +149,24 @@ func mountFUSE(fs fuseFS) (*fuseServer, error) {
 // process may (root), else through fusermount3, which hands the /dev/fuse
 // fd back over a socket. It returns the fd and how it was mounted.
 func mountAt(dir string, uid, gid uint32) (fd int, how string, err error) {
-	fd, err = unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, "", fmt.Errorf("open /dev/fuse: %w", err)
-	}
-	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=%d,group_id=%d", fd, uid, gid)
-	merr := unix.Mount("watchq", dir, "fuse.watchq", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts)
+	fd, merr := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if merr == nil {
-		return fd, "mount", nil
+		opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=%d,group_id=%d", fd, uid, gid)
+		merr = unix.Mount("watchq", dir, "fuse.watchq", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts)
+		if merr == nil {
+			return fd, "mount", nil
+		}
+		unix.Close(fd)
+		merr = fmt.Errorf("mount(2): %w", merr)
+	} else {
+		merr = fmt.Errorf("open /dev/fuse: %w", merr)
 	}
-	unix.Close(fd)
-	if !errors.Is(merr, unix.EPERM) {
+	if !errors.Is(merr, unix.EPERM) && !errors.Is(merr, unix.EACCES) {
 		return -1, "", fmt.Errorf("mount FUSE on %s: %w", dir, merr)
 	}
 	fd, err = fusermount(dir)
 	if err != nil {
-		return -1, "", fmt.Errorf("mount FUSE: mount(2): %v; fusermount3: %w", merr, err)
+		return -1, "", fmt.Errorf("mount FUSE: %v; fusermount3: %w", merr, err)
 	}
 	return fd, "fusermount3", nil
 }

@@ -86,6 +86,10 @@ func (s *supervisor) keyLoop(started chan<- error) {
 // serveKeyCall serves one trapped keyctl.
 func (s *supervisor) serveKeyCall(n *seccompNotif) {
 	a, _ := classify(n.Data.Arch, n.Data.Nr)
+	if a == abiX32 && !x32Enabled() {
+		_ = notifSend(s.lfd, n.ID, 0, unix.ENOSYS, false)
+		return
+	}
 	id := int32(n.Data.Args[1])
 	fd := int32(n.Data.Args[2])
 	tag := int32(n.Data.Args[3])

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -245,10 +246,16 @@ func (s *supervisor) startHelper() error {
 	if argv0 == "" {
 		argv0 = os.Args[0]
 	}
-	env := append(withoutEnv(s.cfg.Env, helperEnv), helperEnv+"=3")
+	// PROG inherits what the supervisor inherited: every fd open without
+	// FD_CLOEXEC, at its number (keyctl watch_session and shells pass
+	// fds by number). The helper's socket goes above them all.
+	files := inheritedFiles()
+	hfd := len(files)
+	files = append(files, uintptr(sp[1]))
+	env := append(withoutEnv(s.cfg.Env, helperEnv), helperEnv+"="+strconv.Itoa(hfd))
 	pid, err := syscall.ForkExec("/proc/self/exe", append([]string{argv0}, s.cfg.Args...), &syscall.ProcAttr{
 		Env:   env,
-		Files: []uintptr{0, 1, 2, uintptr(sp[1])},
+		Files: files,
 	})
 	if err != nil {
 		unix.Close(sp[0])
@@ -288,6 +295,28 @@ func (s *supervisor) startHelper() error {
 	}
 	s.lfd = fds[0]
 	return nil
+}
+
+// inheritedFiles lists this process's fds open without FD_CLOEXEC (and
+// 0, 1, 2 always) as ProcAttr.Files: index = fd, -1 = closed.
+func inheritedFiles() []uintptr {
+	files := []uintptr{0, 1, 2}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil || flags&unix.FD_CLOEXEC != 0 {
+			continue
+		}
+		for len(files) <= fd {
+			files = append(files, ^uintptr(0))
+		}
+		files[fd] = uintptr(fd)
+	}
+	return files
 }
 
 // ExecError is PROG not found or not executable; the CLI exits 127 for
@@ -359,6 +388,9 @@ func (s *supervisor) waitListener(fd int) bool {
 
 func (s *supervisor) serveQueueCall(n *seccompNotif) {
 	a, c := classify(n.Data.Arch, n.Data.Nr)
+	if a == abiX32 && !x32Enabled() {
+		c = callUnknown // the kernel would not run it: ENOSYS, as it says
+	}
 	switch c {
 	case callPipe2:
 		s.pipe2(n, a)
@@ -428,6 +460,13 @@ func (s *supervisor) pipe2(n *seccompNotif, _ abi) {
 	}
 	_ = notifSend(s.lfd, n.ID, 0, 0, false)
 }
+
+// x32Enabled reports whether the kernel runs x32 system calls (an x32
+// getpid is ENOSYS where CONFIG_X86_X32_ABI is off or disabled at boot).
+var x32Enabled = sync.OnceValue(func() bool {
+	_, _, e := unix.RawSyscall(unix.SYS_GETPID|x32Bit, 0, 0, 0)
+	return e != unix.ENOSYS
+})
 
 // ioctl request numbers as Go values.
 const (

@@ -25,6 +25,9 @@ import (
 const cliEnv = "WATCHQ_RUN_TEST_CLI"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(scenarioEnv) == "1" {
+		os.Exit(scenarioMain(os.Args[1:]))
+	}
 	if os.Getenv(cliEnv) == "1" {
 		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}

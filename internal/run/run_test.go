@@ -12,9 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/watchq/watchq/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // TestEdge runs the edge-semantics program under watchq run: every check
@@ -83,46 +80,16 @@ func TestOtherABIs(t *testing.T) {
 // fusermount3) and PROG gets the whole facility.
 func TestUnprivileged(t *testing.T) {
 	requireShim(t)
-	testenv.RequireRoot(t) // to become the unprivileged user
-	testenv.RequireCommand(t, "fusermount3")
+	fuseForAll(t)
 	edge := buildC(t, "edge", "-pthread")
 	const nobody = 65534
-	// /dev/fuse is 0666 where udev runs; some machines (containers) make
-	// it 0600. fusermount3 opens it as the user.
-	var st unix.Stat_t
-	if err := unix.Stat("/dev/fuse", &st); err != nil {
-		testenv.Skip(t, "no /dev/fuse: %v", err)
-	}
-	if st.Mode&0o006 != 0o006 {
-		if err := os.Chmod("/dev/fuse", os.FileMode(st.Mode&0o777|0o006)); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Chmod("/dev/fuse", os.FileMode(st.Mode&0o777)) })
-	}
-	dir, err := os.MkdirTemp("", "watchq-run-unpriv-") // t.TempDir's parent is 0700
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	tmp := filepath.Join(dir, "tmp")
-	os.Mkdir(tmp, 0o700)
-	os.Chown(tmp, nobody, nobody)
-	bin := filepath.Join(dir, "watchq")
-	for src, dst := range map[string]string{os.Args[0]: bin, edge: filepath.Join(dir, "edge")} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, bins := publicCopies(t, nobody, os.Args[0], edge)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := inSession(t, exec.CommandContext(ctx, bin, "run", "--always", "--", filepath.Join(dir, "edge")))
-	cmd.Env = append(os.Environ(), cliEnv+"=1", "TMPDIR="+tmp)
+	cmd := inSession(t, exec.CommandContext(ctx, bins[os.Args[0]], "run", "--always", "--", bins[edge]))
+	cmd.Env = append(os.Environ(), cliEnv+"=1", "TMPDIR="+filepath.Join(dir, "tmp"))
 	cmd.Dir = dir
+	cmd.WaitDelay = 10 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
 	res := runCmd(t, cmd)
 	if res.err != nil || !strings.Contains(res.stdout, " checks, 0 failed\n") {

@@ -3,9 +3,11 @@
 package run_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,9 +17,10 @@ import (
 
 // The guest half of the comparisons with the real kernel. The C programs
 // are built on the host by the host tests (TestEdgeInGuest,
-// TestSamplesAgainstGuest), which boot the guest with them at
-// guestBin/...; a plain `make vmtest` has none and these tests do not
-// apply there.
+// TestSamplesAgainstGuest in guest_test.go), which boot the guest with
+// them at guestBin/... and compare what these tests hand back with what
+// the same programs do under watchq run on the host; a plain `make
+// vmtest` has none and these tests do not apply there.
 const guestBin = "/watchq/run"
 
 func needProgram(t *testing.T, name string) string {
@@ -43,5 +46,38 @@ func TestGuestEdge(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("edge on the real kernel: %v", err)
+	}
+}
+
+// TestGuestSamples runs the kernel's sample program and `keyctl watch @s`
+// natively under the key scenario and hands their outputs back
+// (samples-KIND.out) for TestSamplesAgainstGuest to compare with watchq
+// run's on the host.
+func TestGuestSamples(t *testing.T) {
+	watchTest := needProgram(t, "watch_test")
+	keyctl := testenv.RequireCommand(t, "keyctl")
+	uid, gid := scenarioCred(t)
+	for kind, argv := range map[string][]string{
+		"watch_test": {watchTest},
+		"keyctl":     {keyctl, "watch", "@s"},
+	} {
+		t.Run(kind, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, keyctl, append([]string{"session", "-", os.Args[0], kind, "-"}, argv...)...)
+			cmd.Env = append(os.Environ(), scenarioEnv+"=1")
+			cmd.WaitDelay = 10 * time.Second
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			t.Logf("%s%s", stdout.String(), stderr.String())
+			if err != nil {
+				t.Fatalf("scenario with %s on the real kernel: %v", kind, err)
+			}
+			if err := guest.SaveArtifact(ctx, "samples-"+kind+".out", stdout.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

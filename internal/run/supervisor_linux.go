@@ -172,8 +172,9 @@ type Config struct {
 	HelperArgv0 string
 	// SyncSocket, when set, is a Unix socket path the supervisor listens
 	// on: a line "sync" is answered "ok" once every key change made before
-	// it has been posted (the poll backend runs a pass). Scripts and tests
-	// use it to make each step's records distinct.
+	// it has been posted (the poll backend runs a pass) and handed to the
+	// readers and pollers blocked on it. Scripts and tests use it to make
+	// each step's records distinct.
 	SyncSocket string
 	// Daemon is watchqd's socket for device watches ("" means
 	// client.DefaultSocket).
@@ -553,6 +554,28 @@ func (s *supervisor) wakeLoop(ctx context.Context) {
 	}
 }
 
+// handOver gives every queue's blocked readers and pollers what has been
+// posted, now: when it returns, a reader blocked on a record posted
+// before the call has been answered (and woken).
+func (s *supervisor) handOver() {
+	s.mu.Lock()
+	qs := make([]*kqueue, 0, len(s.queues))
+	for _, q := range s.queues {
+		qs = append(qs, q)
+	}
+	s.mu.Unlock()
+	for _, q := range qs {
+		q.mu.Lock()
+		if !q.closed {
+			q.drainLocked()
+			if q.count > 0 || q.noteLoss {
+				q.wakeLocked()
+			}
+		}
+		q.mu.Unlock()
+	}
+}
+
 // keySource returns the key source if one is open.
 func (s *supervisor) keySource() *keys.Source {
 	s.mu.Lock()
@@ -591,8 +614,11 @@ func (s *supervisor) listenSync(ctx context.Context, path string) error {
 		return err
 	}
 	go func() {
-		<-ctx.Done()
-		l.Close()
+		select {
+		case <-ctx.Done():
+		case <-s.done:
+		}
+		l.Close() // and unlink the socket
 	}()
 	go func() {
 		defer l.Close()
@@ -615,6 +641,7 @@ func (s *supervisor) listenSync(ctx context.Context, path string) error {
 							continue
 						}
 					}
+					s.handOver()
 					fmt.Fprintln(c, "ok")
 				}
 			}()

@@ -37,6 +37,7 @@ func guestArtifacts(t *testing.T) string {
 	testenv.RequireCommand(t, "qemu-system-x86_64")
 	gobin := testenv.RequireCommand(t, "go")
 	edge := buildC(t, "edge", "-pthread")
+	status := buildC(t, "status")
 	watchTest := watchTestBinary(t)
 	guestOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "watchq-run-guest-")
@@ -51,6 +52,7 @@ func guestArtifacts(t *testing.T) string {
 		cmd := exec.CommandContext(ctx, gobin, "run", "./internal/vmtest/cmd/run", "-v", "-run", "TestGuest",
 			"-file", edge+":"+"/watchq/run/edge:0755",
 			"-file", watchTest+":"+"/watchq/run/watch_test:0755",
+			"-file", status+":"+"/watchq/run/status:0755",
 			"-artifacts", dir, "./internal/run")
 		cmd.Dir = filepath.Join("..", "..")
 		out, err := cmd.CombinedOutput()
@@ -204,5 +206,20 @@ func TestSamplesAgainstGuest(t *testing.T) {
 			}
 			t.Logf("%s: %d lines, as on the real kernel:\n%s", kind, len(host), strings.Join(host, "\n"))
 		})
+	}
+}
+
+// TestPassthroughInGuest: on the guest's kernel, which has the facility,
+// watchq run executes PROG untouched: no seccomp filter, no no_new_privs,
+// PROG's exit status.
+func TestPassthroughInGuest(t *testing.T) {
+	dir := guestArtifacts(t)
+	b, err := os.ReadFile(filepath.Join(dir, "passthrough.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (The guest's kernel has no CONFIG_SECCOMP: no Seccomp line.)
+	if out := string(b); !strings.Contains(out, "NoNewPrivs:\t0\n") || strings.Contains(out, "Seccomp:\t2") {
+		t.Fatalf("PROG under watchq run on the real kernel:\n%s\nwant NoNewPrivs 0 and no filter", out)
 	}
 }

@@ -5,6 +5,7 @@ package run_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"syscall"
@@ -79,5 +80,22 @@ func TestGuestSamples(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestGuestPassthrough: on a kernel with the facility, watchq run runs
+// PROG as it is: no filter, no no_new_privs.
+func TestGuestPassthrough(t *testing.T) {
+	status := needProgram(t, "status")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := watchq(ctx, "run", "--", status, "5").CombinedOutput()
+	t.Logf("%s", out)
+	if err := guest.SaveArtifact(ctx, "passthrough.out", out); err != nil {
+		t.Error(err)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 5 {
+		t.Errorf("watchq run -- status 5: %v, want exit status 5", err)
 	}
 }

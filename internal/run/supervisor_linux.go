@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/kernel"
 	"github.com/watchq/watchq/source/keys"
 	"golang.org/x/sys/unix"
@@ -35,17 +36,19 @@ type supervisor struct {
 	helper int // socket to the helper until PROG is executed
 	stop   [2]int
 
-	mu      sync.Mutex
-	queues  map[uint64]*kqueue
-	byEQ    map[*watchq.Queue]*kqueue
-	handles map[uint64]*handle
-	pending map[uint64]*kqueue // blocked reads by FUSE unique
-	nextID  uint64
-	nextFH  uint64
-	src     *keys.Source // opened by the first key watch
-	srcErr  error
-	said    map[string]bool // stderr messages said once
-	change  chan struct{}
+	mu        sync.Mutex
+	queues    map[uint64]*kqueue
+	byEQ      map[*watchq.Queue]*kqueue
+	handles   map[uint64]*handle
+	pending   map[uint64]*kqueue // blocked reads by FUSE unique
+	nextID    uint64
+	nextFH    uint64
+	src       *keys.Source // opened by the first key watch
+	srcErr    error
+	daemon    *client.Client // dialled by the first device watch
+	daemonErr error
+	said      map[string]bool // stderr messages said once
+	change    chan struct{}
 
 	wg       sync.WaitGroup       // the loops and the calls being served
 	exited   chan unix.WaitStatus // PROG's status, once
@@ -225,6 +228,25 @@ func (s *supervisor) cleanup() {
 	s.mu.Unlock()
 	if src != nil {
 		src.Close()
+	}
+	s.mu.Lock()
+	qs := make([]*kqueue, 0, len(s.queues))
+	for _, q := range s.queues {
+		qs = append(qs, q)
+	}
+	dc := s.daemon
+	s.mu.Unlock()
+	for _, q := range qs {
+		q.mu.Lock()
+		dw := q.devices
+		q.devices = nil
+		q.mu.Unlock()
+		if dw != nil {
+			dw.close()
+		}
+	}
+	if dc != nil {
+		dc.Close()
 	}
 	if s.fuse != nil {
 		s.fuse.close()

@@ -57,8 +57,8 @@ WATCHQ_IOC_WATCH_DEVICES ioctl (<watchq/watch_devices.h>).
 
 A seccomp filter traps only those calls; every other system call runs at
 full speed. PROG runs with no_new_privs: a set-user-ID program it executes
-does not gain privileges. On a kernel that has the facility, run executes
-PROG as it is and does nothing else.
+does not gain privileges. On a kernel that has the facility, and under
+another watchq run, run executes PROG as it is and does nothing else.
 
 The exit status is PROG's; when PROG is killed by a signal, run ends by the
 same signal. run returns once PROG has exited and no process holds one of

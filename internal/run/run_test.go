@@ -96,3 +96,16 @@ func TestUnprivileged(t *testing.T) {
 		t.Fatalf("edge under watchq run as uid %d: %v\nstdout:\n%s\nstderr:\n%s", nobody, res.err, res.stdout, res.stderr)
 	}
 }
+
+// TestNested: watchq run under watchq run runs PROG as it is: the outer
+// supervisor serves it (a second could not install its filter).
+func TestNested(t *testing.T) {
+	requireShim(t)
+	edge := buildC(t, "edge", "-pthread")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runCmd(t, inSession(t, watchq(ctx, "run", "--always", "--", os.Args[0], "run", "--", edge)))
+	if res.err != nil || !strings.Contains(res.stdout, " checks, 0 failed\n") {
+		t.Fatalf("edge under watchq run under watchq run: %v\nstdout:\n%s\nstderr:\n%s", res.err, res.stdout, res.stderr)
+	}
+}

@@ -56,10 +56,26 @@ type supervisor struct {
 	done     chan struct{}        // closed by cleanup
 }
 
-// Passthrough reports whether the running kernel has the facility itself
-// (notification pipes and key notifications), in which case watchq run
-// runs PROG as it is.
-func Passthrough() bool { return kernel.Probe() == nil }
+// Passthrough reports whether PROG would see the facility without a
+// supervisor: the running kernel has it (notification pipes and key
+// notifications), or this process runs under watchq run already (its
+// notification pipes are a supervisor's FUSE files; a second supervisor
+// could not install its filter: a task may carry only one filter with a
+// listener). watchq run then runs PROG as it is.
+func Passthrough() bool { return kernel.Probe() == nil || servedAlready() }
+
+// servedAlready reports whether pipe2(O_NOTIFICATION_PIPE) returns a FUSE
+// file: a watchq run supervisor serves this process.
+func servedAlready() bool {
+	var p [2]int
+	if unix.Pipe2(p[:], kernel.ONotificationPipe|unix.O_CLOEXEC) != nil {
+		return false
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	var st unix.Statfs_t
+	return unix.Fstatfs(p[0], &st) == nil && st.Type == unix.FUSE_SUPER_MAGIC
+}
 
 // Exec replaces this process with args[0] (looked up in $PATH), as watchq
 // run does when the kernel has the facility.

@@ -5,7 +5,10 @@ package run
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"runtime"
+	"syscall"
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/record"
@@ -43,43 +46,47 @@ import (
 // errTaskGone means the trapped task exited while it was being served.
 var errTaskGone = errors.New("task exited")
 
-// keyLoop is the tracer thread.
+// keyLoop is the tracer thread. It also reaps: PROG, and the orphans of
+// its tree that the kernel hands to the supervisor (a child subreaper, so
+// that they stay its descendants, which Yama's ptrace_scope 1 requires).
 func (s *supervisor) keyLoop(started chan<- error) {
 	defer s.wg.Done()
 	runtime.LockOSThread() // ptrace is per tracer thread; never unlocked
-	pidfd, err := unix.PidfdOpen(s.pid, 0)
-	started <- err
-	if err != nil {
-		return
-	}
-	exited := make(chan struct{}, 1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer unix.Close(pidfd)
+	chld := make(chan os.Signal, 1)
+	signal.Notify(chld, syscall.SIGCHLD)
+	defer signal.Stop(chld)
+	started <- nil
+	reap := func() {
 		for {
-			pfd := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}, {Fd: int32(s.stopFd()), Events: unix.POLLIN}}
-			if _, err := unix.Poll(pfd, -1); errors.Is(err, unix.EINTR) {
-				continue
+			var ws unix.WaitStatus
+			p, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil)
+			if err != nil || p <= 0 {
+				return
 			}
-			if pfd[0].Revents != 0 {
-				exited <- struct{}{}
+			if p == s.pid && (ws.Exited() || ws.Signaled()) {
+				s.reapedPROG(ws)
 			}
-			return
 		}
-	}()
+	}
+	reap() // PROG may have gone before the handler was in place
 	for {
 		select {
 		case <-s.done:
 			return
-		case <-exited:
-			var ws unix.WaitStatus
-			if p, err := unix.Wait4(s.pid, &ws, unix.WALL, nil); err == nil && p == s.pid {
-				s.exited <- ws
-			} // ECHILD: reaped in a trace session, which reported it
+		case <-chld:
+			reap()
 		case n := <-s.keyCalls:
 			s.serveKeyCall(n)
+			reap()
 		}
+	}
+}
+
+// reapedPROG reports PROG's end, once. Tracer thread only.
+func (s *supervisor) reapedPROG(ws unix.WaitStatus) {
+	if !s.progReaped {
+		s.progReaped = true
+		s.exited <- ws
 	}
 }
 
@@ -277,7 +284,7 @@ func (t *tracee) waitStop(want func(unix.WaitStatus) bool) error {
 		}
 		if ws.Exited() || ws.Signaled() {
 			if t.tid == t.s.pid {
-				t.s.exited <- ws
+				t.s.reapedPROG(ws)
 			}
 			t.tid = 0
 			return errTaskGone

@@ -209,3 +209,18 @@ func TestTracedRefused(t *testing.T) {
 		t.Errorf("standard error does not say why: %q", res.stderr)
 	}
 }
+
+// TestOrphan: a descendant that outlives PROG and its own parent keeps its
+// queue, and its key ids are still resolved in its context: the
+// supervisor, a child subreaper, has it as a child (Yama's ptrace_scope 1
+// would refuse a non-descendant) and reaps it.
+func TestOrphan(t *testing.T) {
+	requireShim(t)
+	robust := buildC(t, "robust")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runCmd(t, inSession(t, watchq(ctx, "run", "--always", "--", robust, "orphan")))
+	if res.err != nil || !strings.Contains(res.stdout, "orphan ok") {
+		t.Fatalf("%v\n%s%s", res.err, res.stdout, res.stderr)
+	}
+}

@@ -50,10 +50,11 @@ type supervisor struct {
 	said      map[string]bool // stderr messages said once
 	change    chan struct{}
 
-	wg       sync.WaitGroup       // the loops and the calls being served
-	exited   chan unix.WaitStatus // PROG's status, once
-	keyCalls chan *seccompNotif   // keyctl notifications, to the tracer thread
-	done     chan struct{}        // closed by cleanup
+	wg         sync.WaitGroup       // the loops and the calls being served
+	exited     chan unix.WaitStatus // PROG's status, once
+	progReaped bool                 // PROG's status was sent; tracer thread only
+	keyCalls   chan *seccompNotif   // keyctl notifications, to the tracer thread
+	done       chan struct{}        // closed by cleanup
 }
 
 // Passthrough reports whether PROG would see the facility without a
@@ -89,6 +90,9 @@ func Exec(args, env []string) error {
 
 // Run runs cfg.Args under the supervisor and returns PROG's wait status
 // once PROG has exited and no process holds one of its queues any more.
+// It makes this process a child subreaper and reaps every child it gets;
+// it ignores SIGINT and SIGQUIT and passes SIGTERM, SIGHUP, SIGUSR1,
+// SIGUSR2 and SIGWINCH on to PROG while it runs.
 // It needs a kernel with seccomp user notification (5.19 or later for the
 // flags used), FUSE, and ptrace access to PROG (see docs/run.md).
 func Run(ctx context.Context, cfg Config) (syscall.WaitStatus, error) {
@@ -136,6 +140,12 @@ func Run(ctx context.Context, cfg Config) (syscall.WaitStatus, error) {
 	signal.Notify(fwd, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
 	defer signal.Stop(fwd)
 
+	// Orphans of PROG's tree come to the supervisor, not init: they stay
+	// its descendants (ptrace under Yama's ptrace_scope 1), and it reaps
+	// them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return 0, fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
+	}
 	if err := s.startHelper(); err != nil {
 		return 0, err
 	}

@@ -13,6 +13,9 @@
 //	                     for the peer to say it is done
 //	robust passfd        pass a queue between two processes of its own
 //	                     over a socketpair; the receiver uses it
+//	robust orphan        a grandchild that outlives this process (and its
+//	                     parent) keeps its queue and watches keys as an
+//	                     orphan; this process exits first
 //	robust traced        a child traced by this process (PTRACE_TRACEME)
 //	                     watches @s: watchq run cannot enter it to resolve
 //	                     the id and must refuse (EPERM), not guess
@@ -240,6 +243,37 @@ static int pass_fd(void)
 	return 0;
 }
 
+static int orphan(void)
+{
+	int ready[2];
+	if (pipe(ready) == -1)
+		die("pipe");
+	pid_t mid = fork();
+	if (mid == 0) {
+		pid_t was = getpid();
+		if (fork() != 0)
+			_exit(0); // the grandchild is orphaned at once
+		int p[2];
+		queue(p, 4);
+		close(ready[0]);
+		write(ready[1], "q", 1); // PROG may go: the queue keeps watchq run
+		close(ready[1]);
+		while (getppid() == was)
+			usleep(1000);
+		long r = kctl(KEYCTL_WATCH_KEY, KEY_SPEC_SESSION_KEYRING, p[0], 2);
+		syscall(__NR_add_key, "user", "robust-orphan", "x", 1, KEY_SPEC_SESSION_KEYRING);
+		int q = queued(p[0]);
+		printf("%s: watch @s %ld, FIONREAD %d\n", r == 0 && q == 16 ? "orphan ok" : "FAIL: orphan", r, q);
+		_exit(0);
+	}
+	close(ready[1]);
+	char c;
+	if (read(ready[0], &c, 1) != 1)
+		die("read ready");
+	waitpid(mid, NULL, 0);
+	return 0;
+}
+
 static int traced(void)
 {
 	pid_t c = fork();
@@ -282,5 +316,7 @@ int main(int argc, char **argv)
 		return pass_fd();
 	if (!strcmp(argv[1], "traced"))
 		return traced();
+	if (!strcmp(argv[1], "orphan"))
+		return orphan();
 	return 2;
 }

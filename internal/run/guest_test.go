@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && amd64 && !vmtest
 
 package run_test
 
@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -245,4 +247,39 @@ func backendOf(stderr string) string {
 		}
 	}
 	return "no key backend named"
+}
+
+// scenarioOutput is a driver's output with serials replaced by names.
+func scenarioOutput(t testing.TB, raw string) []string {
+	t.Helper()
+	head, body, ok := strings.Cut(raw, "---\n")
+	if !ok {
+		t.Fatalf("scenario output without ---:\n%s", raw)
+	}
+	named := map[string]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(head), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "name" {
+			t.Fatalf("bad name line %q", line)
+		}
+		id, err := strconv.ParseUint(f[1], 10, 32)
+		if err != nil {
+			t.Fatalf("bad serial in %q", line)
+		}
+		// keyctl watch prints serials in decimal, the sample key ids in
+		// %08x and aux in decimal.
+		named[fmt.Sprintf("%08x", id)] = "<" + f[2] + ">"
+		named[f[1]] = "<" + f[2] + ">"
+	}
+	words := regexp.MustCompile(`[0-9a-f]+`)
+	var lines []string
+	for line := range strings.SplitSeq(strings.TrimRight(body, "\n"), "\n") {
+		lines = append(lines, words.ReplaceAllStringFunc(line, func(w string) string {
+			if n, ok := named[w]; ok {
+				return n
+			}
+			return w
+		}))
+	}
+	return lines
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -345,39 +344,4 @@ func syncSupervisor(path string) error {
 		return fmt.Errorf("sync: %s", strings.TrimSpace(line))
 	}
 	return nil
-}
-
-// scenarioOutput is a driver's output with serials replaced by names.
-func scenarioOutput(t testing.TB, raw string) []string {
-	t.Helper()
-	head, body, ok := strings.Cut(raw, "---\n")
-	if !ok {
-		t.Fatalf("scenario output without ---:\n%s", raw)
-	}
-	named := map[string]string{}
-	for line := range strings.SplitSeq(strings.TrimSpace(head), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "name" {
-			t.Fatalf("bad name line %q", line)
-		}
-		id, err := strconv.ParseUint(f[1], 10, 32)
-		if err != nil {
-			t.Fatalf("bad serial in %q", line)
-		}
-		// keyctl watch prints serials in decimal, the sample key ids in
-		// %08x and aux in decimal.
-		named[fmt.Sprintf("%08x", id)] = "<" + f[2] + ">"
-		named[f[1]] = "<" + f[2] + ">"
-	}
-	words := regexp.MustCompile(`[0-9a-f]+`)
-	var lines []string
-	for line := range strings.SplitSeq(strings.TrimRight(body, "\n"), "\n") {
-		lines = append(lines, words.ReplaceAllStringFunc(line, func(w string) string {
-			if n, ok := named[w]; ok {
-				return n
-			}
-			return w
-		}))
-	}
-	return lines
 }

@@ -67,16 +67,19 @@ from the kernel.`,
 		Args:        positional(cobra.MinimumNArgs(1)),
 		Annotations: map[string]string{manExitStatus: runExitStatus},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var ws syscall.WaitStatus
+			var err error
 			if !always && run.Passthrough() {
-				return run.Exec(args, os.Environ())
+				err = run.Exec(args, os.Environ())
+			} else {
+				ws, err = run.Run(cmd.Context(), run.Config{
+					Args: args, Stderr: cmd.ErrOrStderr(), SyncSocket: syncSocket, Daemon: daemon,
+				})
 			}
-			ws, err := run.Run(cmd.Context(), run.Config{
-				Args: args, Stderr: cmd.ErrOrStderr(), SyncSocket: syncSocket, Daemon: daemon,
-			})
 			var ee *run.ExecError
 			if errors.As(err, &ee) {
 				cmd.PrintErrln("watchq run: " + ee.Msg)
-				return progStatus(127)
+				return progStatus(ee.Status)
 			}
 			if err != nil {
 				return err

@@ -52,7 +52,8 @@ func helper(sock int, args []string) int {
 	env := os.Environ()
 	path, err := lookPath(args[0], env)
 	if err != nil {
-		return fail("%v", err)
+		ee := execError(err)
+		return fail("%d:%s", ee.Status, ee.Msg)
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fail("prctl(PR_SET_NO_NEW_PRIVS): %v", err)

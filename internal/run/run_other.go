@@ -22,8 +22,11 @@ type Config struct {
 // ErrUnsupported is Run on a system it does not support.
 var ErrUnsupported = errors.New("run: watchq run needs Linux on x86-64")
 
-// ExecError is PROG not found or not executable.
-type ExecError struct{ Msg string }
+// ExecError is PROG not found (Status 127) or not executable (126).
+type ExecError struct {
+	Msg    string
+	Status int
+}
 
 func (e *ExecError) Error() string { return e.Msg }
 

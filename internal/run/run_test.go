@@ -59,6 +59,12 @@ func TestExitStatus(t *testing.T) {
 	if !errors.As(res.err, &ee) || ee.ExitCode() != 127 || !strings.Contains(res.stderr, "/nonexistent/prog") {
 		t.Errorf("PROG missing: %v, stderr %q; want exit status 127 naming it", res.err, res.stderr)
 	}
+	notExec := filepath.Join(t.TempDir(), "not-executable")
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	res = runCmd(t, watchq(ctx, "run", "--always", "--", notExec))
+	if !errors.As(res.err, &ee) || ee.ExitCode() != 126 {
+		t.Errorf("PROG not executable: %v, stderr %q; want exit status 126", res.err, res.stderr)
+	}
 }
 
 // TestOtherABIs: i386 calls (int $0x80) are served like native ones, key

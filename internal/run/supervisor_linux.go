@@ -83,9 +83,12 @@ func servedAlready() bool {
 func Exec(args, env []string) error {
 	path, err := lookPath(args[0], env)
 	if err != nil {
-		return err
+		return execError(err)
 	}
-	return syscall.Exec(path, args, env)
+	if err := syscall.Exec(path, args, env); err != nil {
+		return execError(fmt.Errorf("exec %s: %w", path, err))
+	}
+	return nil
 }
 
 // Run runs cfg.Args under the supervisor and returns PROG's wait status
@@ -332,8 +335,9 @@ func (s *supervisor) startHelper() error {
 		unix.Wait4(pid, &ws, 0, nil)
 		unix.Close(sp[0])
 		if msg := strings.TrimPrefix(string(buf[:max(n, 0)]), "e:"); n > 0 && strings.HasPrefix(string(buf[:n]), "e:") {
-			if strings.HasPrefix(msg, "exec ") {
-				return &ExecError{Msg: msg}
+			if st, rest, ok := strings.Cut(msg, ":"); ok && (st == "126" || st == "127") {
+				n, _ := strconv.Atoi(st)
+				return &ExecError{Msg: rest, Status: n}
 			}
 			return errors.New(msg)
 		}
@@ -368,11 +372,23 @@ func inheritedFiles() []uintptr {
 	return files
 }
 
-// ExecError is PROG not found or not executable; the CLI exits 127 for
-// it, as a shell does.
-type ExecError struct{ Msg string }
+// ExecError is PROG not found (Status 127) or not executable (126); the
+// CLI exits with Status, as a shell does.
+type ExecError struct {
+	Msg    string
+	Status int
+}
 
 func (e *ExecError) Error() string { return e.Msg }
+
+// execError classifies a lookPath or execve failure.
+func execError(err error) *ExecError {
+	st := 126
+	if errors.Is(err, errNotFound) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		st = 127
+	}
+	return &ExecError{Msg: err.Error(), Status: st}
+}
 
 func (s *supervisor) goHelper() error {
 	defer unix.Close(s.helper)

@@ -49,13 +49,13 @@ var errTaskGone = errors.New("task exited")
 // keyLoop is the tracer thread. It also reaps: PROG, and the orphans of
 // its tree that the kernel hands to the supervisor (a child subreaper, so
 // that they stay its descendants, which Yama's ptrace_scope 1 requires).
-func (s *supervisor) keyLoop(started chan<- error) {
+func (s *supervisor) keyLoop(started chan<- struct{}) {
 	defer s.wg.Done()
 	runtime.LockOSThread() // ptrace is per tracer thread; never unlocked
 	chld := make(chan os.Signal, 1)
 	signal.Notify(chld, syscall.SIGCHLD)
 	defer signal.Stop(chld)
-	started <- nil
+	close(started) // SIGCHLD is caught: PROG may start
 	reap := func() {
 		for {
 			var ws unix.WaitStatus

@@ -115,3 +115,16 @@ func TestNested(t *testing.T) {
 		t.Fatalf("edge under watchq run under watchq run: %v\nstdout:\n%s\nstderr:\n%s", res.err, res.stdout, res.stderr)
 	}
 }
+
+// TestForkExec: the filter follows fork and exec: a shell that runs the
+// edge program as its child (fork, then exec) gives it the facility.
+func TestForkExec(t *testing.T) {
+	requireShim(t)
+	edge := buildC(t, "edge", "-pthread")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runCmd(t, inSession(t, watchq(ctx, "run", "--always", "--", "sh", "-c", `"$0"; echo "status $?"`, edge)))
+	if res.err != nil || !strings.Contains(res.stdout, " checks, 0 failed\n") || !strings.Contains(res.stdout, "status 0\n") {
+		t.Fatalf("edge as a shell's child under watchq run: %v\nstdout:\n%s\nstderr:\n%s", res.err, res.stdout, res.stderr)
+	}
+}

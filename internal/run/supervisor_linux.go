@@ -105,6 +105,8 @@ func Run(ctx context.Context, cfg Config) (syscall.WaitStatus, error) {
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // after cleanup: the wake loop ends
 	s := &supervisor{
 		cfg: cfg, stderr: cfg.Stderr, lfd: -1, stop: [2]int{-1, -1},
 		keyCalls: make(chan *seccompNotif), done: make(chan struct{}),
@@ -155,12 +157,9 @@ func Run(ctx context.Context, cfg Config) (syscall.WaitStatus, error) {
 	go s.wakeLoop(ctx)
 	s.wg.Add(2)
 	go s.recvLoop()
-	started := make(chan error, 1)
+	started := make(chan struct{})
 	go s.keyLoop(started)
-	if err := <-started; err != nil {
-		unix.Kill(s.pid, unix.SIGKILL)
-		return 0, err
-	}
+	<-started
 	if err := s.goHelper(); err != nil {
 		unix.Kill(s.pid, unix.SIGKILL)
 		return 0, err
@@ -168,9 +167,10 @@ func Run(ctx context.Context, cfg Config) (syscall.WaitStatus, error) {
 
 	var status unix.WaitStatus
 	progDone := false
+	ctxDone := ctx.Done()
 	for {
-		if progDone && s.openHandles() == 0 {
-			return syscall.WaitStatus(status), nil
+		if progDone && (s.openHandles() == 0 || ctxDone == nil) {
+			return syscall.WaitStatus(status), ctx.Err()
 		}
 		select {
 		case status = <-s.exited:
@@ -180,9 +180,11 @@ func Run(ctx context.Context, cfg Config) (syscall.WaitStatus, error) {
 				_ = unix.Kill(s.pid, sig.(syscall.Signal))
 			}
 		case <-s.change:
-		case <-ctx.Done():
+		case <-ctxDone:
 			if !progDone {
+				// PROG goes first; its status still comes.
 				_ = unix.Kill(s.pid, unix.SIGKILL)
+				ctxDone = nil
 				continue
 			}
 			return syscall.WaitStatus(status), ctx.Err()
@@ -199,7 +201,7 @@ type Config struct {
 	// Stderr receives the supervisor's own messages (nil: os.Stderr).
 	Stderr io.Writer
 	// HelperArgv0 is argv[0] for the helper the supervisor starts from
-	// /proc/self/exe (nil: os.Args[0]). The helper must call MaybeHelper
+	// /proc/self/exe ("": os.Args[0]). The helper must call MaybeHelper
 	// before anything else.
 	HelperArgv0 string
 	// SyncSocket, when set, is a Unix socket path the supervisor listens

@@ -41,8 +41,8 @@ func (d *deviceWatch) close() {
 // struct watchq_watch_devices.
 func (s *supervisor) watchDevices(q *kqueue, tid int, arg uint64) unix.Errno {
 	var a [8]byte
-	if readMem(tid, arg, a[:]) != nil {
-		return unix.EFAULT
+	if err := readMem(tid, arg, a[:]); err != nil {
+		return s.memErrno(tid, err)
 	}
 	tag, flags := int32(le.Uint32(a[0:])), le.Uint32(a[4:])
 	if flags != 0 || tag < -1 || tag > 255 {

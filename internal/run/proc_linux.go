@@ -5,11 +5,11 @@ package run
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"github.com/watchq/watchq"
 	"golang.org/x/sys/unix"
@@ -36,6 +36,18 @@ func readMem(tid int, addr uint64, b []byte) error {
 		return unix.EFAULT
 	}
 	return nil
+}
+
+// memErrno is the errno a trapped call returns when PROG's memory could
+// not be read or written: EFAULT, as the kernel's copy_from_user and
+// copy_to_user fail, unless the supervisor was refused access to the task
+// (Yama's ptrace_scope 3, a non-dumpable task): then EPERM, said once.
+func (s *supervisor) memErrno(tid int, err error) unix.Errno {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		s.sayOnce("mem", "cannot access the memory of pid %d (process_vm_readv/writev: %v): is ptrace forbidden (Yama ptrace_scope 3) or the task non-dumpable? Its call fails with EPERM", tid, err)
+		return unix.EPERM
+	}
+	return unix.EFAULT
 }
 
 // writeMem copies b to addr in task tid.
@@ -144,7 +156,5 @@ func taskCred(tid int) (*watchq.Cred, error) {
 
 // int32Pair encodes int fildes[2] as pipe2 stores it.
 func int32Pair(a, b int) []byte {
-	var v [2]int32
-	v[0], v[1] = int32(a), int32(b)
-	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 8)
+	return le.AppendUint32(le.AppendUint32(nil, uint32(int32(a))), uint32(int32(b)))
 }

@@ -482,8 +482,12 @@ func (s *supervisor) pipe2(n *seccompNotif, _ abi) {
 	// fildes must be writable before anything is installed: the kernel
 	// installs no fd when copy_to_user fails.
 	var old [8]byte
-	if readMem(tid, addr, old[:]) != nil || writeMem(tid, addr, old[:]) != nil {
-		_ = notifSend(s.lfd, n.ID, 0, unix.EFAULT, false)
+	err := readMem(tid, addr, old[:])
+	if err == nil {
+		err = writeMem(tid, addr, old[:])
+	}
+	if err != nil {
+		_ = notifSend(s.lfd, n.ID, 0, s.memErrno(tid, err), false)
 		return
 	}
 	q := s.newQueue()
@@ -522,7 +526,7 @@ func (s *supervisor) pipe2(n *seccompNotif, _ abi) {
 		return
 	}
 	if err := writeMem(tid, addr, int32Pair(r, w)); err != nil {
-		_ = notifSend(s.lfd, n.ID, 0, unix.EFAULT, false)
+		_ = notifSend(s.lfd, n.ID, 0, s.memErrno(tid, err), false)
 		return
 	}
 	_ = notifSend(s.lfd, n.ID, 0, 0, false)
@@ -582,8 +586,8 @@ func (s *supervisor) ioctlCall(n *seccompNotif) {
 		errno = s.setFilterFrom(q, tid, arg)
 	case fionread:
 		b := le.AppendUint32(nil, uint32(s.fionread(context.Background(), q)))
-		if writeMem(tid, arg, b) != nil {
-			errno = unix.EFAULT
+		if err := writeMem(tid, arg, b); err != nil {
+			errno = s.memErrno(tid, err)
 		}
 	case IocWatchDevices:
 		errno = s.watchDevices(q, tid, arg)

@@ -253,7 +253,7 @@ func (s *supervisor) setFilterFrom(q *kqueue, tid int, addr uint64) unix.Errno {
 	}
 	var hdr [record.FilterHeaderSize]byte
 	if err := readMem(tid, addr, hdr[:]); err != nil {
-		return unix.EFAULT
+		return s.memErrno(tid, err)
 	}
 	nr := le.Uint32(hdr[0:])
 	if nr == 0 || nr > record.MaxFilters || le.Uint32(hdr[4:]) != 0 {
@@ -262,7 +262,7 @@ func (s *supervisor) setFilterFrom(q *kqueue, tid int, addr uint64) unix.Errno {
 	b := make([]byte, record.FilterHeaderSize+int(nr)*record.FilterEntrySize)
 	copy(b, hdr[:])
 	if err := readMem(tid, addr+record.FilterHeaderSize, b[record.FilterHeaderSize:]); err != nil {
-		return unix.EFAULT
+		return s.memErrno(tid, err)
 	}
 	f, err := record.ParseFilter(b)
 	if err != nil {

@@ -3,11 +3,8 @@ package cli
 import (
 	"errors"
 	"os"
-	"os/signal"
-	"runtime"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -96,15 +93,4 @@ from the kernel.`,
 	cmd.Flags().StringVar(&daemon, "socket", "", "watchqd's socket, for device watches (default "+client.DefaultSocket+")")
 	cmd.Flags().BoolVar(&always, "always", false, "serve the calls even when the kernel has the facility (for comparing the two)")
 	return cmd
-}
-
-// reraise ends this process by sig, as PROG ended, without a core dump.
-// The signal goes to the calling thread, so it is handled (and the
-// process ends) on the way back from tgkill, before anything else runs.
-func reraise(sig syscall.Signal) {
-	_ = syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{})
-	signal.Reset(sig)
-	runtime.LockOSThread()
-	_ = syscall.Tgkill(os.Getpid(), syscall.Gettid(), sig)
-	time.Sleep(time.Second) // a signal that does not end the process: exit 128+sig
 }

@@ -7,16 +7,27 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/watchq/watchq/record"
 )
 
 // Printer writes records to an io.Writer. It is not safe for concurrent use.
 type Printer struct {
-	w    io.Writer
-	json bool
-	enc  *json.Encoder
+	w      io.Writer
+	json   bool
+	enc    *json.Encoder
+	mounts MountResolver
 }
+
+// MountResolver returns the mount point of the mount with this id, for
+// display; ok is false when the id is unknown.
+type MountResolver func(id uint64) (path string, ok bool)
+
+// SetMountResolver makes the printer show mount points beside the mount
+// ids of mount records (text: "on=" and "mnt=" after the sample's line;
+// JSON: mount_point and aux_mount_point). nil turns it off.
+func (p *Printer) SetMountResolver(f MountResolver) { p.mounts = f }
 
 // New returns a printer in the sample's text format, or JSON lines when
 // asJSON is set.
@@ -52,16 +63,46 @@ func (p *Printer) Read(buf []byte) error {
 
 func (p *Printer) record(off int, r record.Record) {
 	if p.json {
-		_ = p.enc.Encode(JSON(r))
+		o := JSON(r)
+		if p.mounts != nil && r.Type() == record.TypeMount {
+			if path, ok := p.mounts(o.MountID); ok {
+				o.MountPoint = path
+			}
+			if path, ok := p.mounts(o.AuxMountID); ok && o.AuxMountID != 0 {
+				o.AuxMountPoint = path
+			}
+		}
+		_ = p.enc.Encode(o)
 		return
 	}
 	h := r.Header()
 	fmt.Fprintf(p.w, "NOTIFY[%03x]: ty=%06x sy=%02x i=%08x\n", off, uint32(h.Type), h.Subtype, h.Info)
-	fmt.Fprintln(p.w, Line(r))
+	line := Line(r)
+	if m, err := r.Mount(); err == nil && p.mounts != nil {
+		if path, ok := p.mounts(m.TriggeredOn); ok {
+			line += " on=" + quotePath(path)
+		}
+		if path, ok := p.mounts(m.Aux); ok && m.Aux != 0 {
+			line += " mnt=" + quotePath(path)
+		}
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+// quotePath quotes a path only when it holds spaces or unprintable bytes.
+func quotePath(s string) string {
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 0x7f || c == '"' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // Line is the sample's description line for one record: "KEY … change=…",
-// "BLOCK …", "USB …", "-- LOSS --", "REMOVAL of watchpoint …".
+// "BLOCK …", "USB …", "MOUNT … change=… aux=…", "SUPER … change=…" (with
+// "e=ERRNO[NAME] c=COOKIE" for superblock errors), "-- LOSS --",
+// "REMOVAL of watchpoint …".
 func Line(r record.Record) string {
 	h := r.Header()
 	switch h.Type {
@@ -98,8 +139,57 @@ func Line(r record.Record) string {
 			return "Incorrect USB message length"
 		}
 		return fmt.Sprintf("USB %s %s e=%x r=%x", u.Name, record.USBSubtypeName(u.Subtype), u.Error, u.Reserved)
+	case record.TypeMount:
+		m, err := r.Mount()
+		if err != nil {
+			return "Incorrect mount message length"
+		}
+		return fmt.Sprintf("MOUNT %08x change=%d[%s] aux=%x", m.TriggeredOn, m.Subtype, record.MountSubtypeName(m.Subtype), m.Aux)
+	case record.TypeSuperblock:
+		sb, err := r.Superblock()
+		if err != nil {
+			return "Incorrect superblock message length"
+		}
+		s := fmt.Sprintf("SUPER %08x change=%d[%s]", sb.SBID, sb.Subtype, record.SuperblockSubtypeName(sb.Subtype))
+		if sb.Subtype == record.SuperblockError {
+			s += fmt.Sprintf(" e=%d[%s] c=%d", sb.ErrorNumber, ErrnoName(sb.ErrorNumber), sb.ErrorCookie)
+		}
+		return s
 	}
 	return "other type"
+}
+
+// linuxErrnos names the Linux errno values filesystems report, by their
+// Linux numbers (asm-generic/errno*.h), so captures decode the same on
+// every system.
+var linuxErrnos = map[uint32]string{
+	1: "EPERM", 2: "ENOENT", 5: "EIO", 12: "ENOMEM", 14: "EFAULT", 17: "EEXIST",
+	20: "ENOTDIR", 21: "EISDIR", 22: "EINVAL", 27: "EFBIG", 28: "ENOSPC", 30: "EROFS",
+	36: "ENAMETOOLONG", 39: "ENOTEMPTY", 40: "ELOOP", 61: "ENODATA", 74: "EBADMSG",
+	75: "EOVERFLOW", 116: "ESTALE", 117: "EUCLEAN", 122: "EDQUOT",
+}
+
+// ErrnoName names a Linux errno ("EIO"; EUCLEAN is what filesystems
+// report as EFSCORRUPTED, EBADMSG as EFSBADCRC), or "errno N".
+func ErrnoName(n uint32) string {
+	if s, ok := linuxErrnos[n]; ok {
+		return s
+	}
+	return "errno " + strconv.FormatUint(uint64(n), 10)
+}
+
+// mountFlagNames lists a mount record's type-info flags by name.
+func mountFlagNames(f uint32) []string {
+	var out []string
+	for _, x := range []struct {
+		bit  uint32
+		name string
+	}{{record.MountFlagInSubtree, "in_subtree"}, {record.MountFlagNowRO, "now_ro"}, {record.MountFlagSubmount, "submount"}} {
+		if f&x.bit != 0 {
+			out = append(out, x.name)
+		}
+	}
+	return out
 }
 
 // Object is the JSON form of a record.
@@ -118,7 +208,23 @@ type Object struct {
 	Name     string          `json:"name,omitempty"`
 	ObjectID record.ObjectID `json:"id,omitempty"`
 	Lost     uint16          `json:"lost,omitempty"`
-	Raw      []byte          `json:"raw,omitempty"`
+
+	// Mount records: the mount the change is accounted to, the mount
+	// added, removed or moved, their mount points when the printer has a
+	// MountResolver, and the flags (in_subtree, now_ro, submount).
+	MountID       uint64   `json:"mount_id,omitempty"`
+	AuxMountID    uint64   `json:"aux_mount_id,omitempty"`
+	MountPoint    string   `json:"mount_point,omitempty"`
+	AuxMountPoint string   `json:"aux_mount_point,omitempty"`
+	Flags         []string `json:"flags,omitempty"`
+	// Superblock records: the superblock (its device, also in dev as
+	// major:minor) and, for errors, the errno, its name and the cookie.
+	SBID   uint64 `json:"sb_id,omitempty"`
+	Errno  uint32 `json:"errno,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Cookie uint32 `json:"cookie,omitempty"`
+
+	Raw []byte `json:"raw,omitempty"`
 }
 
 // JSON converts a record to its JSON form.
@@ -144,6 +250,21 @@ func JSON(r record.Record) Object {
 	case record.TypeUSB:
 		if u, err := r.USB(); err == nil {
 			o.Event, o.Name = record.USBSubtypeName(u.Subtype), u.Name
+		}
+	case record.TypeMount:
+		if m, err := r.Mount(); err == nil {
+			o.Event, o.MountID, o.AuxMountID, o.Flags = record.MountSubtypeName(m.Subtype), m.TriggeredOn, m.Aux, mountFlagNames(m.Flags)
+		}
+	case record.TypeSuperblock:
+		if sb, err := r.Superblock(); err == nil {
+			ma, mi := record.SplitKernelDev(sb.SBID)
+			o.Event, o.SBID, o.Dev = record.SuperblockSubtypeName(sb.Subtype), sb.SBID, fmt.Sprintf("%d:%d", ma, mi)
+			if sb.Flags&record.SuperblockFlagNowRO != 0 {
+				o.Flags = []string{"now_ro"}
+			}
+			if sb.Subtype == record.SuperblockError {
+				o.Errno, o.Error, o.Cookie = sb.ErrorNumber, ErrnoName(sb.ErrorNumber), sb.ErrorCookie
+			}
 		}
 	default:
 		o.Raw = append([]byte(nil), r[record.HeaderSize:]...)

@@ -15,7 +15,8 @@ records (loss, removal) always pass, as in the kernel. An entry is
 
     TYPE[:SUBTYPE,...][@TAG,...]
 
-TYPE is key, block, usb or a publisher type number (0x800000..0xffffff).
+TYPE is key, block, usb, mount, sb (superblock) or a publisher type
+number (0x800000..0xffffff).
 SUBTYPE is a name or a number (0..255); without it every subtype passes.
 The names are:
 
@@ -27,6 +28,9 @@ The names are:
             add remove change media-change resize (lifecycle, 0x80..0x84)
             error lifecycle (the two groups)
     usb:    dev-add dev-remove dev-reset dev-error
+    mount:  new-mount unmount expiry readonly setattr move-from move-to
+            move (both moves) topology (new-mount unmount expiry move-*)
+    sb:     readonly error edquot network
 
 TAG selects the watch the record came through (0..255): each tag becomes
 its own filter entry matching the info word's WATCH_INFO_ID bits. TYPE may
@@ -37,7 +41,8 @@ with tag 4. At most 16 entries in all. Examples:
     usb
     block:error
     key@1 block
-    key:linked,unlinked@1,2`
+    key:linked,unlinked@1,2
+    mount:new-mount,unmount sb:error`
 
 // subtypeNames maps a record type to its subtype names, normalised as
 // normName does, built from the engine's own names.
@@ -50,6 +55,15 @@ func subtypeNames(t record.Type) map[string]uint8 {
 		name = record.BlockSubtypeName
 	case record.TypeUSB:
 		name = record.USBSubtypeName
+	case record.TypeMount:
+		name = record.MountSubtypeName
+	case record.TypeSuperblock:
+		name = func(s uint8) string {
+			if s > record.SuperblockNetwork { // the RFC's subtypes are never posted
+				return "unknown"
+			}
+			return record.SuperblockSubtypeName(s)
+		}
 	default:
 		return nil
 	}
@@ -62,11 +76,12 @@ func subtypeNames(t record.Type) map[string]uint8 {
 	return m
 }
 
-// normName lower-cases a subtype name, turns spaces into dashes and drops
-// slashes: "critical medium" → "critical-medium", "I/O" → "io".
+// normName lower-cases a subtype name, turns spaces and underscores into
+// dashes and drops slashes: "critical medium" → "critical-medium", "I/O" →
+// "io", "new_mount" → "new-mount".
 func normName(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
-	s = strings.ReplaceAll(s, " ", "-")
+	s = strings.NewReplacer(" ", "-", "_", "-").Replace(s)
 	return strings.ReplaceAll(s, "/", "")
 }
 
@@ -75,6 +90,10 @@ var subtypeGroups = map[record.Type]map[string][]uint8{
 	record.TypeBlock: {
 		"error":     {1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
 		"lifecycle": {record.BlockAdd, record.BlockRemove, record.BlockChange, record.BlockMediaChange, record.BlockResize},
+	},
+	record.TypeMount: {
+		"move":     {record.MountMoveFrom, record.MountMoveTo},
+		"topology": {record.MountNew, record.MountUnmount, record.MountExpiry, record.MountMoveFrom, record.MountMoveTo},
 	},
 }
 
@@ -108,9 +127,13 @@ func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 		types = []record.Type{record.TypeBlock}
 	case "usb":
 		types = []record.Type{record.TypeUSB}
+	case "mount":
+		types = []record.Type{record.TypeMount}
+	case "sb", "superblock":
+		types = []record.Type{record.TypeSuperblock}
 	case "":
 		if !hasTag || hasSub {
-			return nil, fmt.Errorf("missing type (key, block, usb or a publisher number)")
+			return nil, fmt.Errorf("missing type (key, block, usb, mount, sb or a publisher number)")
 		}
 		types = []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB}
 	default:
@@ -122,7 +145,7 @@ func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 				break
 			}
 		}
-		return nil, fmt.Errorf("unknown type %q: want key, block, usb or a publisher type %#x..%#x", typText, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
+		return nil, fmt.Errorf("unknown type %q: want key, block, usb, mount, sb or a publisher type %#x..%#x", typText, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
 	}
 
 	subtypes := record.AllSubtypes

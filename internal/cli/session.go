@@ -74,6 +74,7 @@ func completeFilter(_ *cobra.Command, _ []string, _ string) ([]string, cobra.She
 	return []string{
 		"key", "key:linked,unlinked", "key:updated", "key:revoked,invalidated", "key@1", "key@2",
 		"block", "block:error", "block:lifecycle", "usb", "usb:dev-add,dev-remove", "@4",
+		"mount", "mount:topology", "mount:readonly,setattr", "sb", "sb:error", "sb:readonly",
 	}, cobra.ShellCompDirectiveNoFileComp
 }
 

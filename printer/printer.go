@@ -101,7 +101,8 @@ func quotePath(s string) string {
 
 // Line is the sample's description line for one record: "KEY … change=…",
 // "BLOCK …", "USB …", "MOUNT … change=… aux=…", "SUPER … change=…" (with
-// "e=ERRNO[NAME] c=COOKIE" for superblock errors), "-- LOSS --",
+// "e=ERRNO[NAME] c=COOKIE" for superblock errors, and "(ro)" or "(rw)" for
+// readonly records), "-- LOSS --",
 // "REMOVAL of watchpoint …".
 func Line(r record.Record) string {
 	h := r.Header()
@@ -144,7 +145,11 @@ func Line(r record.Record) string {
 		if err != nil {
 			return "Incorrect mount message length"
 		}
-		return fmt.Sprintf("MOUNT %08x change=%d[%s] aux=%x", m.TriggeredOn, m.Subtype, record.MountSubtypeName(m.Subtype), m.Aux)
+		s := fmt.Sprintf("MOUNT %08x change=%d[%s] aux=%x", m.TriggeredOn, m.Subtype, record.MountSubtypeName(m.Subtype), m.Aux)
+		if m.Subtype == record.MountReadonly {
+			s += roRW(m.Flags&record.MountFlagNowRO != 0)
+		}
+		return s
 	case record.TypeSuperblock:
 		sb, err := r.Superblock()
 		if err != nil {
@@ -154,9 +159,20 @@ func Line(r record.Record) string {
 		if sb.Subtype == record.SuperblockError {
 			s += fmt.Sprintf(" e=%d[%s] c=%d", sb.ErrorNumber, ErrnoName(sb.ErrorNumber), sb.ErrorCookie)
 		}
+		if sb.Subtype == record.SuperblockReadonly {
+			s += roRW(sb.Flags&record.SuperblockFlagNowRO != 0)
+		}
 		return s
 	}
 	return "other type"
+}
+
+// roRW says which way a readonly record went (its IS_NOW_RO flag).
+func roRW(ro bool) string {
+	if ro {
+		return " (ro)"
+	}
+	return " (rw)"
 }
 
 // linuxErrnos names the Linux errno values filesystems report, by their

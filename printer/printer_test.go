@@ -74,11 +74,11 @@ func TestMountSuperblockFormat(t *testing.T) {
 NOTIFY[000]: ty=000004 sy=00 i=00000218
 MOUNT 8000003d change=0[new_mount] aux=80000457 on=/ mnt="/mnt/my disk"
 NOTIFY[018]: ty=000004 sy=03 i=00030218
-MOUNT 80000457 change=3[readonly] aux=0 on="/mnt/my disk"
+MOUNT 80000457 change=3[readonly] aux=0 (ro) on="/mnt/my disk"
 NOTIFY[030]: ty=000005 sy=01 i=00000318
 SUPER 00700000 change=1[error] e=5[EIO] c=1
 NOTIFY[048]: ty=000005 sy=00 i=00010310
-SUPER 00700000 change=0[readonly]
+SUPER 00700000 change=0[readonly] (ro)
 `
 	if out.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)

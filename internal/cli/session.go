@@ -44,6 +44,9 @@ type watchOptions struct {
 	timeout   time.Duration
 	capture   string
 	deviceTag record.Tag
+
+	mounts      []mountWatch                // watch mounts / watch fs
+	mountPoints func(uint64) (string, bool) // resolves mount ids for the printer
 }
 
 func newWatchOptions() *watchOptions {
@@ -151,6 +154,14 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 			fmt.Fprintf(stderr, "watchq: devices: unavailable: %v\n", err)
 		}
 	}
+	if len(o.mounts) > 0 {
+		src, desc, err := o.watchMounts(ctx, eng, q, stderr)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
+		watching = append(watching, desc)
+	}
 
 	var capture io.Writer
 	if o.capture != "" {
@@ -174,6 +185,9 @@ func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, ca
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
 	p := printer.New(out, o.json)
+	if o.mountPoints != nil {
+		p.SetMountResolver(o.mountPoints)
+	}
 	buf := make([]byte, ReadSize)
 	seen := 0
 	for {

@@ -305,11 +305,15 @@ func (t *topology) postSB(n record.SuperblockNotification) {
 	t.stats.posted.Add(1)
 }
 
-// postMount posts a mount record to every watch on the directories from
-// trigger's mount point rootwards (post_mount_notification): a watch on
-// directory W of mount M gets it when M is trigger or one of its
-// ancestors and W is trigger's mount point or above it, with IN_SUBTREE
-// unless W is trigger's own root. A trigger the table does not hold (0:
+// postMount posts a mount record to the watches on the directories
+// rootwards of the change (post_mount_notification): a watch on directory
+// W of mount M gets it when M is trigger or one of trigger's ancestors and
+// W is at or above the mount point of the mount the record is about — aux
+// when there is one (a new, unmounted or moved mount), else trigger —
+// with IN_SUBTREE unless W is trigger's own root. (The patches walked from
+// trigger's root, so a watch on a plain directory of the parent, between
+// its root and the new mount, missed new mounts, unmounts and moves below
+// it; watchq delivers those too.) A trigger the table does not hold (0:
 // not known) reaches only the watches on "/", with IN_SUBTREE.
 func (t *topology) postMount(sub uint8, flags uint32, trigger, aux uint64) {
 	if len(t.watches) == 0 {
@@ -317,6 +321,13 @@ func (t *topology) postMount(sub uint8, flags uint32, trigger, aux uint64) {
 	}
 	n := record.MountNotification{Subtype: sub, TriggeredOn: trigger, Aux: aux}
 	te := t.mounts[trigger]
+	at := ""
+	if te != nil {
+		at = te.mountPoint
+		if ae := t.mounts[aux]; ae != nil && aux != 0 {
+			at = ae.mountPoint
+		}
+	}
 	posted := false
 	for k, wl := range t.watches {
 		f := flags
@@ -326,7 +337,7 @@ func (t *topology) postMount(sub uint8, flags uint32, trigger, aux uint64) {
 			}
 			f |= record.MountFlagInSubtree
 		} else {
-			if !hasPathPrefix(te.mountPoint, k.path) || !t.onChain(k.mnt, trigger) {
+			if !hasPathPrefix(at, k.path) || !t.onChain(k.mnt, trigger) {
 				continue
 			}
 			if k.mnt != trigger || k.path != te.mountPoint {

@@ -156,9 +156,9 @@ func TestTopologyPropagation(t *testing.T) {
 	f.tp.attach(entry{id: 6, parent: 3, mountPoint: "/s/x", dev: record.KernelDev(0, 43)})
 	f.expect(root, "new_mount 2/4 0x1", "new_mount 4/5 0x3", "new_mount 3/6 0x1")
 	f.expect(w, "new_mount 2/4 0x0", "new_mount 4/5 0x3")
-	// The patches' walk starts at the trigger's root: a watch on a plain
-	// directory of w sees what happens in mounts below it, not in w itself.
-	f.expect(dir, "new_mount 4/5 0x3")
+	// A watch on a plain directory of w sees the mounts below it (the
+	// patches' walk, starting at w's root, would have missed new_mount 2/4).
+	f.expect(dir, "new_mount 2/4 0x1", "new_mount 4/5 0x3")
 	f.tp.setAttr(5, 0)
 	f.tp.setAttr(4, AttrNosuid)
 	f.expect(w, "readonly 5/0 0x1", "setattr 4/0 0x1")
@@ -173,7 +173,7 @@ func TestTopologyPropagation(t *testing.T) {
 	}
 	f.tp.detach(4)
 	f.expect(w, "unmount 2/4 0x0")
-	f.expect(dir)
+	f.expect(dir, "unmount 2/4 0x1")
 	f.tp.detach(2)
 	f.expect(w, "removal 2")
 	f.expect(dir, "removal 2")

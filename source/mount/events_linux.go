@@ -210,18 +210,19 @@ func (w *worker) readErrors() {
 func (w *worker) scanAttrs() {
 	w.deferred = false
 	w.lastScan = time.Now()
-	if err := w.readMountinfo(); err != nil {
+	defer func() { w.scanCost = time.Since(w.lastScan) }()
+	b, err := w.readMountinfoRaw()
+	if err != nil {
 		return
 	}
-	for i := range w.miLines {
-		l := &w.miLines[i]
-		e := w.t.byOld[l.ID]
-		if e == nil || e.mountPoint != l.MountPoint || e.dev != record.KernelDev(l.Major, l.Minor) {
-			continue // not known yet, or the 32-bit id was reused
+	_ = scanMountinfo(b, func(l *rawMountinfo) {
+		e := w.t.byOld[l.id]
+		if e == nil || e.dev != record.KernelDev(l.major, l.minor) || !l.mountPointIs(e.mountPoint) {
+			return // not known yet, or the 32-bit id was reused
 		}
-		w.t.setAttr(e.id, l.Attr)
-		w.t.setSBReadonly(e.dev, l.SBReadonly)
-	}
+		w.t.setAttr(e.id, l.attr())
+		w.t.setSBReadonly(e.dev, l.sbReadonly())
+	})
 }
 
 // scanFallback is one pass of the mountinfo backend: reread mountinfo and

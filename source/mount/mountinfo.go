@@ -36,10 +36,145 @@ type mountInfo struct {
 // errMountinfo matches every mountinfo parse error.
 var errMountinfo = errors.New("malformed mountinfo line")
 
-// parseMountinfo parses a whole mountinfo file into out (reused), in the
-// file's order.
-func parseMountinfo(b []byte, out []mountInfo) ([]mountInfo, error) {
-	out = out[:0]
+// rawMountinfo is one mountinfo line split into the fields the source
+// uses, aliasing the file's bytes (no allocation): what the attribute
+// scan of every change needs.
+type rawMountinfo struct {
+	id, parent, major, minor uint32
+	mp, opts, fstype, sopts  []byte // the mount point still escaped
+}
+
+// attr decodes the mount options into MOUNT_ATTR_* bits.
+func (r *rawMountinfo) attr() uint64 {
+	a := AttrStrictatime
+	for o := r.opts; len(o) > 0; {
+		var w []byte
+		if i := bytes.IndexByte(o, ','); i >= 0 {
+			w, o = o[:i], o[i+1:]
+		} else {
+			w, o = o, nil
+		}
+		switch string(w) {
+		case "ro":
+			a |= AttrRdonly
+		case "nosuid":
+			a |= AttrNosuid
+		case "nodev":
+			a |= AttrNodev
+		case "noexec":
+			a |= AttrNoexec
+		case "noatime":
+			a = a&^AttrStrictatime | AttrNoatime
+		case "relatime":
+			a &^= AttrStrictatime
+		case "nodiratime":
+			a |= AttrNodiratime
+		case "nosymfollow":
+			a |= AttrNosymfollow
+		case "idmapped":
+			a |= AttrIdmap
+		}
+	}
+	return a
+}
+
+// sbReadonly reports whether the superblock options say ro.
+func (r *rawMountinfo) sbReadonly() bool {
+	for o := r.sopts; len(o) > 0; {
+		var w []byte
+		if i := bytes.IndexByte(o, ','); i >= 0 {
+			w, o = o[:i], o[i+1:]
+		} else {
+			w, o = o, nil
+		}
+		if string(w) == "ro" {
+			return true
+		}
+	}
+	return false
+}
+
+// mountPointIs reports whether the mount point is p, without allocating
+// when it needs no unescaping.
+func (r *rawMountinfo) mountPointIs(p string) bool {
+	if bytes.IndexByte(r.mp, '\\') < 0 {
+		return string(r.mp) == p
+	}
+	u, err := unescapeOctal(string(r.mp))
+	return err == nil && u == p
+}
+
+// field cuts the next space-separated field off b.
+func field(b []byte) (f, rest []byte) {
+	if i := bytes.IndexByte(b, ' '); i >= 0 {
+		return b[:i], b[i+1:]
+	}
+	return b, nil
+}
+
+// atou parses a decimal uint32.
+func atou(b []byte) (uint32, bool) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return uint32(v), v <= 0xffffffff
+}
+
+// scanMountinfoLine splits "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS
+// [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS".
+func scanMountinfoLine(line []byte, r *rawMountinfo) error {
+	bad := func(why string) error { return fmt.Errorf("%w (%s): %q", errMountinfo, why, line) }
+	var f [6][]byte
+	rest := line
+	for i := range f {
+		if rest == nil {
+			return bad("too few fields")
+		}
+		f[i], rest = field(rest)
+	}
+	var ok1, ok2, ok3, ok4 bool
+	r.id, ok1 = atou(f[0])
+	r.parent, ok2 = atou(f[1])
+	ma, mn, okc := bytes.Cut(f[2], []byte{':'})
+	r.major, ok3 = atou(ma)
+	r.minor, ok4 = atou(mn)
+	if !ok1 || !ok2 || !okc || !ok3 || !ok4 {
+		return bad("ids")
+	}
+	if len(f[4]) == 0 || f[4][0] != '/' {
+		return bad("mount point")
+	}
+	r.mp, r.opts = f[4], f[5]
+	for { // optional fields up to "-"
+		var w []byte
+		if rest == nil {
+			return bad("no separator")
+		}
+		w, rest = field(rest)
+		if string(w) == "-" {
+			break
+		}
+	}
+	var src []byte
+	r.fstype, rest = field(rest)
+	src, rest = field(rest)
+	if rest == nil || src == nil {
+		return bad("too few fields")
+	}
+	r.sopts, _ = field(rest)
+	return nil
+}
+
+// scanMountinfo calls f for each line of a whole mountinfo file, in order.
+func scanMountinfo(b []byte, f func(*rawMountinfo)) error {
+	var r rawMountinfo
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -50,77 +185,36 @@ func parseMountinfo(b []byte, out []mountInfo) ([]mountInfo, error) {
 		if len(line) == 0 {
 			continue
 		}
-		mi, err := parseMountinfoLine(string(line))
-		if err != nil {
-			return out, err
+		if err := scanMountinfoLine(line, &r); err != nil {
+			return err
 		}
-		out = append(out, mi)
+		f(&r)
 	}
-	return out, nil
+	return nil
 }
 
-// parseMountinfoLine parses "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS
-// [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS".
-func parseMountinfoLine(line string) (mountInfo, error) {
-	bad := func(why string) (mountInfo, error) {
-		return mountInfo{}, fmt.Errorf("%w (%s): %q", errMountinfo, why, line)
-	}
-	f := strings.Split(line, " ")
-	sep := -1
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" {
-			sep = i
-			break
+// parseMountinfo parses a whole mountinfo file into out (reused), in the
+// file's order.
+func parseMountinfo(b []byte, out []mountInfo) ([]mountInfo, error) {
+	out = out[:0]
+	var bad error
+	err := scanMountinfo(b, func(r *rawMountinfo) {
+		mp, err := unescapeOctal(string(r.mp))
+		if err != nil {
+			if bad == nil {
+				bad = fmt.Errorf("%w (mount point): %q", errMountinfo, r.mp)
+			}
+			return
 		}
+		out = append(out, mountInfo{
+			ID: r.id, Parent: r.parent, Major: r.major, Minor: r.minor, MountPoint: mp,
+			Attr: r.attr(), FSType: string(r.fstype), SBReadonly: r.sbReadonly(),
+		})
+	})
+	if err == nil {
+		err = bad
 	}
-	if len(f) < 10 || sep < 0 || len(f) < sep+4 {
-		return bad("too few fields")
-	}
-	var mi mountInfo
-	id, err1 := strconv.ParseUint(f[0], 10, 32)
-	parent, err2 := strconv.ParseUint(f[1], 10, 32)
-	ma, mn, ok := strings.Cut(f[2], ":")
-	major, err3 := strconv.ParseUint(ma, 10, 32)
-	minor, err4 := strconv.ParseUint(mn, 10, 32)
-	if err1 != nil || err2 != nil || !ok || err3 != nil || err4 != nil {
-		return bad("ids")
-	}
-	mp, err := unescapeOctal(f[4])
-	if err != nil || !strings.HasPrefix(mp, "/") {
-		return bad("mount point")
-	}
-	mi.ID, mi.Parent, mi.Major, mi.Minor, mi.MountPoint = uint32(id), uint32(parent), uint32(major), uint32(minor), mp
-	mi.Attr = AttrStrictatime
-	for _, o := range strings.Split(f[5], ",") {
-		switch o {
-		case "ro":
-			mi.Attr |= AttrRdonly
-		case "rw":
-		case "nosuid":
-			mi.Attr |= AttrNosuid
-		case "nodev":
-			mi.Attr |= AttrNodev
-		case "noexec":
-			mi.Attr |= AttrNoexec
-		case "noatime":
-			mi.Attr = mi.Attr&^AttrStrictatime | AttrNoatime
-		case "relatime":
-			mi.Attr &^= AttrStrictatime
-		case "nodiratime":
-			mi.Attr |= AttrNodiratime
-		case "nosymfollow":
-			mi.Attr |= AttrNosymfollow
-		case "idmapped":
-			mi.Attr |= AttrIdmap
-		}
-	}
-	mi.FSType = f[sep+1]
-	for _, o := range strings.Split(f[sep+3], ",") {
-		if o == "ro" {
-			mi.SBReadonly = true
-		}
-	}
-	return mi, nil
+	return out, err
 }
 
 // unescapeOctal undoes seq_file's mangle: \ooo for space, tab, newline

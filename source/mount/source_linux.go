@@ -346,12 +346,18 @@ type worker struct {
 	fsids    map[[2]int32]uint64 // FS error marks: statfs fsid → superblock
 	deferred bool                // a mountinfo change is waiting for its scan
 	lastScan time.Time
+	scanCost time.Duration // how long the last mountinfo reread took
 }
 
 // attrScanBound bounds how long the fanotify backend defers rereading
 // mountinfo while topology events stream in (each of which also changes
-// mountinfo): a storm costs one reread per bound, not one per event.
+// mountinfo): a storm costs one reread per bound, not one per event. With
+// many mounts a reread costs more, and the bound grows to keep rereads
+// under an eighth of the worker's time.
 const attrScanBound = 20 * time.Millisecond
+
+// scanBound is the deferral bound now.
+func (w *worker) scanBound() time.Duration { return max(attrScanBound, 8*w.scanCost) }
 
 func (w *worker) close() {
 	for _, fd := range []int{w.fan, w.mi, w.errfd} {
@@ -377,7 +383,7 @@ func (w *worker) loop() {
 	for {
 		timeout := -1
 		if w.deferred {
-			timeout = max(0, int(time.Until(w.lastScan.Add(attrScanBound))/time.Millisecond)+1)
+			timeout = max(0, int(time.Until(w.lastScan.Add(w.scanBound()))/time.Millisecond)+1)
 		}
 		for i := range fds {
 			fds[i].Revents = 0
@@ -406,9 +412,9 @@ func (w *worker) loop() {
 		if changed || w.deferred {
 			if w.fan < 0 {
 				w.scanFallback()
-			} else if changed && topo && time.Since(w.lastScan) < attrScanBound {
+			} else if changed && topo && time.Since(w.lastScan) < w.scanBound() {
 				w.deferred = true
-			} else if changed || time.Since(w.lastScan) >= attrScanBound {
+			} else if changed || time.Since(w.lastScan) >= w.scanBound() {
 				w.scanAttrs()
 			}
 		}
@@ -511,6 +517,17 @@ func (w *worker) snapshot() error {
 
 // readMountinfo rereads the whole file into w.miLines.
 func (w *worker) readMountinfo() error {
+	b, err := w.readMountinfoRaw()
+	if err != nil {
+		return err
+	}
+	lines, err := parseMountinfo(b, w.miLines)
+	w.miLines = lines
+	return err
+}
+
+// readMountinfoRaw rereads the whole file into w.miBuf.
+func (w *worker) readMountinfoRaw() ([]byte, error) {
 	if w.miBuf == nil {
 		w.miBuf = make([]byte, 64<<10)
 	}
@@ -521,7 +538,7 @@ func (w *worker) readMountinfo() error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("mount: read mountinfo: %w", err)
+			return nil, fmt.Errorf("mount: read mountinfo: %w", err)
 		}
 		if m == 0 {
 			break
@@ -532,7 +549,5 @@ func (w *worker) readMountinfo() error {
 		}
 	}
 	w.s.stats.scans.Add(1)
-	lines, err := parseMountinfo(w.miBuf[:n], w.miLines)
-	w.miLines = lines
-	return err
+	return w.miBuf[:n], nil
 }

@@ -91,7 +91,7 @@ var (
 	ErrClosed = watchq.ErrClosed
 	// ErrNotSupported matches the errors of systems without the kernel
 	// interfaces the source needs.
-	ErrNotSupported = errors.New("mount: not supported on this system")
+	ErrNotSupported = errors.New("mount: not available")
 	// ErrNoFSErrors is returned (wrapped, with the reason) by
 	// WatchSuperblock when the watch is in place but the filesystem's
 	// errors cannot be watched (FAN_FS_ERROR unavailable, or the

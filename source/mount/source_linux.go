@@ -320,8 +320,11 @@ func joinNamespace(nsfd int) error {
 // worker's namespace.
 func openMountEvents() (int, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_REPORT_MNT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, 0)
+	if err == unix.EINVAL {
+		return -1, fmt.Errorf("%w: fanotify_init(FAN_REPORT_MNT): %w (mount events need Linux 6.15)", ErrNotSupported, err)
+	}
 	if err != nil {
-		return -1, fmt.Errorf("%w: fanotify_init(FAN_REPORT_MNT): %w (Linux 6.15+)", ErrNotSupported, err)
+		return -1, fmt.Errorf("%w: fanotify_init(FAN_REPORT_MNT): %w", ErrNotSupported, err)
 	}
 	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_MNTNS, unix.FAN_MNT_ATTACH|unix.FAN_MNT_DETACH, unix.AT_FDCWD, "/proc/thread-self/ns/mnt"); err != nil {
 		unix.Close(fd)

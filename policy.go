@@ -19,6 +19,13 @@ const (
 	KindPublisher ObjectKind = 3 // a userspace publisher's channel; ID is the record type
 )
 
+// Object kinds of source/mount: a directory in a mount (watch_mount; ID is
+// the mount id) and a filesystem (watch_sb; ID is its record.KernelDev).
+const (
+	KindMount      ObjectKind = 4
+	KindSuperblock ObjectKind = 5
+)
+
 func (k ObjectKind) String() string {
 	switch k {
 	case KindKey:
@@ -27,6 +34,8 @@ func (k ObjectKind) String() string {
 		return "devices"
 	case KindPublisher:
 		return "publisher"
+	case KindMount, KindSuperblock:
+		return [...]string{"mount", "superblock"}[k-KindMount]
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -2,6 +2,7 @@ package printer
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/watchq/watchq/record"
 )
@@ -45,6 +46,29 @@ func Sample(r record.Record) string {
 			return "Incorrect USB message length"
 		}
 		return fmt.Sprintf("USB %s %s e=%x r=%x", u.Name, record.USBSubtypeName(u.Subtype), u.Error, u.Reserved)
+	case record.TypeMount:
+		m, err := r.Mount()
+		if err != nil {
+			return "Incorrect mount message length"
+		}
+		s := fmt.Sprintf("MOUNT %08x change=%d[%s] aux=%x", m.TriggeredOn, m.Subtype, record.MountSubtypeName(m.Subtype), m.Aux)
+		if m.Subtype == record.MountReadonly {
+			s += roRW(m.Flags&record.MountFlagNowRO != 0)
+		}
+		return s
+	case record.TypeSuperblock:
+		sb, err := r.Superblock()
+		if err != nil {
+			return "Incorrect superblock message length"
+		}
+		s := fmt.Sprintf("SUPER %08x change=%d[%s]", sb.SBID, sb.Subtype, record.SuperblockSubtypeName(sb.Subtype))
+		if sb.Subtype == record.SuperblockError {
+			s += fmt.Sprintf(" e=%d[%s] c=%d", sb.ErrorNumber, ErrnoName(sb.ErrorNumber), sb.ErrorCookie)
+		}
+		if sb.Subtype == record.SuperblockReadonly {
+			s += roRW(sb.Flags&record.SuperblockFlagNowRO != 0)
+		}
+		return s
 	}
 	return "other type"
 }
@@ -134,6 +158,29 @@ func Line(r record.Record, names Namer, devices DeviceNamer) string {
 	case record.TypeUSB:
 		if u, err := r.USB(); err == nil {
 			return u.String() + " " + tag
+		}
+	case record.TypeMount:
+		if m, err := r.Mount(); err == nil {
+			s := fmt.Sprintf("mount %d %s", m.TriggeredOn, record.EventName(h.Type, h.Subtype))
+			if m.Aux != 0 {
+				s += fmt.Sprintf(" mount=%d", m.Aux)
+			}
+			if fl := mountFlagNames(m.Flags); len(fl) > 0 {
+				s += " " + strings.Join(fl, ",")
+			}
+			return s + " " + tag
+		}
+	case record.TypeSuperblock:
+		if sb, err := r.Superblock(); err == nil {
+			ma, mi := record.SplitKernelDev(sb.SBID)
+			s := fmt.Sprintf("sb %d:%d %s", ma, mi, record.EventName(h.Type, h.Subtype))
+			if sb.Subtype == record.SuperblockError {
+				s += fmt.Sprintf(" error=%s cookie=%d", ErrnoName(sb.ErrorNumber), sb.ErrorCookie)
+			}
+			if sb.Flags&record.SuperblockFlagNowRO != 0 {
+				s += " now_ro"
+			}
+			return s + " " + tag
 		}
 	default:
 		if h.Type.IsPublisher() {

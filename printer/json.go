@@ -46,6 +46,22 @@ type Object struct {
 	Error    *uint32 `json:"error,omitempty"`
 	Reserved *uint32 `json:"reserved,omitempty"`
 
+	// mount records: the mount the change is accounted to, the mount
+	// added, removed or moved (0: none), their mount points when known,
+	// and the flags (in_subtree, now_ro, submount)
+	MountID       *uint64  `json:"mount_id,omitempty"`
+	AuxMountID    *uint64  `json:"aux_mount_id,omitempty"`
+	MountPoint    *string  `json:"mount_point,omitempty"`
+	AuxMountPoint *string  `json:"aux_mount_point,omitempty"`
+	Flags         []string `json:"flags,omitempty"`
+
+	// superblock records: the superblock (its device, also in dev) and,
+	// for errors, the errno, its name and the cookie
+	SBID   *uint64 `json:"sb_id,omitempty"`
+	Errno  *uint32 `json:"errno,omitempty"`
+	ErrStr *string `json:"error_name,omitempty"`
+	Cookie *uint32 `json:"cookie,omitempty"`
+
 	// meta records
 	ID   *uint64 `json:"id,omitempty"`   // removal: the object id (0 for the device list)
 	Lost *uint16 `json:"lost,omitempty"` // loss: records lost (65535: at least that many)
@@ -97,6 +113,21 @@ func JSON(r record.Record, devices DeviceNamer) Object {
 	case record.TypeUSB:
 		if u, err := r.USB(); err == nil {
 			o.Name, o.Error, o.Reserved = ptr(u.Name), ptr(u.Error), ptr(u.Reserved)
+		}
+	case record.TypeMount:
+		if m, err := r.Mount(); err == nil {
+			o.MountID, o.AuxMountID, o.Flags = ptr(m.TriggeredOn), ptr(m.Aux), mountFlagNames(m.Flags)
+		}
+	case record.TypeSuperblock:
+		if sb, err := r.Superblock(); err == nil {
+			ma, mi := record.SplitKernelDev(sb.SBID)
+			o.SBID, o.Dev, o.Major, o.Minor = ptr(sb.SBID), fmt.Sprintf("%d:%d", ma, mi), ptr(ma), ptr(mi)
+			if sb.Flags&record.SuperblockFlagNowRO != 0 {
+				o.Flags = []string{"now_ro"}
+			}
+			if sb.Subtype == record.SuperblockError {
+				o.Errno, o.ErrStr, o.Cookie = ptr(sb.ErrorNumber), ptr(ErrnoName(sb.ErrorNumber)), ptr(sb.ErrorCookie)
+			}
 		}
 	default:
 		o.Data = fmt.Sprintf("%x", []byte(r[record.HeaderSize:]))

@@ -73,7 +73,13 @@ type Options struct {
 	Names Namer
 	// Devices resolves block devices for display; nil means DevicesFromSysfs.
 	Devices DeviceNamer
+	// Mounts resolves mount ids to mount points for display; nil shows ids.
+	Mounts MountResolver
 }
+
+// MountResolver returns the mount point of the mount with this id, for
+// display; ok is false when the id is unknown.
+type MountResolver func(id uint64) (path string, ok bool)
 
 // Printer writes records to an io.Writer. It is not safe for concurrent
 // use.
@@ -132,20 +138,21 @@ func (p *Printer) print(off int, r record.Record) error {
 	switch p.o.Format {
 	case FormatSample:
 		h := r.Header()
-		_, err = fmt.Fprintf(p.w, "NOTIFY[%03x]: ty=%06x sy=%02x i=%08x\n%s\n", off, uint32(h.Type), h.Subtype, h.Info, Sample(r))
+		_, err = fmt.Fprintf(p.w, "NOTIFY[%03x]: ty=%06x sy=%02x i=%08x\n%s%s\n", off, uint32(h.Type), h.Subtype, h.Info, Sample(r), mountPoints(r, p.o.Mounts))
 	case FormatKeyctl:
 		if l, ok := Keyctl(r); ok {
 			_, err = fmt.Fprintln(p.w, l)
 		}
 	case FormatJSON:
 		o := JSON(r, p.o.Devices)
+		o.resolveMounts(p.o.Mounts)
 		o.TS = p.o.Now().UTC().Format(time.RFC3339Nano)
 		if p.o.Raw {
 			o.Raw = fmt.Sprintf("%x", []byte(r))
 		}
 		err = p.enc.Encode(o)
 	default:
-		_, err = fmt.Fprintf(p.w, "%s %s\n", p.o.Now().Format(time.RFC3339Nano), Line(r, p.o.Names, p.o.Devices))
+		_, err = fmt.Fprintf(p.w, "%s %s%s\n", p.o.Now().Format(time.RFC3339Nano), Line(r, p.o.Names, p.o.Devices), mountPoints(r, p.o.Mounts))
 	}
 	return err
 }

@@ -185,3 +185,50 @@ func TestParseFormat(t *testing.T) {
 		t.Error("ParseFormat(xml) succeeded")
 	}
 }
+
+func TestMountSuperblockFormat(t *testing.T) {
+	var buf []byte
+	buf, _ = record.MountNotification{Subtype: record.MountNew, Tag: 2, TriggeredOn: 0x8000003d, Aux: 0x80000457}.AppendBinary(buf)
+	buf, _ = record.MountNotification{Subtype: record.MountReadonly, Tag: 2, Flags: record.MountFlagInSubtree | record.MountFlagNowRO, TriggeredOn: 0x80000457}.AppendBinary(buf)
+	buf, _ = record.SuperblockNotification{Subtype: record.SuperblockError, Tag: 3, SBID: record.KernelDev(7, 0), ErrorNumber: 5, ErrorCookie: 1}.AppendBinary(buf)
+	buf, _ = record.SuperblockNotification{Subtype: record.SuperblockReadonly, Tag: 3, Flags: record.SuperblockFlagNowRO, SBID: record.KernelDev(7, 0)}.AppendBinary(buf)
+	mounts := func(id uint64) (string, bool) {
+		switch id {
+		case 0x8000003d:
+			return "/", true
+		case 0x80000457:
+			return "/mnt/my disk", true
+		}
+		return "", false
+	}
+	// The sample's MOUNT and SUPER lines (watch_mount/watch_sb patches),
+	// then watchq's additions: mount points, errno and cookie.
+	want := `read() = 88
+NOTIFY[000]: ty=000004 sy=00 i=00000218
+MOUNT 8000003d change=0[new_mount] aux=80000457 on=/ mnt="/mnt/my disk"
+NOTIFY[018]: ty=000004 sy=03 i=00030218
+MOUNT 80000457 change=3[readonly] aux=0 (ro) on="/mnt/my disk"
+NOTIFY[030]: ty=000005 sy=01 i=00000318
+SUPER 00700000 change=1[error] e=5[EIO] c=1
+NOTIFY[048]: ty=000005 sy=00 i=00010310
+SUPER 00700000 change=0[readonly] (ro)
+`
+	if got := print(t, Options{Format: FormatSample, Mounts: mounts}, buf); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	want = `2026-12-01T23:00:00Z mount 2147483709 new-mount mount=2147484759 tag=2 on=/ mnt="/mnt/my disk"
+2026-12-01T23:00:00Z mount 2147484759 readonly in_subtree,now_ro tag=2 on="/mnt/my disk"
+2026-12-01T23:00:00Z sb 7:0 error error=EIO cookie=1 tag=3
+2026-12-01T23:00:00Z sb 7:0 readonly now_ro tag=3
+`
+	if got := print(t, Options{Mounts: mounts}, buf); got != want {
+		t.Errorf("line got:\n%s\nwant:\n%s", got, want)
+	}
+	got := print(t, Options{Format: FormatJSON, Mounts: mounts}, buf)
+	for _, w := range []string{`"event":"new-mount","sy":0`, `"mount_id":2147483709,"aux_mount_id":2147484759,"mount_point":"/","aux_mount_point":"/mnt/my disk"`,
+		`"flags":["in_subtree","now_ro"]`, `"sb_id":7340032,"errno":5,"error_name":"EIO","cookie":1`} {
+		if !strings.Contains(got, w) {
+			t.Errorf("json lacks %s:\n%s", w, got)
+		}
+	}
+}

@@ -12,20 +12,27 @@ type Type uint32
 // Record types. TypeMeta and TypeKey are mainline's enum
 // watch_notification_type; TypeBlock and TypeUSB are the numbers of
 // David Howells' ver #2 patch set, which never reached mainline.
+// TypeMount and TypeSuperblock are the watch_mount(2) and watch_sb(2)
+// patches' WATCH_TYPE_MOUNT_NOTIFY and WATCH_TYPE_SB_NOTIFY; those patches
+// numbered them 2 and 3 (or 1 and 2), which the device types hold here,
+// so watchq gives them the next free numbers (docs/records.md).
 const (
-	TypeMeta  Type = 0 // WATCH_TYPE_META
-	TypeKey   Type = 1 // WATCH_TYPE_KEY_NOTIFY
-	TypeBlock Type = 2 // WATCH_TYPE_BLOCK_NOTIFY (ver #2)
-	TypeUSB   Type = 3 // WATCH_TYPE_USB_NOTIFY (ver #2)
+	TypeMeta       Type = 0 // WATCH_TYPE_META
+	TypeKey        Type = 1 // WATCH_TYPE_KEY_NOTIFY
+	TypeBlock      Type = 2 // WATCH_TYPE_BLOCK_NOTIFY (ver #2)
+	TypeUSB        Type = 3 // WATCH_TYPE_USB_NOTIFY (ver #2)
+	TypeMount      Type = 4 // WATCH_TYPE_MOUNT_NOTIFY (watch_mount patches)
+	TypeSuperblock Type = 5 // WATCH_TYPE_SB_NOTIFY (watch_sb patches)
 
-	// TypeNR is the number of kernel-assigned types watchq knows: 4 is
+	// TypeNR is the number of kernel-assigned types watchq knows: 4 was
 	// WATCH_TYPE__NR of the seed, ver #2 (meta 0 and key 1 as in mainline,
 	// block 2 and USB 3 its own). Mainline's WATCH_TYPE__NR is 2 (meta and
 	// key only), and mainline never reserved 2 and 3: later unmerged
-	// series used them for mount and superblock records. Filter entries
+	// series used them for mount and superblock records, which watchq
+	// numbers 4 and 5 (after the seed's) and so counts 6. Filter entries
 	// for types in [TypeNR, TypeUserFirst) are dropped, as the kernel
 	// drops types >= WATCH_TYPE__NR.
-	TypeNR Type = 4
+	TypeNR Type = 6
 
 	// TypeUserFirst..TypeUserLast is the range watchq reserves for
 	// userspace publishers. The kernel numbers its types upward from 0; the
@@ -57,6 +64,10 @@ func (t Type) String() string {
 		return "block"
 	case TypeUSB:
 		return "usb"
+	case TypeMount:
+		return "mount"
+	case TypeSuperblock:
+		return "superblock"
 	}
 	if t.IsPublisher() {
 		return fmt.Sprintf("user:%06x", uint32(t))

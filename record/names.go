@@ -25,6 +25,13 @@ func EventName(t Type, subtype uint8) string {
 		n = BlockSubtypeName(subtype)
 	case TypeUSB:
 		n = USBSubtypeName(subtype)
+	case TypeMount:
+		n = MountSubtypeName(subtype)
+	case TypeSuperblock:
+		if subtype > SuperblockNetwork { // the RFC's subtypes are never posted
+			return ""
+		}
+		n = SuperblockSubtypeName(subtype)
 	default:
 		return ""
 	}
@@ -35,11 +42,11 @@ func EventName(t Type, subtype uint8) string {
 }
 
 // NormalizeEventName spells a subtype name as EventName does: lower case,
-// spaces as dashes, no slashes ("critical medium" → "critical-medium",
-// "I/O" → "io").
+// spaces and underscores as dashes, no slashes ("critical medium" →
+// "critical-medium", "I/O" → "io", "new_mount" → "new-mount").
 func NormalizeEventName(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
-	s = strings.ReplaceAll(s, " ", "-")
+	s = strings.NewReplacer(" ", "-", "_", "-").Replace(s)
 	return strings.ReplaceAll(s, "/", "")
 }
 

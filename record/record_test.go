@@ -58,6 +58,10 @@ func TestGoldenEncodings(t *testing.T) {
 		{"removal-8", app(Removal{Tag: 1})},
 		{"loss", app(Loss{})},
 		{"loss-32", app(Loss{Count: 32})},
+		{"mount-new", app(MountNotification{Subtype: MountNew, Tag: 2, TriggeredOn: 0x8000003d, Aux: 0x80000457})},
+		{"mount-readonly-subtree", app(MountNotification{Subtype: MountReadonly, Tag: 2, Flags: MountFlagInSubtree | MountFlagNowRO, TriggeredOn: 0x80000457})},
+		{"sb-error-eio", app(SuperblockNotification{Subtype: SuperblockError, Tag: 3, SBID: KernelDev(7, 0), ErrorNumber: 5, ErrorCookie: 1})},
+		{"sb-readonly", app(SuperblockNotification{Subtype: SuperblockReadonly, Tag: 3, Flags: SuperblockFlagNowRO, SBID: KernelDev(7, 0)})},
 	} {
 		want, ok := g[tc.name]
 		if !ok {
@@ -104,6 +108,47 @@ func TestGoldenDecodings(t *testing.T) {
 	}
 	if l, err := Record(g["loss-32"]).Loss(); err != nil || l.Count != 32 {
 		t.Errorf("loss-32: got %+v, %v", l, err)
+	}
+	m, err := Record(g["mount-readonly-subtree"]).Mount()
+	if want := (MountNotification{Subtype: MountReadonly, Tag: 2, Flags: MountFlagInSubtree | MountFlagNowRO, TriggeredOn: 0x80000457}); err != nil || m != want || MountSubtypeName(m.Subtype) != "readonly" {
+		t.Errorf("mount: got %+v, %v; want %+v", m, err, want)
+	}
+	sbe, err := Record(g["sb-error-eio"]).Superblock()
+	if want := (SuperblockNotification{Subtype: SuperblockError, Tag: 3, SBID: 0x700000, ErrorNumber: 5, ErrorCookie: 1}); err != nil || sbe != want {
+		t.Errorf("superblock error: got %+v, %v; want %+v", sbe, err, want)
+	}
+	sbr, err := Record(g["sb-readonly"]).Superblock()
+	if err != nil || sbr.Flags != SuperblockFlagNowRO || sbr.SBID != 0x700000 || SuperblockSubtypeName(sbr.Subtype) != "readonly" {
+		t.Errorf("superblock readonly: got %+v, %v", sbr, err)
+	}
+}
+
+func TestMountSuperblockDecodersRejectBadLengths(t *testing.T) {
+	m, _ := MountNotification{Subtype: MountNew, TriggeredOn: 1, Aux: 2}.AppendBinary(nil)
+	m[4] = 16
+	if _, err := Record(m[:16]).Mount(); err == nil {
+		t.Error("16-byte mount record accepted")
+	}
+	e, _ := SuperblockNotification{Subtype: SuperblockError, SBID: 1, ErrorNumber: 5}.AppendBinary(nil)
+	if len(e) != SuperblockErrorRecordSize {
+		t.Fatalf("error record is %d bytes", len(e))
+	}
+	e[4] = 16
+	if _, err := Record(e[:16]).Superblock(); err == nil {
+		t.Error("16-byte superblock error record accepted")
+	}
+	r, _ := SuperblockNotification{Subtype: SuperblockEDQUOT, SBID: 1}.AppendBinary(nil)
+	if n, err := Record(r).Superblock(); err != nil || len(r) != SuperblockRecordSize || n.ErrorNumber != 0 {
+		t.Errorf("EDQUOT: %+v %v len %d", n, err, len(r))
+	}
+	if _, err := Record(r).Mount(); err == nil {
+		t.Error("superblock record decoded as mount")
+	}
+	if TypeMount.IsPublisher() || TypeSuperblock.IsPublisher() || !TypeMount.Known() || !TypeSuperblock.Known() {
+		t.Error("mount/superblock types must be known kernel types, not publisher types")
+	}
+	if TypeMount.String() != "mount" || TypeSuperblock.String() != "superblock" {
+		t.Errorf("names %q %q", TypeMount, TypeSuperblock)
 	}
 }
 
@@ -197,6 +242,10 @@ func FuzzRecords(f *testing.F) {
 				_, _ = r.Block()
 			case TypeUSB:
 				_, _ = r.USB()
+			case TypeMount:
+				_, _ = r.Mount()
+			case TypeSuperblock:
+				_, _ = r.Superblock()
 			case TypeMeta:
 				_, _ = r.Removal()
 				_, _ = r.Loss()
@@ -219,6 +268,8 @@ func TestTypedDecodersOneErrorType(t *testing.T) {
 		"block":   func() error { _, err := r.Block(); return err },
 		"removal": func() error { _, err := r.Removal(); return err },
 		"loss":    func() error { _, err := r.Loss(); return err },
+		"mount":   func() error { _, err := r.Mount(); return err },
+		"sb":      func() error { _, err := r.Superblock(); return err },
 	} {
 		err := f()
 		var re *RecordError

@@ -40,6 +40,13 @@ var (
 	refBlockMedium = func() []byte {
 		return tagged(must(record.BlockNotification{Subtype: record.BlockErrorCriticalMedium, Dev: 0x00800050, Sector: 0x64000ef8}.AppendBinary(nil)), 4)
 	}
+	// The watch_mount and watch_sb patches' records (records.txt).
+	refMountNew = func() []byte {
+		return must(record.MountNotification{Subtype: record.MountNew, Tag: 2, TriggeredOn: 0x8000003d, Aux: 0x80000457}.AppendBinary(nil))
+	}
+	refSBError = func() []byte {
+		return must(record.SuperblockNotification{Subtype: record.SuperblockError, Tag: 3, SBID: record.KernelDev(7, 0), ErrorNumber: 5, ErrorCookie: 1}.AppendBinary(nil))
+	}
 )
 
 // captures are the golden captures, built from the engine's typed records.
@@ -81,6 +88,16 @@ func captures() map[string][]byte {
 		"usb-reset":    refUSBReset(),
 		"block-medium": refBlockMedium(),
 		"mixed":        cat(mixed...),
+		"mount-sb": cat(refMountNew(),
+			must(record.MountNotification{Subtype: record.MountReadonly, Tag: 2, Flags: record.MountFlagInSubtree | record.MountFlagNowRO, TriggeredOn: 0x80000457}.AppendBinary(nil)),
+			must(record.MountNotification{Subtype: record.MountMoveFrom, Tag: 2, TriggeredOn: 0x8000003d, Aux: 0x80000460}.AppendBinary(nil)),
+			must(record.MountNotification{Subtype: record.MountMoveTo, Tag: 2, Flags: record.MountFlagInSubtree, TriggeredOn: 0x80000457, Aux: 0x80000460}.AppendBinary(nil)),
+			must(record.MountNotification{Subtype: record.MountUnmount, Tag: 2, TriggeredOn: 0x8000003d, Aux: 0x80000457}.AppendBinary(nil)),
+			must(record.Removal{Tag: 2, ID: 0x80000457}.AppendBinary(nil)),
+			refSBError(),
+			must(record.SuperblockNotification{Subtype: record.SuperblockReadonly, Tag: 3, Flags: record.SuperblockFlagNowRO, SBID: record.KernelDev(7, 0)}.AppendBinary(nil)),
+			must(record.SuperblockNotification{Subtype: record.SuperblockEDQUOT, Tag: 3, SBID: record.KernelDev(0, 40)}.AppendBinary(nil)),
+		),
 		// Malformed streams: good records, then a bad one.
 		"bad-short-header": cat(refKeyLinked(), refUSBReset(), []byte{1, 0, 0, 2, 16}),
 		"bad-length-zero":  cat(refKeyLinked(), hdr(record.TypeKey, 0), refKeyLinked()),
@@ -129,6 +146,11 @@ func TestCaptures(t *testing.T) {
 	for name, vec := range map[string]string{"key-linked": "key-linked-sample", "usb-reset": "usb-reset-sample", "block-medium": "block-medium-sample"} {
 		if got := hex.EncodeToString(captures()[name]); got != vectors[vec] {
 			t.Errorf("%s = %s, records.txt's %s = %s", name, got, vec, vectors[vec])
+		}
+	}
+	for vec, b := range map[string][]byte{"mount-new": refMountNew(), "sb-error-eio": refSBError()} {
+		if got := hex.EncodeToString(b); got != vectors[vec] {
+			t.Errorf("%s = %s, records.txt says %s", vec, got, vectors[vec])
 		}
 	}
 }

@@ -96,7 +96,14 @@ type proc struct {
 // still running.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(watchqBin, args...)
+	return startCmd(t, exec.Command(watchqBin, args...))
+}
+
+// startCmd is start for a command the test has set up (namespaces,
+// credentials).
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	args := cmd.Args[1:]
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,8 @@ records (loss, removal) always pass, as in the kernel. An entry is
 
     TYPE[:SUBTYPE,...][@TAG,...]
 
-TYPE is key, block, usb or a publisher type number (0x800000..0xffffff).
+TYPE is key, block, usb, mount, sb (superblock) or a publisher type
+number (0x800000..0xffffff).
 SUBTYPE is a name or a number (0..255); without it every subtype passes.
 The names are:
 
@@ -27,6 +28,9 @@ The names are:
             add remove change media-change resize (lifecycle, 0x80..0x84)
             error lifecycle (the two groups)
     usb:    dev-add dev-remove dev-reset dev-error
+    mount:  new-mount unmount expiry readonly setattr move-from move-to
+            move (both moves) topology (new-mount unmount expiry move-*)
+    sb:     readonly error edquot network
 
 TAG selects the watch the record came through (0..255): each tag becomes
 its own filter entry matching the info word's WATCH_INFO_ID bits. TYPE may
@@ -37,10 +41,15 @@ with tag 4. At most 16 entries in all. Examples:
     usb
     block:error
     key@1 block
-    key:linked,unlinked@1,2`
+    key:linked,unlinked@1,2
+    mount:new-mount,unmount sb:error`
 
 // subtypeGroups are the names that select several subtypes at once.
 var subtypeGroups = map[record.Type]map[string][]uint8{
+	record.TypeMount: {
+		"move":     {record.MountMoveFrom, record.MountMoveTo},
+		"topology": {record.MountNew, record.MountUnmount, record.MountExpiry, record.MountMoveFrom, record.MountMoveTo},
+	},
 	record.TypeBlock: {
 		"error":     {1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
 		"lifecycle": {record.BlockAdd, record.BlockRemove, record.BlockChange, record.BlockMediaChange, record.BlockResize},
@@ -77,9 +86,13 @@ func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 		types = []record.Type{record.TypeBlock}
 	case "usb":
 		types = []record.Type{record.TypeUSB}
+	case "mount":
+		types = []record.Type{record.TypeMount}
+	case "sb", "superblock":
+		types = []record.Type{record.TypeSuperblock}
 	case "":
 		if !hasTag || hasSub {
-			return nil, fmt.Errorf("missing type (key, block, usb or a publisher number)")
+			return nil, fmt.Errorf("missing type (key, block, usb, mount, sb or a publisher number)")
 		}
 		types = []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB}
 	default:
@@ -91,7 +104,7 @@ func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 				break
 			}
 		}
-		return nil, fmt.Errorf("unknown type %q: want key, block, usb or a publisher type %#x..%#x", typText, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
+		return nil, fmt.Errorf("unknown type %q: want key, block, usb, mount, sb or a publisher type %#x..%#x", typText, uint32(record.TypeUserFirst), uint32(record.TypeUserLast))
 	}
 
 	subtypes := record.AllSubtypes

@@ -43,6 +43,13 @@ func TestParseFilter(t *testing.T) {
 			{Type: record.TypeBlock, Subtypes: record.SubtypeSet(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)},
 		}},
 		{[]string{"0x800001:1"}, []record.FilterEntry{{Type: 0x800001, Subtypes: record.SubtypeSet(1)}}},
+		{[]string{"mount:new-mount,unmount,move_to"}, []record.FilterEntry{{Type: record.TypeMount, Subtypes: record.SubtypeSet(record.MountNew, record.MountUnmount, record.MountMoveTo)}}},
+		{[]string{"mount:move,readonly@2"}, []record.FilterEntry{{Type: record.TypeMount, Subtypes: record.SubtypeSet(record.MountMoveFrom, record.MountMoveTo, record.MountReadonly), InfoFilter: t2f, InfoMask: t2m}}},
+		{[]string{"mount:topology"}, []record.FilterEntry{{Type: record.TypeMount, Subtypes: record.SubtypeSet(0, 1, 2, 5, 6)}}},
+		{[]string{"sb:error,readonly superblock:edquot"}, []record.FilterEntry{
+			{Type: record.TypeSuperblock, Subtypes: record.SubtypeSet(record.SuperblockError, record.SuperblockReadonly)},
+			{Type: record.TypeSuperblock, Subtypes: record.SubtypeSet(record.SuperblockEDQUOT)},
+		}},
 	} {
 		got, err := ParseFilter(tc.in)
 		if err != nil {
@@ -68,7 +75,9 @@ func TestParseFilterErrors(t *testing.T) {
 		"usb@256":     "bad tag",
 		"usb@":        "bad tag",
 		":linked":     "missing type",
-		"5":           "unknown type", // a kernel type watchq does not know
+		"5":           "unknown type",               // kernel types are spelled by name
+		"sb:msg":      "unknown superblock subtype", // the RFC's subtypes are never posted
+		"mount:bogus": "unknown mount subtype",
 		"block:error@" + strings.Repeat("1,", 16) + "1": "at most 16",
 	} {
 		_, err := ParseFilter([]string{in})

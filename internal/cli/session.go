@@ -49,6 +49,9 @@ type watchOptions struct {
 	deviceTag record.Tag
 	// names says what each tag watches, for removal lines.
 	names tagNames
+
+	mounts      []mountWatch                // watch mounts / watch fs
+	mountPoints func(uint64) (string, bool) // resolves mount ids for the printer
 }
 
 // tagNames names watches by tag, for the printer's removal lines.
@@ -84,8 +87,8 @@ func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 // completeFilter offers filter entries for shell completion: each type,
 // each type:subtype with the filter names, the groups, and tags.
 func completeFilter(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	out := []string{"key", "block", "usb", "block:error", "block:lifecycle", "key@1", "key@2", "@4"}
-	for _, t := range []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB} {
+	out := []string{"key", "block", "usb", "block:error", "block:lifecycle", "mount", "mount:topology", "sb", "key@1", "key@2", "@4"}
+	for _, t := range []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB, record.TypeMount, record.TypeSuperblock} {
 		for s := range 256 {
 			if n := record.EventName(t, uint8(s)); n != "" {
 				out = append(out, t.String()+":"+n)
@@ -176,6 +179,14 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 			fmt.Fprintf(stderr, "watchq: devices: unavailable: %v\n", err)
 		}
 	}
+	if len(o.mounts) > 0 {
+		src, desc, err := o.watchMounts(ctx, eng, q, stderr)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
+		watching = append(watching, desc)
+	}
 
 	var capture io.Writer
 	if o.capture != "" {
@@ -198,6 +209,7 @@ var errTimeout = errors.New("timeout")
 func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, capture io.Writer, popts printer.Options) error {
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
+	popts.Mounts = o.mountPoints
 	p := printer.New(out, popts)
 	buf := make([]byte, ReadSize)
 	seen := 0

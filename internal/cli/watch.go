@@ -33,6 +33,6 @@ error says which backends are in use and what is unavailable and why.
 		},
 	}
 	o.addFlags(cmd, true, true)
-	cmd.AddCommand(newWatchKeysCommand(), newWatchDevicesCommand())
+	cmd.AddCommand(newWatchKeysCommand(), newWatchDevicesCommand(), newWatchMountsCommand(false), newWatchMountsCommand(true))
 	return cmd
 }

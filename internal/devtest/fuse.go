@@ -4,6 +4,7 @@ package devtest
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -14,11 +15,12 @@ import (
 	"github.com/watchq/watchq/internal/testenv"
 )
 
-// badFile is a FUSE file of zeros whose reads fail with EIO when they
-// overlap [badOff, badOff+badLen).
+// badFile is a FUSE file of zeros, or of data's bytes, whose reads fail
+// with EIO when they overlap [badOff, badOff+badLen).
 type badFile struct {
 	fs.Inode
 	size, badOff, badLen int64
+	data                 io.ReaderAt // nil: zeros
 }
 
 var (
@@ -48,6 +50,11 @@ func (f *badFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int6
 	if end < off {
 		end = off
 	}
+	if f.data != nil && end > off {
+		if _, err := f.data.ReadAt(dest[:end-off], off); err != nil && err != io.EOF {
+			return nil, syscall.EIO
+		}
+	}
 	return fuse.ReadResultData(dest[:end-off]), 0
 }
 
@@ -58,11 +65,32 @@ func (f *badFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int6
 // first (register the loop's cleanup after this call).
 func BadFile(tb testing.TB, size, badOff, badLen int64) string {
 	tb.Helper()
+	return mountBadFile(tb, &badFile{size: size, badOff: badOff, badLen: badLen})
+}
+
+// BadImage is BadFile serving the bytes of the file image (a filesystem
+// image, say) instead of zeros; reads overlapping [badOff, badOff+badLen)
+// fail with EIO.
+func BadImage(tb testing.TB, image string, badOff, badLen int64) string {
+	tb.Helper()
+	f, err := os.Open(image)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() }) // registered first, so it runs after the unmount
+	st, err := f.Stat()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return mountBadFile(tb, &badFile{size: st.Size(), badOff: badOff, badLen: badLen, data: f})
+}
+
+func mountBadFile(tb testing.TB, file *badFile) string {
+	tb.Helper()
 	testenv.RequireRoot(tb)
 	testenv.RequireFile(tb, "/dev/fuse")
 	dir := tb.TempDir()
 	root := &fs.Inode{}
-	file := &badFile{size: size, badOff: badOff, badLen: badLen}
 	srv, err := fs.Mount(dir, root, &fs.Options{
 		MountOptions: fuse.MountOptions{DirectMountStrict: true, FsName: "watchq-badfile", Name: "watchq"},
 		OnAdd: func(ctx context.Context) {

@@ -107,12 +107,15 @@ type Forwarder struct {
 
 	// Publisher state, shared with nats.go's acknowledgement callbacks.
 	pmu    sync.Mutex
-	acked  uint64        // every sequence up to this is in the stream
-	done   []bool        // [seq % window]: acknowledged, ahead of acked
-	slot   []*nats.Msg   // [seq % window]: the message last published for seq
-	failed error         // set by a failure of a message of the current round
-	high   uint64        // the highest sequence published
-	wake   chan struct{} // acks, failures, connection changes
+	acked  uint64      // every sequence up to this is in the stream
+	done   []bool      // [seq % window]: acknowledged, ahead of acked
+	slot   []*nats.Msg // [seq % window]: the message last published for seq
+	failed error       // set by a failure of a message of the current round
+	high   uint64      // the highest sequence published
+	// resumeAt, when not 0, is the acknowledgement the publisher waits
+	// for: the window is full.
+	resumeAt uint64
+	wake     chan struct{} // acks, failures, connection changes
 }
 
 // New checks cfg and opens the backlog, recovering what an earlier run
@@ -430,8 +433,16 @@ func (f *Forwarder) onAck(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAc
 			f.slot[f.acked%f.window] = nil
 		}
 	}
+	// Wake the publisher only when it waits for room in the window and
+	// half the window is free: not once per acknowledgement.
+	wake := f.resumeAt != 0 && f.acked >= f.resumeAt
+	if wake {
+		f.resumeAt = 0
+	}
 	f.pmu.Unlock()
-	f.poke()
+	if wake {
+		f.poke()
+	}
 }
 
 // onErr is nats.go's callback for a message the stream did not confirm:
@@ -549,6 +560,18 @@ func (f *Forwarder) round(ctx context.Context, nc *nats.Conn, js jetstream.JetSt
 			f.published.Add(1)
 			backoff.reset()
 		}
+		if !caughtUp {
+			// The window is full: wait until half of it is free.
+			f.pmu.Lock()
+			room := next-f.acked <= f.window/2
+			if !room {
+				f.resumeAt = next - f.window/2
+			}
+			f.pmu.Unlock()
+			if room {
+				continue
+			}
+		}
 		if err := f.sp.ack(acked); err != nil {
 			return fatalError{err}
 		}
@@ -570,23 +593,45 @@ func (f *Forwarder) round(ctx context.Context, nc *nats.Conn, js jetstream.JetSt
 	}
 }
 
-// message builds the NATS message for a spooled entry.
+// message builds the NATS message for a spooled entry: the header values
+// share one string and one backing array, so that a message costs a
+// handful of allocations.
 func (f *Forwarder) message(e *entry) *nats.Msg {
-	seq := strconv.FormatUint(e.seq, 10)
 	class := ClassOf(e.rec)
-	h := nats.Header{
-		HeaderMsgID: {f.host + "/" + e.boot + "/" + seq},
-		HeaderHost:  {f.host},
-		HeaderBoot:  {e.boot},
-		HeaderSeq:   {seq},
-		HeaderTime:  {time.Unix(0, e.time).UTC().Format(timeLayout)},
-	}
+	n := 5
 	if e.kind == kindLoss {
-		class = ClassLoss
-		h[HeaderLost] = []string{strconv.FormatUint(e.lost, 10)}
-		h[HeaderCause] = []string{e.cause.String()}
+		class, n = ClassLoss, 7
 	}
-	return &nats.Msg{Subject: f.cfg.Prefix + "." + f.token + "." + string(class), Header: h, Data: append([]byte(nil), e.rec...)}
+	b := make([]byte, 0, 2*len(f.host)+2*len(e.boot)+len(f.cfg.Prefix)+len(f.token)+96)
+	b = append(b, f.host...)
+	b = append(b, '/')
+	b = append(b, e.boot...)
+	b = append(b, '/')
+	seqAt := len(b)
+	b = strconv.AppendUint(b, e.seq, 10)
+	seqEnd := len(b)
+	b = time.Unix(0, e.time).UTC().AppendFormat(b, timeLayout)
+	timeEnd := len(b)
+	lostEnd := timeEnd
+	if e.kind == kindLoss {
+		b = strconv.AppendUint(b, e.lost, 10)
+		lostEnd = len(b)
+	}
+	subjAt := len(b)
+	b = append(b, f.cfg.Prefix...)
+	b = append(b, '.')
+	b = append(b, f.token...)
+	b = append(b, '.')
+	b = append(b, class...)
+	str := string(b)
+	v := make([]string, n)
+	v[0], v[1], v[2], v[3], v[4] = str[:seqEnd], f.host, e.boot, str[seqAt:seqEnd], str[seqEnd:timeEnd]
+	h := nats.Header{HeaderMsgID: v[0:1:1], HeaderHost: v[1:2:2], HeaderBoot: v[2:3:3], HeaderSeq: v[3:4:4], HeaderTime: v[4:5:5]}
+	if e.kind == kindLoss {
+		v[5], v[6] = str[timeEnd:lostEnd], e.cause.String()
+		h[HeaderLost], h[HeaderCause] = v[5:6:6], v[6:7:7]
+	}
+	return &nats.Msg{Subject: str[subjAt:], Header: h, Data: append([]byte(nil), e.rec...)}
 }
 
 // ensureStream creates the stream unless it exists.
@@ -619,6 +664,7 @@ func (f *Forwarder) finish() error {
 		}
 		select {
 		case <-f.wake:
+		case <-time.After(5 * time.Millisecond):
 		case <-deadline.C:
 			return nil
 		}

@@ -53,6 +53,26 @@ const (
 // the type in six lower-case hex digits.
 func PublisherClass(t record.Type) Class { return Class(fmt.Sprintf("pub.%06x", uint32(t))) }
 
+// PublisherType returns the publisher type of a class made by
+// PublisherClass, and false for every other class.
+func (c Class) PublisherType() (record.Type, bool) {
+	hex, ok := strings.CutPrefix(string(c), "pub.")
+	if !ok || len(hex) != 6 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(hex, 16, 32)
+	if err != nil || !record.Type(n).IsPublisher() {
+		return 0, false
+	}
+	return record.Type(n), true
+}
+
+// IsPublisherType reports whether c is the class of one publisher type.
+func (c Class) IsPublisherType() bool {
+	_, ok := c.PublisherType()
+	return ok
+}
+
 // ClassOf classifies a record.
 func ClassOf(r record.Record) Class {
 	switch t := r.Type(); {

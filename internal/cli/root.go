@@ -66,14 +66,16 @@ format of the kernel's sample program (samples/watch_queue/watch_test.c):
     NOTIFY[000]: ty=000001 sy=02 i=01000010
     KEY 2ffc2e5d change=2[linked] aux=1035096409
 
-or as JSON lines (--json). It also decodes captured record streams and
-shows the watchqd daemon's queues and counters. The daemon is described in
+or as JSON lines (--json). It also decodes captured record streams,
+shows the watchqd daemon's queues and counters, forwards a host's records
+to a NATS JetStream stream (watchq forward) and reads a fleet's records
+from it (watchq watch --from). The daemon is described in
 watchqd(8) and its configuration in watchqd.conf(5).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newGenDocsCommand())
+	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newForwardCommand(), newGenDocsCommand())
 	return root
 }
 

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/record"
+	"github.com/watchq/watchq/watchqtest"
+)
+
+// startNATS runs a real NATS server with JetStream (file storage in a
+// temporary directory) on a loopback port until the test ends.
+func startNATS(t *testing.T) string {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, DisableJetStreamBanner: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return fmt.Sprintf("nats://127.0.0.1:%d", s.Addr().(*net.TCPAddr).Port)
+}
+
+// TestForwardAndWatchFrom: watchq forward takes device and publisher
+// records from watchqd (in-process, the test's fake device source) and
+// publishes them; watchq watch --from prints them, in both formats, with
+// the host named; forward stops on SIGTERM with status 0.
+func TestForwardAndWatchFrom(t *testing.T) {
+	d := watchqtest.StartDaemon(t, "* watch=usb,block-errors,0x800001 publish=0x800001\n")
+	url := startNATS(t)
+	fw := start(t, "forward", "--socket", d.Path, "--to", url, "--class", "usb,block-errors", "--class", "0x800001",
+		"--host", "web1", "--boot-id", "boot-1", "--dir", t.TempDir(), "--create-stream")
+	fw.waitFor("the forwarder's watch", 30*time.Second, func(_, stderr []string) bool {
+		return strings.Contains(strings.Join(stderr, "\n"), `msg="fleet: forwarding"`)
+	})
+	d.Devices.Post(watchqtest.Rec(record.USBNotification{Subtype: record.USBDeviceAdd, Name: "1-1"}))
+	d.Devices.Post(watchqtest.Rec(record.BlockNotification{Subtype: record.BlockErrorIO, Dev: 7 << 20, Sector: 0x2a}))
+	c, err := client.Dial(context.Background(), d.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pub, _ := record.Header{Type: 0x800001, Subtype: 3, Info: record.MakeInfo(16, 0, 0)}.AppendBinary(nil)
+	pub = append(pub, "payload!"...)
+	if err := c.Publish(context.Background(), pub); err != nil {
+		t.Fatal(err)
+	}
+
+	r := run(t, nil, "watch", "--from", url, "--count", "3", "--timeout", "30s", "--json")
+	if r.code != 0 {
+		t.Fatalf("watch --from --json: status %d\n%s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	want := []struct {
+		typ, event, subject string
+	}{{"usb", "dev-add", "watchq.web1.usb"}, {"block", "I/O", "watchq.web1.block.error"}, {"user:800001", "", "watchq.web1.pub.800001"}}
+	if len(lines) != 3 {
+		t.Fatalf("watch --from --json printed %d lines:\n%s", len(lines), r.stdout)
+	}
+	for i, l := range lines {
+		var o struct {
+			Host, Boot, Subject, Type, Event string
+			Seq                              uint64
+			Time                             time.Time
+		}
+		if err := json.Unmarshal([]byte(l), &o); err != nil {
+			t.Fatalf("line %d: %v: %s", i, err, l)
+		}
+		if o.Host != "web1" || o.Boot != "boot-1" || o.Seq != uint64(i+1) || o.Type != want[i].typ || o.Event != want[i].event ||
+			o.Subject != want[i].subject || o.Time.IsZero() {
+			t.Errorf("line %d: %s", i, l)
+		}
+	}
+
+	r = run(t, nil, "watch", "--from", url, "--host", "web1", "--class", "block-errors", "--count", "1", "--timeout", "30s")
+	if r.code != 0 {
+		t.Fatalf("watch --from: status %d\n%s", r.code, r.stderr)
+	}
+	text := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(text) != 3 || !strings.HasPrefix(text[0], "web1: read() = 24 seq=2 boot=boot-1 time=") ||
+		text[1] != "web1: NOTIFY[000]: ty=000002 sy=0a i=00000018" || text[2] != "web1: BLOCK 00700000 e=10[I/O] s=2a" {
+		t.Errorf("watch --from text:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "watchq.web1.block.error watchq.web1.loss") {
+		t.Errorf("stderr does not name the subject filters: %s", r.stderr)
+	}
+
+	// Usage errors.
+	for _, args := range [][]string{
+		{"forward", "--class", "usb"},
+		{"forward", "--to", url},
+		{"forward", "--to", "http://example.com", "--class", "usb"},
+		{"forward", "--to", url, "--class", "keys"},
+		{"watch", "--from", url, "--size", "32"},
+		{"watch", "--from", url, "--deliver", "sometime"},
+	} {
+		if r := run(t, nil, args...); r.code != 2 {
+			t.Errorf("watchq %s: status %d, want 2\n%s", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+
+	if err := fw.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fw.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("forward did not stop on SIGTERM")
+	}
+	if fw.err != nil {
+		t.Errorf("forward exited: %v", fw.err)
+	}
+	if s := strings.Join(fw.errLines(), "\n"); !strings.Contains(s, "spooled=3 acked=3 dropped=0") {
+		t.Errorf("forward's last words:\n%s", s)
+	}
+}
+
+// TestForwardUnit: systemd/watchq-forward.service loads cleanly under
+// systemd-analyze verify (ExecStart pointed at the freshly built watchq),
+// runs as its own unprivileged user with no capabilities, and that user
+// is declared for sysusers.d.
+func TestForwardUnit(t *testing.T) {
+	sa := testenv.RequireCommand(t, "systemd-analyze")
+	b, err := os.ReadFile(filepath.Join("..", "..", "systemd", "watchq-forward.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	for _, want := range []string{"\nUser=watchq-forward\n", "\nCapabilityBoundingSet=\n", "\nNoNewPrivileges=yes\n",
+		"\nStateDirectory=watchq/forward\n", "\nConditionPathExists=/etc/watchq/forward.env\n", "\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("watchq-forward.service lacks %q", strings.TrimSpace(want))
+		}
+	}
+	su, err := os.ReadFile(filepath.Join("..", "..", "systemd", "watchq-forward.sysusers"))
+	if err != nil || !strings.Contains(string(su), "\nu watchq-forward - ") {
+		t.Errorf("watchq-forward.sysusers does not declare the user: %v\n%s", err, su)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "watchq-forward.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(unit, "/usr/bin/watchq", watchqBin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", "--man=no", path).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}

@@ -15,9 +15,11 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/watchqtest"
+	"golang.org/x/sys/unix"
 )
 
 // startNATS runs a real NATS server with JetStream (file storage in a
@@ -160,5 +162,42 @@ func TestForwardUnit(t *testing.T) {
 	out, err := exec.Command(sa, "verify", "--man=no", path).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestForwardRealDevices: the real watchqd with its real device source; a
+// read-only loop device over a FUSE file whose 4 KiB at badOff fail with
+// EIO. watchq forward publishes the loop device's lifecycle record and the
+// kernel's block error for the bad range; watch --from prints both, the
+// error with the device and sector the kernel reported.
+func TestForwardRealDevices(t *testing.T) {
+	testenv.RequireRoot(t)
+	sock, _ := startDaemon(t)
+	url := startNATS(t)
+	fw := start(t, "forward", "--socket", sock, "--to", url, "--class", "block-errors,block-lifecycle",
+		"--host", "disk-host", "--dir", t.TempDir(), "--create-stream")
+	fw.waitFor("the forwarder's watch", 30*time.Second, func(_, stderr []string) bool {
+		return strings.Contains(strings.Join(stderr, "\n"), `msg="fleet: forwarding"`)
+	})
+	const badOff = 512 << 10
+	loop := devtest.AttachLoop(t, devtest.BadFile(t, 1<<20, badOff, 4096), unix.LO_FLAGS_READ_ONLY)
+	deadline := time.Now().Add(10 * time.Second)
+	for devtest.DirectRead(loop.Path, badOff) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the bad range never failed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	lc := run(t, nil, "watch", "--from", url, "--host", "disk-host", "--class", "block-lifecycle", "--count", "1", "--timeout", "30s", "--json")
+	be := run(t, nil, "watch", "--from", url, "--host", "disk-host", "--class", "block-errors", "--count", "1", "--timeout", "30s", "--json")
+	ma, mi := record.SplitKernelDev(loop.Dev)
+	dev := fmt.Sprintf(`"dev":"%d:%d"`, ma, mi)
+	// Other tests' loop devices may show up first; ours must be there.
+	if lc.code != 0 || !strings.Contains(lc.stdout, `"host":"disk-host"`) || !strings.Contains(lc.stdout, `"type":"block"`) {
+		t.Errorf("lifecycle: status %d\n%s\n%s", lc.code, lc.stdout, lc.stderr)
+	}
+	if be.code != 0 || !strings.Contains(be.stdout, dev) || !strings.Contains(be.stdout, fmt.Sprintf(`"sector":%d`, badOff/512)) ||
+		!strings.Contains(be.stdout, `"subject":"watchq.disk-host.block.error"`) {
+		t.Errorf("block error: status %d, want %s sector %d\n%s\n%s", be.code, dev, badOff/512, be.stdout, be.stderr)
 	}
 }

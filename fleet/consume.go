@@ -212,8 +212,9 @@ func (w *watcher) run(ctx context.Context, js jetstream.JetStream, yield func(*M
 // iteration is over (the caller stopped, or ctx ended), false when the
 // consumer must be created again.
 func (w *watcher) read(ctx context.Context, it jetstream.MessagesContext, yield func(*Message, error) bool) bool {
+	next := jetstream.NextContext(ctx)
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, err := it.Next(next)
 		if err != nil {
 			if ctx.Err() != nil {
 				yield(nil, ctx.Err())

@@ -103,6 +103,7 @@ type Forwarder struct {
 	window uint64
 
 	read, queueLost, published, resends atomic.Uint64
+	ackedCopy                           atomic.Uint64 // acked, for Stats
 	watching                            atomic.Bool
 
 	// Publisher state, shared with nats.go's acknowledgement callbacks.
@@ -178,6 +179,7 @@ func New(cfg Config) (*Forwarder, error) {
 	f := &Forwarder{cfg: cfg, log: cfg.Logger, host: cfg.Host, token: HostToken(cfg.Host), sp: sp, window: w,
 		done: make([]bool, w), slot: make([]*nats.Msg, w), wake: make(chan struct{}, 1)}
 	f.acked = sp.stats().acked
+	f.ackedCopy.Store(f.acked)
 	return f, nil
 }
 
@@ -192,9 +194,7 @@ func cmpOr[T comparable](v, def T) T {
 // Stats returns the forwarder's counters.
 func (f *Forwarder) Stats() Stats {
 	s := f.sp.stats()
-	f.pmu.Lock()
-	acked := f.acked
-	f.pmu.Unlock()
+	acked := f.ackedCopy.Load()
 	return Stats{Watching: f.watching.Load(), Read: f.read.Load(), QueueLost: f.queueLost.Load(), Spooled: s.next - 1, Acked: acked, Dropped: s.dropped,
 		Published: f.published.Load(), Resends: f.resends.Load(), Backlog: s.size}
 }
@@ -375,6 +375,7 @@ func (f *Forwarder) watch(ctx context.Context, again bool, ready chan<- error) e
 
 	var lossCounted uint64 // records lost in this queue that loss records accounted for
 	buf := make([]byte, 8192)
+	es := make([]entry, 0, len(buf)/record.HeaderSize)
 	for {
 		n, err := q.Read(ctx, buf)
 		if err != nil {
@@ -383,7 +384,9 @@ func (f *Forwarder) watch(ctx context.Context, again bool, ready chan<- error) e
 			}
 			return err
 		}
-		now := time.Now()
+		now := time.Now().UnixNano()
+		es = es[:0]
+		var records uint64
 		for rec, err := range record.Records(buf[:n]) {
 			if err != nil {
 				return err
@@ -401,20 +404,18 @@ func (f *Forwarder) watch(ctx context.Context, again bool, ready chan<- error) e
 				}
 				lossCounted += lost
 				f.queueLost.Add(lost)
-				err = f.sp.appendLoss(CauseQueue, lost, now)
+				es = append(es, entry{kind: kindLoss, cause: CauseQueue, time: now, lost: lost})
 			case rec.IsRemoval():
 				return errors.New("watchqd removed the forwarder's watch")
 			default:
-				f.read.Add(1)
-				_, err = f.sp.appendRecord(rec, now)
-			}
-			if err != nil {
-				return fatalError{err}
+				records++
+				es = append(es, entry{kind: kindRecord, time: now, rec: rec})
 			}
 		}
-		if err := f.sp.flush(); err != nil {
+		if err := f.sp.appendAll(es); err != nil {
 			return fatalError{err}
 		}
+		f.read.Add(records)
 	}
 }
 
@@ -433,6 +434,7 @@ func (f *Forwarder) onAck(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAc
 			f.slot[f.acked%f.window] = nil
 		}
 	}
+	f.ackedCopy.Store(f.acked)
 	// Wake the publisher only when it waits for room in the window and
 	// half the window is free: not once per acknowledgement.
 	wake := f.resumeAt != 0 && f.acked >= f.resumeAt

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/watchq/watchq/record"
@@ -140,6 +141,21 @@ type spool struct {
 
 	stateMu sync.Mutex // serialises state.json writes
 	saved   uint64     // acked as last written to state.json
+
+	// Copies of next, acked, dropped and size for stats, which must not
+	// contend with the writer and the reader.
+	snapNext, snapAcked, snapDropped atomic.Uint64
+	snapSize                         atomic.Int64
+}
+
+// snapshot publishes the counters for stats.
+//
+// Preconditions: s.mu is held.
+func (s *spool) snapshot() {
+	s.snapNext.Store(s.next)
+	s.snapAcked.Store(s.acked)
+	s.snapDropped.Store(s.dropped)
+	s.snapSize.Store(s.size)
 }
 
 // segmentSize is the size at which a bound of b bytes starts a new segment:
@@ -194,6 +210,7 @@ func openSpool(dir string, maxBytes int64, boot string) (*spool, error) {
 	if err := s.newTail(); err != nil {
 		return nil, err
 	}
+	s.snapshot()
 	return s, nil
 }
 
@@ -287,6 +304,31 @@ func (s *spool) appendLoss(cause Cause, n uint64, t time.Time) error {
 	return err
 }
 
+// appendAll spools es in order, each as appendRecord or appendLoss would
+// (a loss entry's record is made here), under one lock, and flushes.
+func (s *spool) appendAll(es []entry) error {
+	var rec [record.LossSize]byte
+	s.mu.Lock()
+	for i := range es {
+		e := &es[i]
+		if e.kind == kindLoss {
+			record.PutLoss(rec[:], e.lost)
+			e.rec = rec[:]
+		}
+		if _, err := s.add(e); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	err := s.flushLocked()
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return err
+}
+
 // add spools e, preceded by the loss entry for what was dropped before it,
 // if both fit; otherwise counts e as lost.
 //
@@ -368,6 +410,7 @@ func (s *spool) flush() error {
 // Preconditions: s.mu is held.
 func (s *spool) flushLocked() error {
 	if len(s.wbuf) == 0 {
+		s.snapshot()
 		return nil
 	}
 	_, err := s.wf.Write(s.wbuf)
@@ -381,6 +424,7 @@ func (s *spool) flushLocked() error {
 	}
 	t.last = s.wlast
 	s.wbuf, s.wfirst = s.wbuf[:0], 0
+	s.snapshot()
 	return nil
 }
 
@@ -398,6 +442,7 @@ func (s *spool) ack(acked uint64) error {
 		s.size -= s.segs[0].size
 		s.segs = s.segs[1:]
 	}
+	s.snapshot()
 	s.mu.Unlock()
 	if len(gone) == 0 {
 		return nil
@@ -491,10 +536,9 @@ type spoolStats struct {
 	size                 int64
 }
 
+// stats returns the counters as of the last flush or acknowledgement.
 func (s *spool) stats() spoolStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return spoolStats{next: s.next, acked: s.acked, dropped: s.dropped, size: s.size}
+	return spoolStats{next: s.snapNext.Load(), acked: s.snapAcked.Load(), dropped: s.snapDropped.Load(), size: s.snapSize.Load()}
 }
 
 // cursor reads the spool's flushed entries in sequence order.

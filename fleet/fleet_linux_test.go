@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -329,5 +333,74 @@ func TestRestartResumes(t *testing.T) {
 	f.stop(t)
 	if n := streamMsgs(t, jsc); n != 400 {
 		t.Errorf("stream holds %d messages, want 400", n)
+	}
+}
+
+// TestServerKill9: the same with the nats-server binary (built from the
+// module) killed with SIGKILL mid-stream and started again on its store:
+// nothing the stream acknowledged is lost, nothing is duplicated at the
+// consumer or in the stream.
+func TestServerKill9(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Fatalf("go build nats-server: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	store := t.TempDir()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	var srv *exec.Cmd
+	startServer := func() {
+		t.Helper()
+		srv = exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", store)
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "nats-server to listen", func() bool {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+	}
+	kill := func() {
+		srv.Process.Kill()
+		srv.Wait()
+	}
+	startServer()
+	t.Cleanup(kill)
+	j := &jsServer{tb: t, port: port}
+	_, jsc := j.connect(t)
+
+	d := watchqtest.StartDaemon(t, rules)
+	f := startForwarder(t, fleet.Config{Socket: d.Path, Publishers: []record.Type{pubType}, Host: "h1", BootID: "b1",
+		Dir: t.TempDir(), NATS: fleet.NATS{URL: url}, AckTimeout: time.Second})
+	waitFor(t, 10*time.Second, "the forwarder's watch", func() bool { return f.Stats().Watching })
+	p := newPublisher(t, d)
+	const total = 3000
+	var got []*fleet.Message
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		got = collect(t, jsc, fleet.ConsumerConfig{Durable: "kill9"}, total, 90*time.Second)
+	}()
+	p.publish(t, f, 0, 1000)
+	waitFor(t, 10*time.Second, "some acknowledgements", func() bool { return f.Stats().Acked > 100 })
+	kill()
+	acked := f.Stats().Acked
+	p.publish(t, f, 1000, 2000)
+	startServer()
+	p.publish(t, f, 2000, total)
+	wg.Wait()
+	checkPublisherRun(t, got, "h1", 1, 0)
+	waitFor(t, 20*time.Second, "every acknowledgement", func() bool { return f.Stats().Acked == total })
+	if n := streamMsgs(t, jsc); n != total {
+		t.Errorf("stream holds %d messages, want %d (killed with %d acknowledged)", n, total, acked)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,7 +64,7 @@ func BenchmarkFleet(b *testing.B) {
 			}
 			received <- n
 		}()
-		b.ResetTimer()
+		cpu := startCPU(b)
 		for posted := 0; posted < b.N; {
 			// The forwarder's queue holds 512 notes: keep at most 448
 			// records ahead of its reads so that none is lost.
@@ -80,11 +81,10 @@ func BenchmarkFleet(b *testing.B) {
 		if n := <-received; n != b.N {
 			b.Fatalf("received %d of %d", n, b.N)
 		}
-		b.StopTimer()
+		cpu.stop()
 		if s := f.Stats(); s.Resends > 0 {
 			b.Logf("forwarder: %+v", s)
 		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
 
 	b.Run("forward", func(b *testing.B) {
@@ -94,7 +94,7 @@ func BenchmarkFleet(b *testing.B) {
 		f := startForwarder(b, fleet.Config{Socket: d.Path, Devices: []fleet.Class{fleet.ClassBlockError}, Host: host, BootID: "boot",
 			Dir: b.TempDir(), NATS: fleet.NATS{URL: js.url()}})
 		waitFor(b, 10*time.Second, "the forwarder's watch", func() bool { return f.Stats().Watching })
-		b.ResetTimer()
+		cpu := startCPU(b)
 		for posted := 0; posted < b.N; {
 			// The forwarder's queue holds 512 notes: keep at most 448
 			// records ahead of its reads so that none is lost.
@@ -109,11 +109,10 @@ func BenchmarkFleet(b *testing.B) {
 			}
 		}
 		waitFor(b, 5*time.Minute, "the acknowledgements", func() bool { return f.Stats().Acked == uint64(b.N) })
-		b.StopTimer()
+		cpu.stop()
 		if s := f.Stats(); s.Resends > 0 {
 			b.Logf("forwarder: %+v", s)
 		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
 
 	b.Run("jetstream", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, false) })
@@ -164,7 +163,7 @@ func rawPublish(b *testing.B, js *jsServer, jsc jetstream.JetStream, rec []byte,
 		}()
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	b.ResetTimer()
+	cpu := startCPU(b)
 	for i := range b.N {
 		seq := strconv.Itoa(i + 1)
 		m := &nats.Msg{Subject: subject, Data: append([]byte(nil), rec...), Header: nats.Header{
@@ -185,6 +184,34 @@ func rawPublish(b *testing.B, js *jsServer, jsc jetstream.JetStream, rec []byte,
 			b.Fatalf("received %d of %d", n, b.N)
 		}
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	cpu.stop()
+}
+
+// cpuMeter reports, beside records/s, the CPU time the whole process
+// (server, watchqd, forwarder, consumer: everything runs in it) spent per
+// record: a figure other load on the machine disturbs far less than the
+// rate.
+type cpuMeter struct {
+	b     *testing.B
+	start time.Duration
+}
+
+func startCPU(b *testing.B) *cpuMeter {
+	b.ResetTimer()
+	return &cpuMeter{b: b, start: processCPU(b)}
+}
+
+func (c *cpuMeter) stop() {
+	c.b.StopTimer()
+	used := processCPU(c.b) - c.start
+	c.b.ReportMetric(float64(c.b.N)/c.b.Elapsed().Seconds(), "records/s")
+	c.b.ReportMetric(float64(used.Nanoseconds())/float64(c.b.N), "cpu-ns/record")
+}
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -100,6 +100,9 @@ func (cfg ConsumerConfig) consumerConfig(startSeq uint64) jetstream.ConsumerConf
 		AckPolicy:      jetstream.AckNonePolicy,
 		FilterSubjects: cfg.FilterSubjects(),
 	}
+	if len(cc.FilterSubjects) == 1 {
+		cc.FilterSubject, cc.FilterSubjects = cc.FilterSubjects[0], nil
+	}
 	if cfg.Durable != "" {
 		cc.AckPolicy = jetstream.AckExplicitPolicy
 		cc.MaxAckPending = 4 * cmpOr(cfg.Batch, 512)

@@ -11,6 +11,10 @@ import (
 // work through a buffered Go channel, so the ratio is what counts:
 //
 //	go test -run '^$' -bench 'Delivered|PostFiltered|Fanout' -benchmem ./...
+//
+// BenchmarkWatchAdd and BenchmarkPublishWithIdleWatches have no baseline:
+// what counts is that the per-op cost stays flat as the number of watches
+// grows (docs/benchmarks.md).
 
 // batch is how many records are posted before they are read back: one
 // queue's worth, so nothing is lost.
@@ -101,6 +105,69 @@ func BenchmarkFanout(b *testing.B) {
 					if _, err := q.TryRead(buf); err != nil {
 						b.Fatal(err)
 					}
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWatchAdd measures adding one watch and removing it again (with
+// its removal record) on a list that already holds n watches, all on the
+// same object, as every device watch shares object 0.
+func BenchmarkWatchAdd(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			e := NewEngine(Config{MaxWatchesPerUser: n + 1})
+			wl := e.NewWatchList(Object{Kind: KindDevices})
+			me := CurrentCred()
+			for range n {
+				if err := wl.Add(NewQueue(), 0, 0, me); err != nil {
+					b.Fatal(err)
+				}
+			}
+			q := NewQueue() // unsized: its removal records are counted, not copied
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := wl.Add(q, 0, 1, me); err != nil {
+					b.Fatal(err)
+				}
+				if err := wl.Remove(q, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPublishWithIdleWatches measures a post (and its read, batched as
+// in BenchmarkDelivered) to an object with one watcher while n idle watches
+// sit on other objects of the same list, as other users' watches on other
+// publisher types do.
+func BenchmarkPublishWithIdleWatches(b *testing.B) {
+	for _, n := range []int{0, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			e := NewEngine(Config{MaxWatchesPerUser: n + 1})
+			wl := e.NewWatchList(Object{Kind: KindPublisher})
+			me := CurrentCred()
+			for i := range n {
+				if err := wl.Add(NewQueue(), record.ObjectID(1+i), 0, me); err != nil {
+					b.Fatal(err)
+				}
+			}
+			q := newSized(b, batch)
+			if err := wl.Add(q, 0, 1, me); err != nil {
+				b.Fatal(err)
+			}
+			rec := keyRec(record.KeyUpdated, 1, 0)
+			buf := make([]byte, batch*record.KeyRecordSize)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				for range batch {
+					wl.Post(rec, SystemCred, 0)
+				}
+				if _, err := q.TryRead(buf); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

@@ -3,9 +3,10 @@
 // kernel's semantics and record bytes.
 //
 // Event sources post small, typed, binary records (at most 127 bytes, the
-// layout of struct watch_notification) to a [WatchList] that belongs to the
-// watched object. Every [Watch] on that object receives its own copy, stamped
-// with the watch's tag (0..255), checked against its queue's [Filter] and the
+// layout of struct watch_notification; package [record] has the format) to
+// a [WatchList] that belongs to the watched object. Every watch on that
+// object ([WatchList.Add]) receives its own copy, stamped with the watch's
+// tag (0..255), checked against its queue's [record.Filter] and the
 // [Policy], and copied into the watcher's bounded [Queue].
 //
 // # Who blocks and who drops
@@ -20,8 +21,11 @@
 // # Reading
 //
 // [Queue.Read] packs whole records into a buffer exactly like read(2) on a
-// notification pipe; [Queue.Next] returns one [Record]; [Queue.Records] is an
-// iterator. A buffer too small for the next record is [ErrBufferTooSmall]
-// (ENOBUFS under errors.Is). A [ReadySet] lets one goroutine wait for many
-// queues.
+// notification pipe; [Queue.Next] returns one [record.Record];
+// [Queue.Records] is an iterator. A buffer too small for the next record is
+// [ErrBufferTooSmall] (ENOBUFS under errors.Is). A [ReadySet] lets one
+// goroutine wait for many queues.
+//
+// docs/design.md's Engine section maps each piece to the kernel code it
+// mirrors and lists where watchq differs on purpose.
 package watchq

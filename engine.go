@@ -25,7 +25,7 @@ type Engine struct {
 	// allow everything, so Post need not call it. Immutable.
 	postAlwaysAllowed bool
 
-	mu      sync.Mutex     // guards perUser
+	mu      sync.Mutex     // guards perUser; a leaf, taken under WatchList.mu
 	perUser map[uint32]int // watches held per uid
 }
 
@@ -52,9 +52,7 @@ func NewEngine(cfg Config) *Engine {
 
 // NewWatchList returns an empty watch list for obj.
 func (e *Engine) NewWatchList(obj Object) *WatchList {
-	wl := &WatchList{eng: e, obj: obj}
-	wl.setLocked(nil)
-	return wl
+	return newWatchList(e, obj)
 }
 
 // Watches returns how many watches uid holds.

@@ -32,7 +32,7 @@ func ExampleWatchList_Post() {
 		panic(err)
 	}
 	fmt.Println(r)
-	fmt.Println(printer.Line(r))
+	fmt.Println(printer.Sample(r))
 	// Output:
 	// ty=000001 sy=02 i=00000110
 	// KEY 2ffc2e5d change=2[linked] aux=1035096409

@@ -1,9 +1,7 @@
 package watchq
 
 import (
-	"context"
 	"fmt"
-	"iter"
 	"sync"
 	"sync/atomic"
 
@@ -27,25 +25,28 @@ type note struct {
 type Queue struct {
 	// maxNotes is the largest size SetSize accepts. Immutable.
 	maxNotes int
-
-	// filter is the installed filter, or nil for none. Read without a lock
-	// by posters (the kernel reads wqueue->filter under RCU).
-	filter atomic.Pointer[record.Filter]
-	// ready is the ReadySet told when the queue becomes readable, or nil.
-	ready atomic.Pointer[ReadySet]
-	// inReady is set while the queue sits in its ReadySet's list.
-	inReady atomic.Bool
-
-	// filtered and denied count records the filter or the policy kept out.
-	filtered, denied atomic.Uint64
-
-	// wake carries one pending wake-up to a blocked reader. Never closed.
+	// wake carries one pending wake-up to a blocked reader. Immutable;
+	// never closed.
 	wake chan struct{}
-	// done is closed by Close.
+	// done is closed by Close. Immutable.
 	done chan struct{}
 
+	// filter is the installed filter, or nil for none: stored under mu by
+	// SetFilter, loaded without a lock by posters (the kernel reads
+	// wqueue->filter under RCU).
+	filter atomic.Pointer[record.Filter]
+	// ready is the ReadySet told when the queue becomes readable, or nil:
+	// stored by ReadySet.Add and Remove, loaded by notify and Close; no
+	// lock.
+	ready atomic.Pointer[ReadySet]
+	// filtered and denied count records the filter or the policy kept
+	// out: added to by posters without a lock.
+	filtered, denied atomic.Uint64
+
 	// mu guards everything below (the kernel's pipe->rd_wait.lock, taken by
-	// post_one_notification and by pipe_read's tail updates).
+	// post_one_notification and by pipe_read's tail updates), and the
+	// watches' queue links (watch.onQueue, qprev, qnext). Lock order:
+	// WatchList.mu before Queue.mu.
 	mu sync.Mutex
 	// notes is the ring; nil until SetSize. len(notes) is the capacity.
 	notes []note
@@ -63,10 +64,13 @@ type Queue struct {
 	sized bool
 	// readers counts goroutines blocked in Read/Next.
 	readers int
-	// watches are the watches delivering into this queue (wqueue->watches).
-	watches []*watch
+	// watches heads the list of watches delivering into this queue
+	// (wqueue->watches), linked through watch.qnext and qprev; nwatches
+	// counts them. The comment on watch says who keeps which list.
+	watches  *watch
+	nwatches int
 	// posted, lost and delivered count records queued, dropped for lack of
-	// room, and handed to readers.
+	// room (or lost upstream), and handed to readers.
 	posted, lost, delivered uint64
 }
 
@@ -89,26 +93,25 @@ func NewQueue(opts ...QueueOption) *Queue {
 }
 
 // SetSize sizes the queue to hold at least notes records and returns the
-// capacity. Like watch_queue_set_size it works once (ErrSizeSet, EBUSY,
-// after that); notes must be 1..512 (or the WithMaxNotes limit), else
-// EINVAL; the capacity is rounded up to whole pages of 32 notes, as
+// capacity. Like watch_queue_set_size it works once: a sized queue gives
+// ErrSizeSet (EBUSY) whatever notes is, since the kernel checks that before
+// the range. Otherwise notes must be 1..512 (or the WithMaxNotes limit),
+// else EINVAL; the capacity is rounded up to whole pages of 32 notes, as
 // mainline since 5.17 does (a request of 1 gives 32, 100 gives 128).
 func (q *Queue) SetSize(notes int) (int, error) {
-	if notes < 1 || notes > q.maxNotes {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return 0, ErrClosed
+	case q.sized:
+		return 0, ErrSizeSet
+	case notes < 1 || notes > q.maxNotes:
 		return 0, errInval("queue size %d out of range 1..%d", notes, q.maxNotes)
 	}
 	capacity := (notes + record.NotesPerPage - 1) / record.NotesPerPage * record.NotesPerPage
-	ring := make([]note, capacity)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed {
-		return 0, ErrClosed
-	}
-	if q.sized {
-		return 0, ErrSizeSet
-	}
 	q.sized = true
-	q.notes = ring
+	q.notes = make([]note, capacity) // under the lock, as the kernel sizes under pipe->mutex
 	return capacity, nil
 }
 
@@ -137,7 +140,7 @@ func (q *Queue) Filter() *record.Filter { return q.filter.Load() }
 // The queued copy carries tag in its WATCH_INFO_ID byte.
 //
 // Preconditions: q.mu is held; 8 <= len(rec) <= 127.
-func (q *Queue) postLocked(rec []byte, tag byte) (becameReadable bool) {
+func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
 	if q.closed {
 		return false
 	}
@@ -148,11 +151,11 @@ func (q *Queue) postLocked(rec []byte, tag byte) (becameReadable bool) {
 		}
 		return false
 	}
-	wasReadable := q.count > 0 || q.lossPending > 0
+	wasReadable := q.readableLocked()
 	n := &q.notes[q.slotLocked(q.count)]
 	n.lost = 0
 	n.len = uint8(copy(n.data[:], rec))
-	n.data[5] = tag
+	record.SetTag(n.data[:], tag)
 	q.count++
 	q.posted++
 	return !wasReadable || q.readers > 0
@@ -171,7 +174,8 @@ func (q *Queue) slotLocked(i int) int {
 
 // lossLocked accounts n records lost upstream of the queue: they count
 // against the newest queued record, or, on an empty ring, are reported
-// before the next record.
+// before the next record. An unsized queue only counts them: like every
+// record posted to it they are lost without a loss record.
 //
 // Preconditions: q.mu is held.
 func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
@@ -179,23 +183,34 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 		return false
 	}
 	q.lost += n
+	if len(q.notes) == 0 {
+		return false // unsized
+	}
 	if q.count > 0 {
 		q.notes[q.slotLocked(q.count-1)].lost += n
 		return false
 	}
-	wasReadable := q.lossPending > 0
+	wasReadable := q.readableLocked()
 	q.lossPending += n
 	return !wasReadable || q.readers > 0
 }
 
-// post delivers one record to the queue, stamped with tag.
-func (q *Queue) post(rec []byte, tag byte) {
+// postThrough delivers one record to the queue through w, stamped with
+// tag, unless w has left the queue: then its removal record has been
+// posted (or the queue closed), and nothing may follow it. It reports
+// whether the record was queued or lost for lack of room.
+func (q *Queue) postThrough(w *watch, rec []byte, tag record.Tag) bool {
 	q.mu.Lock()
+	if !w.onQueue {
+		q.mu.Unlock()
+		return false
+	}
 	wake := q.postLocked(rec, tag)
 	q.mu.Unlock()
 	if wake {
 		q.notify()
 	}
+	return true
 }
 
 // notify wakes one blocked reader and tells the ReadySet.
@@ -207,128 +222,6 @@ func (q *Queue) notify() {
 	if rs := q.ready.Load(); rs != nil {
 		rs.mark(q)
 	}
-}
-
-// readLocked copies whole records into buf: first any pending loss record,
-// then queued records, each followed at once by a loss record if records
-// were lost after it. It stops at the first record that does not fit.
-// Corresponds to fs/pipe.c:pipe_read for a notification pipe.
-//
-// With one set it stops after the first record (or loss record).
-//
-// Preconditions: q.mu is held.
-func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
-	off := 0
-	for {
-		if q.lossPending > 0 {
-			if len(buf)-off < record.LossSize {
-				break
-			}
-			record.PutLoss(buf[off:], q.lossPending)
-			off += record.LossSize
-			q.lossPending = 0
-			if one {
-				break
-			}
-		}
-		if q.count == 0 || (one && off > 0) {
-			break
-		}
-		n := &q.notes[q.first]
-		if int(n.len) > len(buf)-off {
-			break
-		}
-		off += copy(buf[off:], n.data[:n.len])
-		q.lossPending = n.lost
-		if q.first++; q.first == len(q.notes) {
-			q.first = 0
-		}
-		q.count--
-		q.delivered++
-		if one {
-			break
-		}
-	}
-	if off == 0 {
-		if q.closed {
-			return 0, ErrClosed
-		}
-		if q.lossPending > 0 || q.count > 0 {
-			return 0, ErrBufferTooSmall
-		}
-		return 0, ErrWouldBlock
-	}
-	return off, nil
-}
-
-// TryRead reads whole records into buf without blocking. It returns
-// ErrWouldBlock (EAGAIN) when nothing is queued, ErrBufferTooSmall (ENOBUFS)
-// when the next record does not fit (nothing is consumed), ErrClosed after
-// Close.
-func (q *Queue) TryRead(buf []byte) (int, error) {
-	q.mu.Lock()
-	n, err := q.readLocked(buf, false)
-	again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
-	q.mu.Unlock()
-	if again {
-		q.notify() // pass the wake-up on to another blocked reader
-	}
-	return n, err
-}
-
-// Read blocks until at least one record is queued, then packs as many whole
-// records into buf as fit, like read(2) on a notification pipe. It returns
-// ErrBufferTooSmall (ENOBUFS) if the next record does not fit in buf,
-// ctx.Err() when ctx ends, and ErrClosed once the queue is closed.
-func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
-	return q.read(ctx, buf, false)
-}
-
-// Next blocks for the next record and returns a copy of it.
-func (q *Queue) Next(ctx context.Context) (record.Record, error) {
-	var b [record.NoteSize]byte
-	n, err := q.read(ctx, b[:], true)
-	if err != nil {
-		return nil, err
-	}
-	return record.Record(append([]byte(nil), b[:n]...)), nil
-}
-
-// read is Read, or with one set Next's read of a single record.
-func (q *Queue) read(ctx context.Context, buf []byte, one bool) (int, error) {
-	for {
-		q.mu.Lock()
-		n, err := q.readLocked(buf, one)
-		if err != ErrWouldBlock {
-			again := err == nil && q.readers > 0 && (q.count > 0 || q.lossPending > 0)
-			q.mu.Unlock()
-			if again {
-				q.notify() // pass the wake-up on to another blocked reader
-			}
-			return n, err
-		}
-		q.readers++
-		q.mu.Unlock()
-		select {
-		case <-q.wake:
-		case <-q.done:
-		case <-ctx.Done():
-			q.mu.Lock()
-			q.readers--
-			q.mu.Unlock()
-			return 0, ctx.Err()
-		}
-		q.mu.Lock()
-		q.readers--
-		q.mu.Unlock()
-	}
-}
-
-// Records iterates over the queue's records, blocking for each, until ctx
-// ends or the queue is closed; the final error (ctx.Err() or ErrClosed) is
-// yielded once with a nil record.
-func (q *Queue) Records(ctx context.Context) iter.Seq2[record.Record, error] {
-	return record.Each(ctx, q)
 }
 
 // Close destroys the queue: its watches are removed without removal
@@ -343,8 +236,11 @@ func (q *Queue) Close() error {
 		return nil
 	}
 	q.closed = true
-	ws := q.watches
-	q.watches = nil
+	ws := make([]*watch, 0, q.nwatches)
+	for q.watches != nil {
+		ws = append(ws, q.watches)
+		q.unlinkWatchLocked(q.watches)
+	}
 	q.count, q.lossPending = 0, 0
 	q.notes = nil
 	q.mu.Unlock()
@@ -356,6 +252,35 @@ func (q *Queue) Close() error {
 		rs.mark(q)
 	}
 	return nil
+}
+
+// linkWatchLocked puts w on the queue's list of watches.
+//
+// Preconditions: q.mu is held; w is on no queue's list.
+func (q *Queue) linkWatchLocked(w *watch) {
+	w.qprev, w.qnext = nil, q.watches
+	if q.watches != nil {
+		q.watches.qprev = w
+	}
+	q.watches = w
+	w.onQueue = true
+	q.nwatches++
+}
+
+// unlinkWatchLocked takes w off the queue's list of watches.
+//
+// Preconditions: q.mu is held; w is on the queue's list.
+func (q *Queue) unlinkWatchLocked(w *watch) {
+	if w.qprev != nil {
+		w.qprev.qnext = w.qnext
+	} else {
+		q.watches = w.qnext
+	}
+	if w.qnext != nil {
+		w.qnext.qprev = w.qprev
+	}
+	w.qprev, w.qnext, w.onQueue = nil, nil, false
+	q.nwatches--
 }
 
 // Done returns a channel closed when the queue is closed.
@@ -379,18 +304,10 @@ func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return QueueStats{
-		Capacity: len(q.notes), Queued: q.count, Watches: len(q.watches),
+		Capacity: len(q.notes), Queued: q.count, Watches: q.nwatches,
 		Posted: q.posted, Delivered: q.delivered, Lost: q.lost,
 		Filtered: q.filtered.Load(), Denied: q.denied.Load(), Closed: q.closed,
 	}
-}
-
-// Readable reports whether a read would return data now (a record or a
-// pending loss record), or the queue is closed.
-func (q *Queue) Readable() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.count > 0 || q.lossPending > 0 || q.closed
 }
 
 // String describes the queue for logs.

@@ -63,8 +63,12 @@ func TestSetSize(t *testing.T) {
 			t.Errorf("SetSize(%d) = %d, %v; want %d, %v", tc.req, c, err, tc.capacity, tc.err)
 		}
 		if err == nil {
-			if _, err := q.SetSize(tc.req); !errors.Is(err, syscall.EBUSY) || !errors.Is(err, ErrSizeSet) {
-				t.Errorf("second SetSize: %v, want EBUSY", err)
+			// watch_queue_set_size checks EBUSY before the range, so
+			// even an out-of-range second size is EBUSY.
+			for _, again := range []int{tc.req, 0, -1, 513} {
+				if _, err := q.SetSize(again); !errors.Is(err, syscall.EBUSY) || !errors.Is(err, ErrSizeSet) {
+					t.Errorf("SetSize(%d) on a sized queue: %v, want EBUSY", again, err)
+				}
 			}
 		}
 	}
@@ -164,6 +168,36 @@ func TestLossOrder(t *testing.T) {
 	}
 }
 
+// TestUnsizedLosesSilently: until SetSize every record is lost and no loss
+// record can appear, also for losses reported upstream (PostLoss).
+func TestUnsizedLosesSilently(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	q := NewQueue()
+	if err := wl.Add(q, 0, 1, CurrentCred()); err != nil {
+		t.Fatal(err)
+	}
+	wl.PostLoss(3)
+	wl.Post(keyRec(record.KeyUpdated, 1, 1), SystemCred, 0)
+	if q.Readable() {
+		t.Error("an unsized queue is readable")
+	}
+	if _, err := q.SetSize(32); err != nil {
+		t.Fatal(err)
+	}
+	wl.Post(keyRec(record.KeyUpdated, 1, 2), SystemCred, 0)
+	got := drain(t, q)
+	if len(got) != 1 || got[0].IsLoss() {
+		t.Fatalf("got %v; want the one record posted after SetSize, no loss record", got)
+	}
+	if k, _ := got[0].Key(); k.Aux != 2 {
+		t.Errorf("got %+v", k)
+	}
+	if s := q.Stats(); s.Lost != 4 || s.Posted != 1 {
+		t.Errorf("stats %+v; want 4 lost (3 upstream, 1 posted), 1 posted", s)
+	}
+}
+
 func itoa(i int) string {
 	if i == 0 {
 		return "0"
@@ -203,14 +237,26 @@ func TestReadWholeRecords(t *testing.T) {
 	if n, err := q.TryRead(buf[:15]); n != 0 || !errors.Is(err, ErrBufferTooSmall) || !errors.Is(err, syscall.ENOBUFS) {
 		t.Errorf("TryRead(15) = %d, %v; want ENOBUFS", n, err)
 	}
-	if n, err := q.TryRead(buf[:0]); n != 0 || !errors.Is(err, syscall.ENOBUFS) {
-		t.Errorf("TryRead(0) = %d, %v", n, err)
+	// read(2) of 0 bytes returns 0 ("Null read succeeds"), blocking or
+	// not, and consumes nothing.
+	if n, err := q.TryRead(buf[:0]); n != 0 || err != nil {
+		t.Errorf("TryRead(0 bytes) = %d, %v; want 0, nil", n, err)
+	}
+	if n, err := q.Read(context.Background(), nil); n != 0 || err != nil {
+		t.Errorf("Read(0 bytes) = %d, %v; want 0, nil", n, err)
 	}
 	if n, err := q.TryRead(buf); n != 16 || err != nil {
 		t.Errorf("TryRead after ENOBUFS = %d, %v; the record must not be lost", n, err)
 	}
 	if _, err := q.TryRead(buf); !errors.Is(err, syscall.EAGAIN) {
 		t.Errorf("empty TryRead: %v, want EAGAIN", err)
+	}
+	if n, err := q.TryRead(nil); n != 0 || err != nil {
+		t.Errorf("TryRead(0 bytes) of an empty queue = %d, %v; want 0, nil", n, err)
+	}
+	q.Close()
+	if _, err := q.TryRead(nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("TryRead(0 bytes) of a closed queue: %v, want ErrClosed", err)
 	}
 }
 
@@ -328,6 +374,83 @@ func TestReadySet(t *testing.T) {
 	qs[3].Close()
 	if r, err := rs.Wait(ctx); err != nil || len(r) != 1 || r[0] != qs[3] {
 		t.Errorf("close not reported: %v %v", r, err)
+	}
+}
+
+// TestPendingLossReadable pins the documented difference from pipe_poll
+// (Queue.readableLocked): a pending loss record with nothing queued counts
+// as readable, is reported to the ReadySet, and a read returns it at once.
+func TestPendingLossReadable(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 0, 0, CurrentCred())
+	rs := NewReadySet()
+	rs.Add(q)
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // nothing below may block
+
+	wl.PostLoss(2) // upstream loss on an empty ring
+	if !q.Readable() {
+		t.Error("pending upstream loss: not readable")
+	}
+	if r, err := rs.Wait(done); err != nil || len(r) != 1 || r[0] != q {
+		t.Errorf("pending upstream loss not reported: %v, %v", r, err)
+	}
+	if r, err := q.Next(done); err != nil || !r.IsLoss() {
+		t.Errorf("Next = %v, %v; want the loss record at once", r, err)
+	}
+
+	// The kernel's own case: the reader consumed a flagged last record.
+	for i := range 33 {
+		wl.Post(keyRec(record.KeyUpdated, 1, uint32(i)), SystemCred, 0)
+	}
+	for range 32 {
+		if r, err := q.Next(done); err != nil || r.IsLoss() {
+			t.Fatalf("Next = %v, %v", r, err)
+		}
+	}
+	if s := q.Stats(); s.Queued != 0 || !q.Readable() {
+		t.Errorf("after the flagged last record: queued %d, readable %v; want 0, true", s.Queued, q.Readable())
+	}
+	if r, err := q.Next(done); err != nil || !r.IsLoss() {
+		t.Errorf("Next = %v, %v; want the loss record", r, err)
+	}
+	if q.Readable() {
+		t.Error("readable after the loss record was read")
+	}
+}
+
+// TestReadySetMove: a queue moved to another set before the first
+// collected its report is reported by the new set, at once and for later
+// records, and no longer by the old one.
+func TestReadySetMove(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindDevices})
+	q := newSized(t, 32)
+	_ = wl.Add(q, 0, 0, CurrentCred())
+	a, b := NewReadySet(), NewReadySet()
+	a.Add(q)
+	wl.Post(keyRec(record.KeyUpdated, 1, 0), SystemCred, 0) // reported to a, never collected
+	b.Add(q)
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // Wait returns what is reported without blocking
+	if r, err := b.Wait(done); err != nil || len(r) != 1 || r[0] != q {
+		t.Fatalf("new set: %v, %v; want the moved readable queue", r, err)
+	}
+	if r, err := a.Wait(done); err == nil {
+		t.Errorf("old set still reports %v", r)
+	}
+	drain(t, q)
+	wl.Post(keyRec(record.KeyUpdated, 1, 1), SystemCred, 0)
+	if r, err := b.Wait(done); err != nil || len(r) != 1 || r[0] != q {
+		t.Errorf("new set, next record: %v, %v; want the queue", r, err)
+	}
+	b.Remove(q)
+	drain(t, q)
+	wl.Post(keyRec(record.KeyUpdated, 1, 2), SystemCred, 0)
+	if r, err := b.Wait(done); err == nil {
+		t.Errorf("set reports %v after Remove", r)
 	}
 }
 

@@ -1,44 +1,123 @@
 package watchq
 
 import (
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/watchq/watchq/record"
 )
 
-// watch is one subscription of a queue to an object (struct watch).
+// A watch is one subscription of a queue to an object (struct watch).
+//
+// # Who knows whom
+//
+// This is the one place where the engine's two-way knowledge lives. As in
+// the kernel, each watch sits on two lists at once:
+//
+//   - its object's chain in the WatchList (watch->list_node on struct
+//     watch_list's watchers), through next and prev. Post walks it, without
+//     a lock (objtable.go), to find the queues a record goes to;
+//   - its queue's list (watch->queue_node on struct watch_queue's
+//     watches), through qnext and qprev. Queue.Close walks it to find the
+//     watches to drop.
+//
+// Both lists are intrusive and doubly linked, so a watch is linked and
+// unlinked in O(1) on either side. Apart from these links a WatchList
+// knows queues only through its watches and two indexes of them (byKey,
+// by queue and object id; queues, a count per queue for PostLoss), and a
+// Queue knows lists only through its watches' list field.
+//
+// A watch's per-user charge belongs to its place on its object's chain:
+// whoever unlinks it from the chain (Remove, Destroy, or Close's detach),
+// under list.mu, uncharges it, so it is uncharged exactly once however
+// Close, Remove and Destroy race. Its removal record belongs to its place
+// on the queue's list: whoever unlinks it from there under queue.mu posts
+// the record (Remove, Destroy) or drops it silently (Close). Posts through
+// the watch check, under queue.mu, that it is still on the queue's list,
+// so nothing it delivers can follow its removal record.
 type watch struct {
 	list   *WatchList      // immutable
 	queue  *Queue          // immutable
 	id     record.ObjectID // object id matched against posts; immutable
 	infoID uint32          // tag << 8 (watch->info_id); immutable
 	cred   *Cred           // the watcher's credentials (watch->cred); immutable
+
+	// next is the chain's next watch: stored under list.mu, loaded by
+	// Post. It is left as it was when the watch is unlinked, for posters
+	// standing on it.
+	next atomic.Pointer[watch]
+	// prev is the chain's previous watch, and onList is set while the
+	// watch is on the chain. Guarded by list.mu.
+	prev   *watch
+	onList bool
+
+	// onQueue is set while the watch is on its queue's list; qprev and
+	// qnext link it there. Guarded by queue.mu.
+	onQueue      bool
+	qprev, qnext *watch
+}
+
+// watchKey names a watch by what must be unique: (queue, object id).
+type watchKey struct {
+	q  *Queue
+	id record.ObjectID
 }
 
 // WatchList is the set of watches on one watched object (struct
-// watch_list): one per key, one global list for devices. Sources post
-// records to it; each watch whose id matches gets its own copy.
+// watch_list): one per key, one global list for devices, one for the
+// publishers (a watch's object id being the publisher type). Sources post
+// records to it; each watch on the object id posted to gets its own copy.
+//
+// Adding or removing a watch is O(1) amortised in the number of watches
+// and objects; Post is O(n) in the n watches of the object posted to,
+// whatever else the list holds; PostLoss is O(queues) and Destroy
+// O(watches).
 type WatchList struct {
-	eng *Engine // immutable
-	obj Object  // immutable
+	eng  *Engine // immutable
+	obj  Object  // immutable
+	seed uint64  // the hash seed of the object table; immutable
 
-	// watches is a copy-on-write snapshot read without a lock by Post (the
-	// kernel walks wlist->watchers under RCU). Replaced under mu.
-	watches atomic.Pointer[[]*watch]
+	// table finds an object's chain for Post: replaced (and its buckets
+	// changed) under mu, read without a lock.
+	table atomic.Pointer[objTable]
+	// n is the number of watches: stored under mu, loaded by Len.
+	n atomic.Int64
 
-	// mu serialises changes to watches and dead (wlist->lock). Lock order:
-	// WatchList.mu before Queue.mu.
+	// mu serialises every change to the list (wlist->lock): the fields
+	// below, table, the chains and the watches' list links. Post takes it
+	// not at all; PostLoss takes it to walk queues. Lock order:
+	// WatchList.mu before Queue.mu; Engine.mu is a leaf.
 	mu sync.Mutex
+	// chains holds each watched object's chain; an object with no watch
+	// has none.
+	chains map[record.ObjectID]*chain
+	// byKey finds a watch by (queue, id): the duplicate check and
+	// Remove's look-up.
+	byKey map[watchKey]*watch
+	// queues counts, per queue, the list's watches delivering into it:
+	// the queues PostLoss tells, each once.
+	queues map[*Queue]int
 	// dead is set by Destroy; no watch can be added afterwards.
 	dead bool
 }
 
-// Len returns the number of watches.
-func (wl *WatchList) Len() int { return len(*wl.watches.Load()) }
+// newWatchList returns an empty list for obj in e.
+func newWatchList(e *Engine, obj Object) *WatchList {
+	wl := &WatchList{
+		eng: e, obj: obj, seed: rand.Uint64(),
+		chains: make(map[record.ObjectID]*chain),
+		byKey:  make(map[watchKey]*watch),
+		queues: make(map[*Queue]int),
+	}
+	wl.table.Store(newObjTable(wl.seed, 1, nil))
+	return wl
+}
 
-// setLocked publishes a new snapshot. Preconditions: wl.mu is held.
-func (wl *WatchList) setLocked(ws []*watch) { wl.watches.Store(&ws) }
+// Len returns the number of watches.
+func (wl *WatchList) Len() int { return int(wl.n.Load()) }
 
 // Add attaches a watch on object id by watcher to q, delivering records
 // stamped with tag. Corresponds to kernel/watch_queue.c:add_watch_to_object
@@ -62,11 +141,8 @@ func (wl *WatchList) Add(q *Queue, id record.ObjectID, tag record.Tag, watcher *
 	if wl.dead {
 		return ErrListDead
 	}
-	old := *wl.watches.Load()
-	for _, o := range old {
-		if o.queue == q && o.id == id {
-			return ErrWatchExists
-		}
+	if wl.byKey[watchKey{q, id}] != nil {
+		return ErrWatchExists
 	}
 	if err := wl.eng.charge(watcher.UID); err != nil {
 		return err
@@ -77,11 +153,9 @@ func (wl *WatchList) Add(q *Queue, id record.ObjectID, tag record.Tag, watcher *
 		wl.eng.uncharge(watcher.UID)
 		return ErrQueueDead
 	}
-	q.watches = append(q.watches, w)
+	q.linkWatchLocked(w)
 	q.mu.Unlock()
-	ws := make([]*watch, len(old), len(old)+1)
-	copy(ws, old)
-	wl.setLocked(append(ws, w))
+	wl.linkLocked(w)
 	return nil
 }
 
@@ -89,26 +163,29 @@ func (wl *WatchList) Add(q *Queue, id record.ObjectID, tag record.Tag, watcher *
 // 16 bytes carrying id, or 8 bytes when id is 0. No such watch is
 // ErrNoWatch (EBADSLT). Corresponds to
 // kernel/watch_queue.c:remove_watch_from_object with all=false.
+//
+// The removal record is the last record q gets through the watch, even
+// from a Post already under way: Remove is a barrier. (In the kernel it is
+// not: __post_watch_notification walks the watchers under RCU and may
+// still deliver through a watch after remove_watch_from_object posted its
+// removal record.)
 func (wl *WatchList) Remove(q *Queue, id record.ObjectID) error {
 	wl.mu.Lock()
 	defer wl.mu.Unlock()
-	old := *wl.watches.Load()
-	for i, w := range old {
-		if w.queue == q && w.id == id {
-			ws := make([]*watch, 0, len(old)-1)
-			ws = append(append(ws, old[:i]...), old[i+1:]...)
-			wl.setLocked(ws)
-			wl.retireLocked(w)
-			wl.eng.uncharge(w.cred.UID)
-			return nil
-		}
+	w := wl.byKey[watchKey{q, id}]
+	if w == nil {
+		return ErrNoWatch
 	}
-	return ErrNoWatch
+	wl.unlinkLocked(w)
+	wl.retireLocked(w)
+	return nil
 }
 
 // Destroy removes every watch, posting each its removal record, and makes
 // the list refuse new watches: the watched object is gone. Corresponds to
-// kernel/watch_queue.c:remove_watch_list. Destroy is idempotent.
+// kernel/watch_queue.c:remove_watch_list. Like Remove it is a barrier.
+// Removal records go out by object id, and for one object in the order
+// the watches were added. Destroy is idempotent.
 func (wl *WatchList) Destroy() {
 	wl.mu.Lock()
 	defer wl.mu.Unlock()
@@ -116,42 +193,95 @@ func (wl *WatchList) Destroy() {
 		return
 	}
 	wl.dead = true
-	old := *wl.watches.Load()
-	wl.setLocked(nil)
-	for _, w := range old {
-		wl.retireLocked(w)
-		wl.eng.uncharge(w.cred.UID)
+	for _, id := range slices.Sorted(maps.Keys(wl.chains)) {
+		for w := wl.chains[id].head.Load(); w != nil; {
+			next := w.next.Load()
+			wl.unlinkLocked(w)
+			wl.retireLocked(w)
+			w = next
+		}
 	}
 }
 
-// retireLocked unhooks w from its queue and posts the removal record
+// linkLocked appends w to its object's chain, making the chain if it is
+// the object's first watch, and indexes it.
+//
+// Preconditions: wl.mu is held; w is on no chain.
+func (wl *WatchList) linkLocked(w *watch) {
+	c := wl.chains[w.id]
+	if c == nil {
+		c = &chain{id: w.id}
+		wl.chains[w.id] = c
+		if t := wl.table.Load(); len(wl.chains) > len(t.buckets) {
+			wl.table.Store(newObjTable(wl.seed, 2*len(t.buckets), wl.chains))
+		} else {
+			t.insertLocked(c)
+		}
+	}
+	w.prev = c.tail
+	w.next.Store(nil)
+	w.onList = true
+	if c.tail != nil {
+		c.tail.next.Store(w) // publishes w to posters
+	} else {
+		c.head.Store(w)
+	}
+	c.tail = w
+	wl.byKey[watchKey{w.queue, w.id}] = w
+	wl.queues[w.queue]++
+	wl.n.Add(1)
+}
+
+// unlinkLocked takes w off its object's chain (dropping the chain if it
+// was the last watch) and out of the indexes, and uncharges it (see
+// watch). w keeps its next pointer for posters standing on it.
+//
+// Preconditions: wl.mu is held; w is on its chain.
+func (wl *WatchList) unlinkLocked(w *watch) {
+	c := wl.chains[w.id]
+	next := w.next.Load()
+	if w.prev != nil {
+		w.prev.next.Store(next)
+	} else {
+		c.head.Store(next)
+	}
+	if next != nil {
+		next.prev = w.prev
+	} else {
+		c.tail = w.prev
+	}
+	w.prev, w.onList = nil, false
+	if c.head.Load() == nil {
+		delete(wl.chains, c.id)
+		if t := wl.table.Load(); len(t.buckets) > 1 && len(wl.chains) < len(t.buckets)/4 {
+			wl.table.Store(newObjTable(wl.seed, len(t.buckets)/2, wl.chains))
+		} else {
+			t.removeLocked(c)
+		}
+	}
+	delete(wl.byKey, watchKey{w.queue, w.id})
+	if wl.queues[w.queue]--; wl.queues[w.queue] == 0 {
+		delete(wl.queues, w.queue)
+	}
+	wl.n.Add(-1)
+	wl.eng.uncharge(w.cred.UID)
+}
+
+// retireLocked takes w off its queue's list and posts the removal record
 // (straight to the queue: no filter, no policy, as
 // remove_watch_from_object calls post_one_notification directly). If the
-// queue is being closed it has already forgotten w, and nothing is posted.
+// queue is being closed it has taken w off already, and nothing is posted.
 //
-// A watch's charge belongs to its place in the list's snapshot: whoever
-// takes it out of the snapshot (Remove, Destroy, detach), under wl.mu,
-// uncharges it, so it is uncharged exactly once however Close, Remove and
-// Destroy race.
-//
-// Preconditions: wl.mu is held; w is no longer in wl's snapshot.
+// Preconditions: wl.mu is held; w is off its object's chain.
 func (wl *WatchList) retireLocked(w *watch) {
 	q := w.queue
 	var b [record.RemovalSize]byte
 	rec, _ := record.Removal{Tag: record.Tag(w.infoID >> record.InfoIDShift), ID: w.id}.AppendBinary(b[:0])
-	tag := rec[5]
 	q.mu.Lock()
-	found := false
-	for i, o := range q.watches {
-		if o == w {
-			q.watches = append(q.watches[:i], q.watches[i+1:]...)
-			found = true
-			break
-		}
-	}
 	wake := false
-	if found {
-		wake = q.postLocked(rec, tag)
+	if w.onQueue {
+		q.unlinkWatchLocked(w)
+		wake = q.postLocked(rec, record.Tag(w.infoID>>record.InfoIDShift))
 	}
 	q.mu.Unlock()
 	if wake {
@@ -159,29 +289,31 @@ func (wl *WatchList) retireLocked(w *watch) {
 	}
 }
 
-// detach removes w from the list without a removal record: its queue is
-// being closed. The queue has already forgotten w.
+// detach takes w off the list without a removal record: its queue is
+// being closed and has taken w off its own list already. If Remove or
+// Destroy took w off first, there is nothing left to do.
 func (wl *WatchList) detach(w *watch) {
 	wl.mu.Lock()
 	defer wl.mu.Unlock()
-	old := *wl.watches.Load()
-	for i, o := range old {
-		if o == w {
-			ws := make([]*watch, 0, len(old)-1)
-			ws = append(append(ws, old[:i]...), old[i+1:]...)
-			wl.setLocked(ws)
-			wl.eng.uncharge(w.cred.UID)
-			return
-		}
+	if w.onList {
+		wl.unlinkLocked(w)
 	}
 }
 
 // Post delivers rec, generated by generator, to every watch on object id:
 // each copy is stamped with the watch's tag, checked against the watch's
-// queue filter and then the policy, and queued. Post never blocks and never
-// allocates; a full queue loses the record and says so in-band. It returns
-// the number of queues the record was queued to (or lost in for lack of
-// room).
+// queue filter and then the policy, and queued. Corresponds to
+// kernel/watch_queue.c:__post_watch_notification. Post takes no lock but
+// each receiving queue's own, never blocks on a reader and never
+// allocates; a full queue loses the record and says so in-band. It
+// touches only the watches of object id, whatever else the list holds. It
+// returns the number of queues the record was queued to (or lost in for
+// lack of room).
+//
+// Like the kernel's RCU walk, Post sees each watch added or removed while
+// it runs either before or after the change: a watch added meanwhile may
+// or may not get the record. A watch removed meanwhile gets it only before
+// its removal record, if at all (see Remove).
 //
 // rec must be one whole record whose length field is len(rec) (8..127
 // bytes); anything else is dropped and 0 returned. Like the kernel's
@@ -189,11 +321,11 @@ func (wl *WatchList) detach(w *watch) {
 // while it runs (restoring it before returning), so rec must not be read
 // or posted concurrently by another goroutine.
 func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
-	if len(rec) < record.HeaderSize || len(rec) > record.MaxRecordSize || int(rec[4]&byte(record.InfoLength)) != len(rec) {
+	if !record.IsWhole(rec) {
 		return 0
 	}
-	ws := *wl.watches.Load()
-	if len(ws) == 0 {
+	c := wl.table.Load().lookup(id)
+	if c == nil {
 		return 0
 	}
 	h := record.HeaderAt(rec)
@@ -201,10 +333,7 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
 	policy := wl.eng.policy
 	askPolicy := !meta && !wl.eng.postAlwaysAllowed
 	delivered := 0
-	for _, w := range ws {
-		if w.id != id {
-			continue
-		}
+	for w := c.head.Load(); w != nil; w = w.next.Load() {
 		q := w.queue
 		info := h.Info&^record.InfoID | w.infoID
 		if f := q.filter.Load(); f != nil && !meta && !f.Match(h.Type, h.Subtype, info) {
@@ -214,36 +343,33 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
 		if askPolicy {
 			// Stamp the tag in place so the policy sees this watch's
 			// copy, as security_post_notification does.
-			rec[5] = byte(info >> 8)
+			record.SetTag(rec, record.Tag(info>>record.InfoIDShift))
 			err := policy.PostAllowed(w.cred, generator, record.Record(rec))
-			rec[5] = byte(h.Info >> 8)
+			record.SetTag(rec, h.Tag())
 			if err != nil {
 				q.denied.Add(1)
 				continue
 			}
 		}
-		q.post(rec, byte(info>>8))
-		delivered++
+		if q.postThrough(w, rec, record.Tag(info>>record.InfoIDShift)) {
+			delivered++
+		}
 	}
 	return delivered
 }
 
-// PostLoss reports that n records meant for this object were lost before
+// PostLoss reports that n records meant for this list were lost before
 // they reached the engine (a socket overrun, ring-buffer drops). Every
-// queue watching the object reports the loss in-band, in order: it is
-// counted against the newest queued record, or reported first if nothing
-// is queued.
+// queue with a watch on the list reports the loss in-band, once however
+// many watches it has here, and in order: it is counted against the newest
+// queued record, or reported first if nothing is queued.
 func (wl *WatchList) PostLoss(n uint64) {
 	if n == 0 {
 		return
 	}
-	seen := make(map[*Queue]bool)
-	for _, w := range *wl.watches.Load() {
-		q := w.queue
-		if seen[q] {
-			continue
-		}
-		seen[q] = true
+	wl.mu.Lock()
+	defer wl.mu.Unlock()
+	for q := range wl.queues {
 		q.mu.Lock()
 		wake := q.lossLocked(n)
 		q.mu.Unlock()

@@ -3,6 +3,8 @@ package watchq
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -64,7 +66,7 @@ func TestWatchErrors(t *testing.T) {
 	if err := wl.Add(q, 4, 0, &Cred{UID: 1001}); err != nil {
 		t.Errorf("other user's watch: %v", err)
 	}
-	if err := wl.Remove(q, 99); !errors.Is(err, syscall.EBADSLT) || !errors.Is(err, ErrNoWatch) {
+	if err := wl.Remove(q, 99); !errors.Is(err, ebadslt) || !errors.Is(err, ErrNoWatch) {
 		t.Errorf("removing a missing watch: %v, want EBADSLT", err)
 	}
 	if err := wl.Remove(q, 2); err != nil {
@@ -364,5 +366,180 @@ func TestCloseDestroyRace(t *testing.T) {
 				t.Fatalf("closed queue holds %+v", s)
 			}
 		}
+	}
+}
+
+// yieldPolicy allows everything but yields in PostAllowed, widening the
+// window between a poster finding a watch and queueing through it.
+type yieldPolicy struct{}
+
+func (yieldPolicy) WatchAllowed(*Cred, Object) error { return nil }
+
+func (yieldPolicy) PostAllowed(_, _ *Cred, _ record.Record) error {
+	runtime.Gosched()
+	return nil
+}
+
+// TestRemoveIsBarrier: a watch's removal record is the last record its
+// queue gets through it, even while posts race the Remove.
+func TestRemoveIsBarrier(t *testing.T) {
+	e := NewEngine(Config{Policy: yieldPolicy{}})
+	rec := keyRec(record.KeyUpdated, 1, 0)
+	for round := range 300 {
+		wl := e.NewWatchList(Object{Kind: KindDevices})
+		q := newSized(t, 512)
+		if err := wl.Add(q, 0, 7, CurrentCred()); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				b := append([]byte(nil), rec...) // Post stamps its rec
+				for range 100 {
+					wl.Post(b, SystemCred, 0)
+				}
+			})
+		}
+		runtime.Gosched()
+		if err := wl.Remove(q, 0); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		got := drain(t, q)
+		if len(got) == 0 || !got[len(got)-1].IsRemoval() {
+			n := 0
+			for i, r := range got {
+				if r.IsRemoval() {
+					n = len(got) - 1 - i
+				}
+			}
+			t.Fatalf("round %d: %d records after the removal record", round, n)
+		}
+	}
+}
+
+// TestManyObjects: with watches on many objects of one list, a post
+// reaches exactly the watches of its object while objects come and go (the
+// object table grows and shrinks under it), PostLoss tells each queue once,
+// and the list returns to empty.
+func TestManyObjects(t *testing.T) {
+	const objects = 1000
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindPublisher})
+	me := CurrentCred()
+	shared := newSized(t, 32) // watches every object
+	qs := make([]*Queue, objects)
+	for i := range qs {
+		qs[i] = NewQueue()
+		if err := wl.Add(qs[i], record.ObjectID(i), 1, me); err != nil {
+			t.Fatal(err)
+		}
+		if err := wl.Add(shared, record.ObjectID(i), 2, me); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(wl.table.Load().buckets); n < objects {
+		t.Errorf("%d objects in %d buckets", objects, n)
+	}
+	wl.PostLoss(1)
+	if got := drain(t, shared); len(got) != 1 || !got[0].IsLoss() {
+		t.Errorf("PostLoss gave a queue with %d watches %v; want one loss record", objects, got)
+	}
+	rec := keyRec(record.KeyUpdated, 1, 0)
+	live := make(map[int]bool)
+	for i := range objects {
+		live[i] = true
+	}
+	for _, i := range rand.Perm(objects) {
+		if n := wl.Post(rec, SystemCred, record.ObjectID(i)); n != 2 {
+			t.Fatalf("post to object %d reached %d queues, want 2", i, n)
+		}
+		if err := wl.Remove(qs[i], record.ObjectID(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := wl.Remove(shared, record.ObjectID(i)); err != nil {
+			t.Fatal(err)
+		}
+		delete(live, i)
+		if n := wl.Post(rec, SystemCred, record.ObjectID(i)); n != 0 {
+			t.Fatalf("post to removed object %d reached %d queues", i, n)
+		}
+		drain(t, shared)
+		if len(live)%97 == 0 { // every object left is still found
+			for j := range live {
+				if n := wl.Post(rec, SystemCred, record.ObjectID(j)); n != 2 {
+					t.Fatalf("with %d objects left, post to %d reached %d queues", len(live), j, n)
+				}
+			}
+			drain(t, shared)
+		}
+	}
+	if wl.Len() != 0 || e.Watches(me.UID) != 0 || len(wl.chains) != 0 || len(wl.byKey) != 0 || len(wl.queues) != 0 {
+		t.Errorf("emptied list: %d watches, %d charged, %d chains, %d keys, %d queues",
+			wl.Len(), e.Watches(me.UID), len(wl.chains), len(wl.byKey), len(wl.queues))
+	}
+	if n := len(wl.table.Load().buckets); n > 4 {
+		t.Errorf("emptied list keeps %d buckets", n)
+	}
+	if s := shared.Stats(); s.Watches != 0 {
+		t.Errorf("queue still counts %d watches", s.Watches)
+	}
+}
+
+// TestPostWhileObjectsChange: posts to an object watched throughout always
+// find it while other objects are added and dropped around it and the
+// object table is rebuilt under the posters; run with -race.
+func TestPostWhileObjectsChange(t *testing.T) {
+	e := NewEngine(Config{})
+	wl := e.NewWatchList(Object{Kind: KindPublisher})
+	me := CurrentCred()
+	const stable = 1 << 40
+	q := NewQueue() // unsized: posts are counted, nothing piles up
+	if err := wl.Add(q, stable, 0, me); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	misses := make(chan int, 2)
+	for range 2 {
+		wg.Go(func() {
+			rec := keyRec(record.KeyUpdated, 1, 0)
+			missed := 0
+			for {
+				select {
+				case <-stop:
+					misses <- missed
+					return
+				default:
+				}
+				if wl.Post(rec, SystemCred, stable) != 1 {
+					missed++
+				}
+			}
+		})
+	}
+	others := make([]*Queue, 64)
+	for i := range others {
+		others[i] = NewQueue()
+	}
+	for round := range 50 {
+		for i, o := range others { // 64 objects come: the table grows
+			if err := wl.Add(o, record.ObjectID(round*64+i), 0, me); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, o := range others { // and go: it shrinks
+			if err := wl.Remove(o, record.ObjectID(round*64+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if m := <-misses + <-misses; m != 0 {
+		t.Errorf("%d posts missed the object watched throughout", m)
+	}
+	if wl.Len() != 1 {
+		t.Errorf("Len = %d", wl.Len())
 	}
 }

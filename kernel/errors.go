@@ -2,12 +2,18 @@ package kernel
 
 import (
 	"errors"
+	"runtime"
 	"strconv"
 	"syscall"
 )
 
 // ErrNotSupported matches, under errors.Is, every error that says the
-// running kernel lacks the notification facility.
+// running kernel lacks the notification facility, and every error the
+// module's packages return off Linux for what exists only there (a
+// *NotSupportedError with Missing MissingLinux): watchq's one "not
+// supported" sentinel. (The device source's BPF tracers report what the
+// kernel cannot run with cilium/ebpf's ebpf.ErrNotSupported, as ebpf's
+// own errors do.)
 var ErrNotSupported = errors.New("kernel notification queue not supported")
 
 // Missing names the piece of the facility a kernel lacks.
@@ -19,7 +25,7 @@ const (
 	MissingWatchQueue                           // CONFIG_WATCH_QUEUE: pipe2 O_NOTIFICATION_PIPE gives ENOPKG
 	MissingNotificationPipes                    // kernel older than 5.8: O_NOTIFICATION_PIPE gives EINVAL
 	MissingKeyNotifications                     // CONFIG_KEY_NOTIFICATIONS: KEYCTL_WATCH_KEY gives EOPNOTSUPP
-	MissingLinux                                // not Linux: the facility exists only there
+	MissingLinux                                // not Linux: the facility exists only there; Op names what was asked for
 )
 
 // String describes what is missing.
@@ -48,6 +54,11 @@ type NotSupportedError struct {
 }
 
 func (e *NotSupportedError) Error() string {
+	if e.Missing == MissingLinux {
+		// Every package's stubs off Linux say so with this error; Op
+		// carries their own prefix ("device: uevents").
+		return e.Op + ": not supported on " + runtime.GOOS + " (Linux only)"
+	}
 	s := "kernel: notifications not supported: " + e.Missing.String() + " (" + e.Op
 	if e.Errno != 0 {
 		s += ": " + e.Errno.Error()

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -138,5 +139,35 @@ func TestVMPipeFilterAndLoss(t *testing.T) {
 	got := readRecs(t, small)
 	if len(got) != 33 || got[32].typ != 0 || got[32].sub != 1 || got[32].length != 8 {
 		t.Errorf("small queue: %d records (last %+v), want 32 and a loss", len(got), got[len(got)-1])
+	}
+}
+
+// TestVMPipeClose: Close wakes a blocked Read with os.ErrClosed, every
+// method then says os.ErrClosed, and a second Close returns nil.
+func TestVMPipeClose(t *testing.T) {
+	p, err := Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Read(make([]byte, 128))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Read woken by Close = %v, want os.ErrClosed", err)
+	}
+	if err := p.SetSize(32); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("SetSize after Close = %v, want os.ErrClosed", err)
+	}
+	if err := p.WatchKey(unix.KEY_SPEC_USER_KEYRING, 1); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("WatchKey after Close = %v, want os.ErrClosed", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
 	}
 }

@@ -3,14 +3,13 @@
 package kernel
 
 import (
-	"os"
 	"time"
 
 	"github.com/watchq/watchq/record"
 )
 
 // errNotLinux is what every call returns off Linux.
-var errNotLinux = &NotSupportedError{Op: "notification pipes", Missing: MissingLinux}
+var errNotLinux = &NotSupportedError{Op: "kernel: notification pipes", Missing: MissingLinux}
 
 // Probe reports that the facility exists only on Linux.
 func Probe() error { return errNotLinux }
@@ -48,5 +47,5 @@ func (p *Pipe) SetReadDeadline(t time.Time) error { return errNotLinux }
 // Queued fails off Linux.
 func (p *Pipe) Queued() (int, error) { return 0, errNotLinux }
 
-// Close returns os.ErrClosed, as for a pipe already closed.
-func (p *Pipe) Close() error { return os.ErrClosed }
+// Close does nothing and returns nil, as for a pipe already closed.
+func (p *Pipe) Close() error { return nil }

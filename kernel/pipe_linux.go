@@ -175,14 +175,15 @@ func (p *Pipe) Queued() (int, error) {
 
 // Close closes both ends. The last close clears every watch the pipe holds
 // without posting removal records (kernel/watch_queue.c:watch_queue_clear).
-// A blocked Read returns os.ErrClosed.
+// A blocked Read returns os.ErrClosed, as every other method does from
+// then on; later calls of Close do nothing and return nil.
 func (p *Pipe) Close() error {
 	p.mu.Lock()
 	fd := p.wfd
 	p.wfd = -1
 	p.mu.Unlock()
 	if fd < 0 {
-		return os.ErrClosed
+		return nil
 	}
 	// Close the read end first so a blocked Read wakes with os.ErrClosed
 	// rather than seeing EOF when the last writer goes.

@@ -1,152 +1,151 @@
-// Package printer prints notification records the way the kernel's sample
-// program (samples/watch_queue/watch_test.c, with the ver #2 block and USB
-// additions) prints them, or as JSON lines for tools.
+// Package printer prints notification records in the formats watchq's
+// command line offers (--format):
+//
+//   - line: one line per record for people: an RFC 3339 timestamp, the
+//     source, the object in its natural form (decimal key ids, "loop0
+//     (7:0)"), the event and its details; removals say what went, losses
+//     how many records.
+//   - sample: byte for byte what the kernel's sample program
+//     (samples/watch_queue/watch_test.c, with the ver #2 block and USB
+//     additions) prints for each read.
+//   - keyctl: what keyutils' `keyctl watch` prints, so scripts written for
+//     it work.
+//   - json: one object per record in a documented, versioned schema (see
+//     Object and docs/cli.md).
 package printer
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/watchq/watchq/record"
 )
 
-// Printer writes records to an io.Writer. It is not safe for concurrent use.
-type Printer struct {
-	w    io.Writer
-	json bool
-	enc  *json.Encoder
+// Format is an output format.
+type Format uint8
+
+// The formats.
+const (
+	FormatLine   Format = iota // one line per record, for people
+	FormatSample               // the kernel sample's output
+	FormatKeyctl               // keyutils' keyctl watch output
+	FormatJSON                 // JSON lines, schema Version
+)
+
+var formatNames = [...]string{FormatLine: "line", FormatSample: "sample", FormatKeyctl: "keyctl", FormatJSON: "json"}
+
+// Formats lists the format names, for help and completion.
+func Formats() []string { return formatNames[:] }
+
+func (f Format) String() string {
+	if int(f) < len(formatNames) {
+		return formatNames[f]
+	}
+	return fmt.Sprintf("format(%d)", uint8(f))
 }
 
-// New returns a printer in the sample's text format, or JSON lines when
-// asJSON is set.
-func New(w io.Writer, asJSON bool) *Printer {
-	p := &Printer{w: w, json: asJSON}
-	if asJSON {
+// ParseFormat returns the format called name.
+func ParseFormat(name string) (Format, error) {
+	for i, n := range formatNames {
+		if n == name {
+			return Format(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown format %q: want line, sample, keyctl or json", name)
+}
+
+// Namer names what a watch watches, for the line format's removal lines:
+// "key 1234 (@s)", "devices". Nil names nothing.
+type Namer interface {
+	WatchName(tag record.Tag) string
+}
+
+// Options configure a Printer.
+type Options struct {
+	Format Format
+	// Raw adds the record's bytes in hex to JSON objects ("raw").
+	Raw bool
+	// Now stamps records (line and json); nil means time.Now.
+	Now func() time.Time
+	// Names names watches in removal lines; nil leaves them unnamed.
+	Names Namer
+	// Devices resolves block devices for display; nil means DevicesFromSysfs.
+	Devices DeviceNamer
+}
+
+// Printer writes records to an io.Writer. It is not safe for concurrent
+// use.
+type Printer struct {
+	w   io.Writer
+	o   Options
+	enc *json.Encoder
+}
+
+// New returns a printer writing to w.
+func New(w io.Writer, o Options) *Printer {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Devices == nil {
+		o.Devices = DevicesFromSysfs
+	}
+	p := &Printer{w: w, o: o}
+	if o.Format == FormatJSON {
 		p.enc = json.NewEncoder(w)
 	}
 	return p
 }
 
-// Read prints the result of one read: "read() = N" and then each record
-// (text), or one JSON object per record. A malformed record is reported
-// as the sample reports it ("Bad message length") and ends the buffer; the
-// returned error says where.
+// Read prints the result of one read(2) of a queue: every record in buf.
+// The sample format first prints "read() = N" and each record's NOTIFY
+// line, as the sample does. A malformed record ends the buffer: the sample
+// format reports it as the sample does, and the error says where.
 func (p *Printer) Read(buf []byte) error {
-	if !p.json {
-		fmt.Fprintf(p.w, "read() = %d\n", len(buf))
+	if p.o.Format == FormatSample {
+		if _, err := fmt.Fprintf(p.w, "read() = %d\n", len(buf)); err != nil {
+			return err
+		}
 	}
 	off := 0
 	for r, err := range record.Records(buf) {
 		if err != nil {
-			if !p.json {
+			if p.o.Format == FormatSample {
 				fmt.Fprintf(p.w, "Bad message at %#x: %v\n", off, err)
 			}
 			return err
 		}
-		p.record(off, r)
+		if err := p.print(off, r); err != nil {
+			return err
+		}
 		off += len(r)
 	}
 	return nil
 }
 
-func (p *Printer) record(off int, r record.Record) {
-	if p.json {
-		_ = p.enc.Encode(JSON(r))
-		return
-	}
-	h := r.Header()
-	fmt.Fprintf(p.w, "NOTIFY[%03x]: ty=%06x sy=%02x i=%08x\n", off, uint32(h.Type), h.Subtype, h.Info)
-	fmt.Fprintln(p.w, Line(r))
-}
+// Print prints one record.
+func (p *Printer) Print(r record.Record) error { return p.print(0, r) }
 
-// Line is the sample's description line for one record: "KEY … change=…",
-// "BLOCK …", "USB …", "-- LOSS --", "REMOVAL of watchpoint …".
-func Line(r record.Record) string {
-	h := r.Header()
-	switch h.Type {
-	case record.TypeMeta:
-		switch h.Subtype {
-		case record.MetaRemoval:
-			return fmt.Sprintf("REMOVAL of watchpoint %08x", h.Info&record.InfoID>>record.InfoIDShift)
-		case record.MetaLoss:
-			if l, _ := r.Loss(); l.Count > 0 {
-				return fmt.Sprintf("-- LOSS -- (%d records)", l.Count)
-			}
-			return "-- LOSS --"
+func (p *Printer) print(off int, r record.Record) error {
+	var err error
+	switch p.o.Format {
+	case FormatSample:
+		h := r.Header()
+		_, err = fmt.Fprintf(p.w, "NOTIFY[%03x]: ty=%06x sy=%02x i=%08x\n%s\n", off, uint32(h.Type), h.Subtype, h.Info, Sample(r))
+	case FormatKeyctl:
+		if l, ok := Keyctl(r); ok {
+			_, err = fmt.Fprintln(p.w, l)
 		}
-		return "other meta record"
-	case record.TypeKey:
-		k, err := r.Key()
-		if err != nil {
-			return "Incorrect key message length"
+	case FormatJSON:
+		o := JSON(r, p.o.Devices)
+		o.TS = p.o.Now().UTC().Format(time.RFC3339Nano)
+		if p.o.Raw {
+			o.Raw = fmt.Sprintf("%x", []byte(r))
 		}
-		return fmt.Sprintf("KEY %08x change=%d[%s] aux=%d", k.KeyID, k.Subtype, record.KeySubtypeName(k.Subtype), k.Aux)
-	case record.TypeBlock:
-		b, err := r.Block()
-		if err != nil {
-			return "Incorrect block message length"
-		}
-		s := fmt.Sprintf("BLOCK %08x e=%d[%s] s=%x", b.Dev, b.Subtype, record.BlockSubtypeName(b.Subtype), b.Sector)
-		if b.Name != "" {
-			s += " " + b.Name
-		}
-		return s
-	case record.TypeUSB:
-		u, err := r.USB()
-		if err != nil {
-			return "Incorrect USB message length"
-		}
-		return fmt.Sprintf("USB %s %s e=%x r=%x", u.Name, record.USBSubtypeName(u.Subtype), u.Error, u.Reserved)
-	}
-	return "other type"
-}
-
-// Object is the JSON form of a record.
-type Object struct {
-	Type     string          `json:"type"`
-	TypeNum  uint32          `json:"ty"`
-	Subtype  uint8           `json:"sy"`
-	Info     uint32          `json:"info"`
-	Tag      record.Tag      `json:"tag"`
-	Len      int             `json:"len"`
-	Event    string          `json:"event,omitempty"`
-	KeyID    uint32          `json:"key_id,omitempty"`
-	Aux      uint32          `json:"aux,omitempty"`
-	Dev      string          `json:"dev,omitempty"`
-	Sector   uint64          `json:"sector,omitempty"`
-	Name     string          `json:"name,omitempty"`
-	ObjectID record.ObjectID `json:"id,omitempty"`
-	Lost     uint16          `json:"lost,omitempty"`
-	Raw      []byte          `json:"raw,omitempty"`
-}
-
-// JSON converts a record to its JSON form.
-func JSON(r record.Record) Object {
-	h := r.Header()
-	o := Object{Type: h.Type.String(), TypeNum: uint32(h.Type), Subtype: h.Subtype, Info: h.Info, Tag: h.Tag(), Len: len(r)}
-	switch h.Type {
-	case record.TypeMeta:
-		if m, err := r.Removal(); err == nil {
-			o.Event, o.ObjectID = "removal", m.ID
-		} else if l, err := r.Loss(); err == nil {
-			o.Event, o.Lost = "loss", l.Count
-		}
-	case record.TypeKey:
-		if k, err := r.Key(); err == nil {
-			o.Event, o.KeyID, o.Aux = record.KeySubtypeName(k.Subtype), k.KeyID, k.Aux
-		}
-	case record.TypeBlock:
-		if b, err := r.Block(); err == nil {
-			ma, mi := record.SplitKernelDev(b.Dev)
-			o.Event, o.Dev, o.Sector, o.Name = record.BlockSubtypeName(b.Subtype), fmt.Sprintf("%d:%d", ma, mi), b.Sector, b.Name
-		}
-	case record.TypeUSB:
-		if u, err := r.USB(); err == nil {
-			o.Event, o.Name = record.USBSubtypeName(u.Subtype), u.Name
-		}
+		err = p.enc.Encode(o)
 	default:
-		o.Raw = append([]byte(nil), r[record.HeaderSize:]...)
+		_, err = fmt.Fprintf(p.w, "%s %s\n", p.o.Now().Format(time.RFC3339Nano), Line(r, p.o.Names, p.o.Devices))
 	}
-	return o
+	return err
 }

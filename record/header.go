@@ -18,10 +18,13 @@ const (
 	TypeBlock Type = 2 // WATCH_TYPE_BLOCK_NOTIFY (ver #2)
 	TypeUSB   Type = 3 // WATCH_TYPE_USB_NOTIFY (ver #2)
 
-	// TypeNR is the number of kernel-assigned types watchq knows
-	// (WATCH_TYPE__NR of ver #2). Filter entries for types in
-	// [TypeNR, TypeUserFirst) are dropped, as the kernel drops types >=
-	// WATCH_TYPE__NR.
+	// TypeNR is the number of kernel-assigned types watchq knows: 4 is
+	// WATCH_TYPE__NR of the seed, ver #2 (meta 0 and key 1 as in mainline,
+	// block 2 and USB 3 its own). Mainline's WATCH_TYPE__NR is 2 (meta and
+	// key only), and mainline never reserved 2 and 3: later unmerged
+	// series used them for mount and superblock records. Filter entries
+	// for types in [TypeNR, TypeUserFirst) are dropped, as the kernel
+	// drops types >= WATCH_TYPE__NR.
 	TypeNR Type = 4
 
 	// TypeUserFirst..TypeUserLast is the range watchq reserves for
@@ -140,6 +143,22 @@ func (h Header) AppendBinary(b []byte) ([]byte, error) {
 func HeaderAt(b []byte) Header {
 	w := binary.LittleEndian.Uint32(b)
 	return Header{Type: Type(w & uint32(TypeMax)), Subtype: uint8(w >> 24), Info: binary.LittleEndian.Uint32(b[4:])}
+}
+
+// tagOffset is the byte of the info word that holds the tag
+// (WATCH_INFO_ID, bits 8..15, little-endian).
+const tagOffset = 5
+
+// SetTag stamps t into the info word of the record at the start of b, as
+// delivery under a watch does (n->info |= watch->info_id). b must hold a
+// header.
+func SetTag(b []byte, t Tag) { b[tagOffset] = byte(t) }
+
+// IsWhole reports whether b is exactly one record: 8..127 bytes with the
+// length field equal to len(b). It is the check a poster's bytes pass
+// before delivery.
+func IsWhole(b []byte) bool {
+	return len(b) >= HeaderSize && len(b) <= MaxRecordSize && int(b[4])&int(InfoLength) == len(b)
 }
 
 // ParseHeader decodes and checks the header of the record at the start of b:

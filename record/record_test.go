@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -224,5 +225,37 @@ func TestTypedDecodersOneErrorType(t *testing.T) {
 		if !errors.As(err, &re) || !errors.Is(err, ErrMalformed) || !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("%s of a USB record: %v (%T), want a *RecordError", name, err, err)
 		}
+	}
+}
+
+func TestTypedStrings(t *testing.T) {
+	for _, tc := range []struct {
+		v    fmt.Stringer
+		want string
+	}{
+		{KeyNotification{Subtype: KeyLinked, KeyID: 10, Aux: 11}, "key 10 linked key=11"},
+		{KeyNotification{Subtype: KeyInstantiated, KeyID: 10, Aux: uint32(0xffffff82)}, "key 10 instantiated error=-126"},
+		{KeyNotification{Subtype: 99, KeyID: 10}, "key 10 subtype=99"},
+		{BlockNotification{Subtype: BlockErrorIO, Dev: KernelDev(7, 0), Sector: 8}, "block 7:0 io sector=8"},
+		{BlockNotification{Subtype: BlockAdd, Dev: KernelDev(8, 1), Sector: 4096, Name: "sda1", TypeInfo: uint16(BlockFlagPartition >> InfoTypeInfoShift)}, "block sda1 (8:1) add size=4096 partition"},
+		{USBNotification{Subtype: USBDeviceAdd, Name: "3-7.7"}, "usb 3-7.7 dev-add"},
+		{Removal{Tag: 1, ID: 1234}, "removal tag=1 id=1234"},
+		{Removal{Tag: 4}, "removal tag=4"},
+		{Loss{Count: 12}, "loss 12 records lost"},
+	} {
+		if got := tc.v.String(); got != tc.want {
+			t.Errorf("%#v.String() = %q, want %q", tc.v, got, tc.want)
+		}
+	}
+}
+
+func TestIsWholeAndSetTag(t *testing.T) {
+	k, _ := KeyNotification{Subtype: KeyUpdated, KeyID: 1}.AppendBinary(nil)
+	if !IsWhole(k) || IsWhole(k[:15]) || IsWhole(append(k, 0)) || IsWhole(k[:4]) {
+		t.Error("IsWhole misjudges a 16-byte key record and its cuts")
+	}
+	SetTag(k, 0x42)
+	if r := Record(k); r.Tag() != 0x42 || r.Header().Len() != 16 || r.Subtype() != KeyUpdated {
+		t.Errorf("SetTag: %v", r)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -184,12 +185,15 @@ func TestDecodeGolden(t *testing.T) {
 		"bad-past-end":     "malformed record at offset 40 (0x28): length 40 runs past the end of the input (20 bytes left)",
 	}
 	for name := range captures() {
-		for _, mode := range []string{"txt", "json"} {
+		for _, mode := range []string{"txt", "json", "line", "keyctl"} {
 			t.Run(name+"."+mode, func(t *testing.T) {
 				bin := filepath.Join(cliData, name+".bin")
 				args := []string{"decode"}
-				if mode == "json" {
+				switch mode {
+				case "json":
 					args = append(args, "--json")
+				case "line", "keyctl":
+					args = append(args, "--format", mode)
 				}
 				r := run(t, nil, append(args, bin)...)
 				data, err := os.ReadFile(bin)
@@ -197,6 +201,7 @@ func TestDecodeGolden(t *testing.T) {
 					t.Fatal(err)
 				}
 				rs := run(t, data, append(args, "-")...)
+				r.stdout, rs.stdout = untimed(r.stdout), untimed(rs.stdout)
 				if rs.stdout != r.stdout || rs.code != r.code {
 					t.Errorf("standard input gave exit %d and\n%s\nfile gave exit %d and\n%s", rs.code, rs.stdout, r.code, r.stdout)
 				}
@@ -286,6 +291,19 @@ func TestDecodeErrors(t *testing.T) {
 	if r.code != 2 {
 		t.Errorf("--read-size 7: exit %d, stderr %q", r.code, r.stderr)
 	}
+	// A read size is bounded by the largest read a notification pipe can
+	// return (its 512 notes of 128 bytes); beyond it the command used to
+	// die out of memory (10^12) or panic (2^63-1) making the buffer.
+	for _, size := range []string{"65537", "1000000000000", "9223372036854775807"} {
+		r = run(t, nil, "decode", "--read-size", size, filepath.Join(cliData, "mixed.bin"))
+		if want := "watchq: --read-size " + size + ": must be 8..65536 (no read of a notification pipe returns more than its 512 notes of 128 bytes)\n"; r.code != 2 || !strings.HasPrefix(r.stderr, want) || r.stdout != "" {
+			t.Errorf("--read-size %s: exit %d, stdout %q, stderr %q, want exit 2 and %q", size, r.code, r.stdout, r.stderr, want)
+		}
+	}
+	r = run(t, nil, "decode", "--read-size", "65536", filepath.Join(cliData, "mixed.bin"))
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "read() = 448\n") {
+		t.Errorf("--read-size 65536: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
 	r = run(t, nil, "decode", "--read-size", "20", filepath.Join(cliData, "mixed.bin"))
 	if want := "watchq: decode " + filepath.Join(cliData, "mixed.bin") + ": record at offset 296 (0x128) is 28 bytes, more than --read-size 20 (a read would fail with ENOBUFS)\n"; r.code != 1 || r.stderr != want {
 		t.Errorf("--read-size 20: exit %d, stderr %q, want %q", r.code, r.stderr, want)
@@ -294,4 +312,17 @@ func TestDecodeErrors(t *testing.T) {
 	if r.code != 0 || r.stdout != "" {
 		t.Errorf("empty input: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+}
+
+// timestamps match the time the line and json formats print.
+var timestamps = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d) |"ts":"[^"]*"`)
+
+// untimed replaces printed times with TIME, so golden files compare.
+func untimed(s string) string {
+	return timestamps.ReplaceAllStringFunc(s, func(m string) string {
+		if strings.HasPrefix(m, `"ts"`) {
+			return `"ts":"TIME"`
+		}
+		return "TIME "
+	})
 }

@@ -71,7 +71,7 @@ func TestForwardAndWatchFrom(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	want := []struct {
 		typ, event, subject string
-	}{{"usb", "dev-add", "watchq.web1.usb"}, {"block", "I/O", "watchq.web1.block.error"}, {"user:800001", "", "watchq.web1.pub.800001"}}
+	}{{"usb", "dev-add", "watchq.web1.usb"}, {"block", "io", "watchq.web1.block.error"}, {"user:800001", "", "watchq.web1.pub.800001"}}
 	if len(lines) != 3 {
 		t.Fatalf("watch --from --json printed %d lines:\n%s", len(lines), r.stdout)
 	}
@@ -101,6 +101,11 @@ func TestForwardAndWatchFrom(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, "watchq.web1.block.error watchq.web1.loss") {
 		t.Errorf("stderr does not name the subject filters: %s", r.stderr)
+	}
+	r = run(t, nil, "watch", "--from", url, "--class", "usb", "--count", "1", "--timeout", "30s", "--format", "line")
+	if f := strings.Fields(strings.TrimSpace(r.stdout)); r.code != 0 || len(f) < 3 || f[1] != "web1" ||
+		!strings.HasSuffix(r.stdout, " usb 1-1 dev-add tag=0 seq=1\n") {
+		t.Errorf("watch --from --format line: status %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
 	// Usage errors.

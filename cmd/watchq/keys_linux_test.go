@@ -180,8 +180,9 @@ func TestWatchDefault(t *testing.T) {
 			p := start(t, append(args, "--interval=50ms", "--count=1", "--timeout=60s", "--filter", "key@1")...)
 			stderr := strings.Join(p.waitReady(), "\n")
 			// --backend=auto: the kernel backend where the kernel has it,
-			// else the poll backend and why.
-			if !strings.Contains(stderr, "watchq: keys: kernel backend") && !strings.Contains(stderr, "watchq: keys: poll backend every 50ms (kernel: ") {
+			// else the traced one where it loads, else the poll backend,
+			// and why.
+			if !strings.Contains(stderr, "watchq: keys: kernel backend") && !strings.Contains(stderr, "watchq: keys: traced backend (BPF") && !strings.Contains(stderr, "watchq: keys: poll backend every 50ms (kernel: ") {
 				t.Errorf("stderr does not say which key backend is used and why:\n%s", stderr)
 			}
 			if w := fmt.Sprintf("watching keys @s %08x tag 1, @u %08x tag 2", sess, user); !strings.Contains(stderr, w) {
@@ -236,7 +237,7 @@ func TestWatchErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"watch", "keys", "--backend=bogus"}, 2, "watchq: --backend \"bogus\": want auto, kernel or poll\n"},
+		{[]string{"watch", "keys", "--backend=bogus"}, 2, "watchq: --backend \"bogus\": want auto, kernel, traced or poll\n"},
 		{[]string{"watch", "keys", "--filter", "key:frobbed"}, 2, "watchq: filter \"key:frobbed\": unknown key subtype \"frobbed\"\n"},
 		{[]string{"watch", "keys", "@q"}, 2, ""},
 		{[]string{"watch", "keys", "--size", "1000", "--backend=poll"}, 2, "watchq: --size 1000: want 1..512 notes\n"},

@@ -63,7 +63,7 @@ func run() error {
 	}
 	wl.Destroy()
 
-	p := printer.New(os.Stdout, false)
+	p := printer.New(os.Stdout, printer.Options{Format: printer.FormatSample})
 	rd := make([]byte, 433) // the sample's odd read size
 	for _, q := range []struct {
 		name string

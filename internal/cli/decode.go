@@ -16,6 +16,8 @@ import (
 func newDecodeCommand() *cobra.Command {
 	var (
 		asJSON   bool
+		raw      bool
+		format   string
 		readSize int
 	)
 	cmd := &cobra.Command{
@@ -27,18 +29,26 @@ notification pipe returns them, or as "watchq watch --capture" writes them
 or as JSON lines.
 
 The records are grouped into reads as a reader with a --read-size buffer
-(433 bytes, like the sample) would have received them: each "read() = N"
-line covers as many whole records as fit.
+(433 bytes, like the sample; 8 to 65536) would have received them: each
+"read() = N" line covers as many whole records as fit. No read of a
+notification pipe returns more than 65536 bytes: its queue holds at most
+512 notes of 128 bytes.
 
 A malformed record (a length below 8 or past the end of the input) stops
 the decoding: everything before it is printed, then the error with the
-record's offset, and the exit status is 1.`,
+record's offset, and the exit status is 1.
+
+Decode prints in the sample's format unless --format says otherwise; block
+devices are shown by number (the capture may come from another machine).
+
+` + FormatHelp,
 		Example: `  watchq decode capture.bin
   watchq watch keys --capture /tmp/keys.bin --count 10 && watchq decode --json /tmp/keys.bin`,
 		Args: positional(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if readSize < record.HeaderSize {
-				return usageError{fmt.Errorf("--read-size %d: must be at least %d", readSize, record.HeaderSize)}
+			if readSize < record.HeaderSize || readSize > MaxReadSize {
+				return usageError{fmt.Errorf("--read-size %d: must be %d..%d (no read of a notification pipe returns more than its %d notes of %d bytes)",
+					readSize, record.HeaderSize, MaxReadSize, record.MaxNotes, record.NoteSize)}
 			}
 			name := "-"
 			if len(args) == 1 {
@@ -57,16 +67,30 @@ record's offset, and the exit status is 1.`,
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
 			defer out.Flush()
-			if err := Decode(out, in, asJSON, readSize); err != nil {
+			popts, err := printerOptions(out, format, asJSON, raw)
+			if err != nil {
+				return err
+			}
+			if format == "" && !asJSON {
+				popts.Format = printer.FormatSample // decode shows reads by default
+			}
+			popts.Devices = printer.NoDeviceNames // the capture is from elsewhere or earlier
+			if err := Decode(out, in, popts, readSize); err != nil {
 				return fmt.Errorf("decode %s: %w", name, err)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per record")
+	addFormatFlags(cmd, &format, &asJSON, &raw)
 	cmd.Flags().IntVar(&readSize, "read-size", ReadSize, "group records into reads of at most this many `bytes`")
 	return cmd
 }
+
+// MaxReadSize is the largest --read-size: no read(2) of a notification
+// pipe returns more than its whole queue, at most record.MaxNotes notes
+// (IOC_WATCH_QUEUE_SET_SIZE's limit) of record.NoteSize bytes, so a larger
+// buffer groups nothing differently.
+const MaxReadSize = record.MaxNotes * record.NoteSize
 
 // DecodeError is a malformed record in a decoded stream.
 type DecodeError struct {
@@ -82,10 +106,14 @@ func (e *DecodeError) Error() string {
 func (e *DecodeError) Unwrap() error { return record.ErrMalformed }
 
 // Decode reads records back to back from r and prints them to w, grouped
-// into reads of at most readSize bytes. It stops at the first malformed
-// record with a *DecodeError, after printing every record before it.
-func Decode(w io.Writer, r io.Reader, asJSON bool, readSize int) error {
-	p := printer.New(w, asJSON)
+// into reads of at most readSize bytes (record.HeaderSize..MaxReadSize).
+// It stops at the first malformed record with a *DecodeError, after
+// printing every record before it.
+func Decode(w io.Writer, r io.Reader, popts printer.Options, readSize int) error {
+	if readSize < record.HeaderSize || readSize > MaxReadSize {
+		return fmt.Errorf("read size %d is not in %d..%d", readSize, record.HeaderSize, MaxReadSize)
+	}
+	p := printer.New(w, popts)
 	br := bufio.NewReaderSize(r, 64<<10)
 	group := make([]byte, 0, readSize)
 	var off int64 // offset of the next record

@@ -39,37 +39,6 @@ with tag 4. At most 16 entries in all. Examples:
     key@1 block
     key:linked,unlinked@1,2`
 
-// subtypeNames maps a record type to its subtype names, normalised as
-// normName does, built from the engine's own names.
-func subtypeNames(t record.Type) map[string]uint8 {
-	var name func(uint8) string
-	switch t {
-	case record.TypeKey:
-		name = record.KeySubtypeName
-	case record.TypeBlock:
-		name = record.BlockSubtypeName
-	case record.TypeUSB:
-		name = record.USBSubtypeName
-	default:
-		return nil
-	}
-	m := map[string]uint8{}
-	for i := range 256 {
-		if n := name(uint8(i)); n != "unknown" {
-			m[normName(n)] = uint8(i)
-		}
-	}
-	return m
-}
-
-// normName lower-cases a subtype name, turns spaces into dashes and drops
-// slashes: "critical medium" → "critical-medium", "I/O" → "io".
-func normName(s string) string {
-	s = strings.ToLower(strings.TrimSpace(s))
-	s = strings.ReplaceAll(s, " ", "-")
-	return strings.ReplaceAll(s, "/", "")
-}
-
 // subtypeGroups are the names that select several subtypes at once.
 var subtypeGroups = map[record.Type]map[string][]uint8{
 	record.TypeBlock: {
@@ -101,7 +70,7 @@ func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 	spec, tagText, hasTag := strings.Cut(word, "@")
 	typText, subText, hasSub := strings.Cut(spec, ":")
 	var types []record.Type
-	switch t := normName(typText); t {
+	switch t := record.NormalizeEventName(typText); t {
 	case "key":
 		types = []record.Type{record.TypeKey}
 	case "block":
@@ -160,11 +129,10 @@ func parseFilterEntry(word string) ([]record.FilterEntry, error) {
 }
 
 func parseSubtypes(t record.Type, text string) ([8]uint32, error) {
-	names := subtypeNames(t)
 	var set []uint8
 	for _, s := range strings.Split(text, ",") {
-		n := normName(s)
-		if v, ok := names[n]; ok {
+		n := record.NormalizeEventName(s)
+		if v, ok := record.ParseEvent(t, n); ok {
 			set = append(set, v)
 			continue
 		}

@@ -108,3 +108,16 @@ func TestFilterMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletionsParse: every filter completion is a filter that parses.
+func TestCompletionsParse(t *testing.T) {
+	words, _ := completeFilter(nil, nil, "")
+	if len(words) < 20 {
+		t.Fatalf("only %d completions", len(words))
+	}
+	for _, w := range words {
+		if _, err := ParseFilter([]string{w}); err != nil {
+			t.Errorf("completion %q: %v", w, err)
+		}
+	}
+}

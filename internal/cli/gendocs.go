@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
@@ -49,6 +50,7 @@ func docRoot() *cobra.Command {
 	root := NewRoot()
 	root.DisableAutoGenTag = true
 	root.InitDefaultCompletionCmd()
+	root.InitDefaultVersionFlag()
 	return root
 }
 
@@ -60,10 +62,53 @@ func GenMan(dir string) error {
 		return fmt.Errorf("man pages: %w", err)
 	}
 	hdr := &doc.GenManHeader{Section: "1", Source: "watchq", Manual: "watchq manual"}
-	if err := doc.GenManTree(docRoot(), hdr, dir); err != nil {
+	var gen func(cmd *cobra.Command) error
+	gen = func(cmd *cobra.Command) error {
+		if !cmd.IsAvailableCommand() && cmd != cmd.Root() || cmd.IsAdditionalHelpTopicCommand() {
+			return nil
+		}
+		for _, c := range cmd.Commands() {
+			if err := gen(c); err != nil {
+				return err
+			}
+		}
+		var b bytes.Buffer
+		h := *hdr
+		if err := doc.GenMan(cmd, &h, &b); err != nil {
+			return err
+		}
+		name := strings.ReplaceAll(cmd.CommandPath(), " ", "-") + ".1"
+		return os.WriteFile(filepath.Join(dir, name), withExitStatus(b.Bytes()), 0o644)
+	}
+	if err := gen(docRoot()); err != nil {
 		return fmt.Errorf("man pages: %w", err)
 	}
 	return nil
+}
+
+// exitStatus is the EXIT STATUS section of every watchq page (cobra's
+// generator has no place for it).
+const exitStatus = `.SH EXIT STATUS
+.TP
+.B 0
+Success; a watch ended by SIGINT or SIGTERM, by --count, --once or
+--timeout without --count.
+.TP
+.B 1
+The command failed: a source or the daemon refused, went away, or the
+input was malformed. The message on standard error says why.
+.TP
+.B 2
+Bad flags or arguments.
+`
+
+// withExitStatus inserts the EXIT STATUS section before SEE ALSO (or at
+// the end).
+func withExitStatus(page []byte) []byte {
+	if i := bytes.Index(page, []byte(".SH SEE ALSO")); i >= 0 {
+		return append(append(append([]byte(nil), page[:i]...), exitStatus...), page[i:]...)
+	}
+	return append(page, exitStatus...)
 }
 
 // GenCompletion writes the bash, zsh and fish completion scripts to dir.

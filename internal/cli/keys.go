@@ -24,8 +24,10 @@ func parseBackend(s string) (keys.Backend, error) {
 		return keys.Kernel, nil
 	case "poll":
 		return keys.Poll, nil
+	case "traced":
+		return keys.Traced, nil
 	}
-	return 0, usageError{fmt.Errorf("--backend %q: want auto, kernel or poll", s)}
+	return 0, usageError{fmt.Errorf("--backend %q: want auto, kernel, traced or poll", s)}
 }
 
 // kernelWhy says briefly why the kernel facility is unavailable, e.g.
@@ -56,11 +58,23 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		if errors.Is(err, kernel.ErrNotSupported) {
 			return nil, "", fmt.Errorf("keys: kernel backend unavailable (%s); try --backend=poll", kernelWhy(err))
 		}
+		if b == keys.Traced {
+			return nil, "", fmt.Errorf("keys: %w; try --backend=poll", err)
+		}
 		return nil, "", fmt.Errorf("keys: %w", err)
 	}
 	switch got := src.Backend(); {
 	case got == keys.Kernel:
 		fmt.Fprintf(stderr, "watchq: keys: kernel backend (KEYCTL_WATCH_KEY on a notification pipe)\n")
+	case got == keys.Traced:
+		why := "--backend=traced"
+		if b == keys.Auto {
+			why = "no kernel facility"
+			if perr := kernel.Probe(); perr != nil {
+				why = kernelWhy(perr)
+			}
+		}
+		fmt.Fprintf(stderr, "watchq: keys: traced backend (BPF on keyctl/add_key/request_key; gc and the kernel's own changes polled every %v) (%s)\n", o.interval, why)
 	case b == keys.Poll:
 		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (--backend=poll)\n", o.interval)
 	default:
@@ -70,6 +84,9 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		} else if os.Getenv(keys.BackendEnv) == "poll" {
 			why = "$" + keys.BackendEnv + "=poll"
 		}
+		if ferr := src.Fallback(); ferr != nil {
+			why += "; traced: " + ferr.Error()
+		}
 		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (%s)\n", o.interval, why)
 	}
 	var descs []string
@@ -78,12 +95,12 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		if k.id < 0 {
 			// Resolve a special id for the message; Watch resolves it
 			// the same way.
-			id, err := unix.KeyctlGetKeyringID(int(k.id), true)
+			id, err := keys.Resolve(k.id)
 			if err != nil {
 				src.Close()
-				return nil, "", fmt.Errorf("keys: %s: %w", k.spec, err)
+				return nil, "", fmt.Errorf("resolve %s: %w", k.spec, err)
 			}
-			serial = int32(id)
+			serial = id
 		}
 		if err := src.Watch(q, serial, k.tag, nil); err != nil {
 			src.Close()
@@ -94,6 +111,10 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 			d = k.spec + " " + d
 		}
 		descs = append(descs, fmt.Sprintf("%s tag %d", d, k.tag))
+		o.names[k.tag] = fmt.Sprintf("key %d (%s)", serial, k.spec)
+		if k.spec == fmt.Sprint(serial) {
+			o.names[k.tag] = fmt.Sprintf("key %d", serial)
+		}
 	}
 	return src, "keys " + strings.Join(descs, ", "), nil
 }

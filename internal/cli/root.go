@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/watchq/watchq/internal/version"
 )
 
 // Exit statuses.
@@ -59,21 +61,23 @@ func NewRoot() *cobra.Command {
 		Use:   "watchq",
 		Short: "Watch Linux key and device notifications through a watchq queue",
 		Long: `watchq watches keyrings and devices through watchq's general notification
-queue -- Linux's watch_queue rebuilt in Go -- and prints each read in the
-format of the kernel's sample program (samples/watch_queue/watch_test.c):
+queue -- Linux's watch_queue rebuilt in Go -- and prints each record as a
+line for people (--format line, the default on a terminal):
 
-    read() = 16
-    NOTIFY[000]: ty=000001 sy=02 i=01000010
-    KEY 2ffc2e5d change=2[linked] aux=1035096409
+    2026-12-01T23:00:00.123456Z key 805056093 linked key=1035096409 tag=1
 
-or as JSON lines (--json). It also decodes captured record streams,
+in the format of the kernel's sample program (--format sample,
+samples/watch_queue/watch_test.c), as keyutils' "keyctl watch" prints
+(--format keyctl), or as JSON lines (--format json). It also decodes captured record streams,
 shows the watchqd daemon's queues and counters, forwards a host's records
 to a NATS JetStream stream (watchq forward) and reads a fleet's records
 from it (watchq watch --from). The daemon is described in
 watchqd(8) and its configuration in watchqd.conf(5).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Version:       version.String("watchq"),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newForwardCommand(), newGenDocsCommand())
 	return root

@@ -36,7 +36,10 @@ const (
 type watchOptions struct {
 	size      int
 	filters   []string
+	format    string
 	json      bool
+	raw       bool
+	once      bool
 	socket    string
 	backend   string
 	interval  time.Duration
@@ -44,24 +47,33 @@ type watchOptions struct {
 	timeout   time.Duration
 	capture   string
 	deviceTag record.Tag
+	// names says what each tag watches, for removal lines.
+	names tagNames
 }
 
+// tagNames names watches by tag, for the printer's removal lines.
+type tagNames map[record.Tag]string
+
+// WatchName implements printer.Namer.
+func (n tagNames) WatchName(t record.Tag) string { return n[t] }
+
 func newWatchOptions() *watchOptions {
-	return &watchOptions{deviceTag: TagDevices}
+	return &watchOptions{deviceTag: TagDevices, names: tagNames{}}
 }
 
 func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	f := cmd.Flags()
 	f.IntVar(&o.size, "size", 256, "queue size in `notes` (1..512, rounded up to pages of 32), like IOC_WATCH_QUEUE_SET_SIZE")
 	f.StringArrayVar(&o.filters, "filter", nil, "queue `filter`, e.g. key:linked,unlinked or block:error or usb@4 (see the syntax above; repeatable)")
-	f.BoolVar(&o.json, "json", false, "print one JSON object per record instead of the sample's format")
+	addFormatFlags(cmd, &o.format, &o.json, &o.raw)
 	f.IntVar(&o.count, "count", 0, "exit after the read that brings the records printed to `N` (0: run until interrupted)")
+	f.BoolVar(&o.once, "once", false, "exit after the first read (--count 1)")
 	f.DurationVar(&o.timeout, "timeout", 0, "stop after this long; with --count, not reaching N records in time is an error")
 	f.StringVar(&o.capture, "capture", "", "also append the raw bytes of every read to `FILE` (for watchq decode)")
 	if keys {
-		f.StringVar(&o.backend, "backend", "auto", "key backend: auto, kernel (KEYCTL_WATCH_KEY) or poll")
+		f.StringVar(&o.backend, "backend", "auto", "key backend: auto, kernel (KEYCTL_WATCH_KEY), traced (BPF on the key syscalls) or poll")
 		f.DurationVar(&o.interval, "interval", time.Second, "poll backend interval")
-		_ = cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions([]string{"auto", "kernel", "poll"}, cobra.ShellCompDirectiveNoFileComp))
+		_ = cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions([]string{"auto", "kernel", "traced", "poll"}, cobra.ShellCompDirectiveNoFileComp))
 	}
 	if devices {
 		f.StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path`")
@@ -69,12 +81,18 @@ func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	_ = cmd.RegisterFlagCompletionFunc("filter", completeFilter)
 }
 
-// completeFilter offers filter entries for shell completion.
-func completeFilter(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return []string{
-		"key", "key:linked,unlinked", "key:updated", "key:revoked,invalidated", "key@1", "key@2",
-		"block", "block:error", "block:lifecycle", "usb", "usb:dev-add,dev-remove", "@4",
-	}, cobra.ShellCompDirectiveNoFileComp
+// completeFilter offers filter entries for shell completion: each type,
+// each type:subtype with the filter names, the groups, and tags.
+func completeFilter(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	out := []string{"key", "block", "usb", "block:error", "block:lifecycle", "key@1", "key@2", "@4"}
+	for _, t := range []record.Type{record.TypeKey, record.TypeBlock, record.TypeUSB} {
+		for s := range 256 {
+			if n := record.EventName(t, uint8(s)); n != "" {
+				out = append(out, t.String()+":"+n)
+			}
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
 // source is something that feeds the queue and must be closed afterwards.
@@ -95,6 +113,14 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 	if o.count < 0 {
 		return usageError{fmt.Errorf("--count %d: must be 0 or more", o.count)}
 	}
+	if o.once {
+		o.count = 1
+	}
+	popts, err := printerOptions(stdout, o.format, o.json, o.raw)
+	if err != nil {
+		return err
+	}
+	popts.Names = o.names
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -162,17 +188,17 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 	}
 
 	fmt.Fprintf(stderr, "watchq: watching %s; queue %d notes, filter %s\n", strings.Join(watching, ", "), capacity, filterText)
-	return o.readLoop(ctx, q, stdout, capture)
+	return o.readLoop(ctx, q, stdout, capture, popts)
 }
 
 // errTimeout is the cause of a context ended by --timeout.
 var errTimeout = errors.New("timeout")
 
 // readLoop reads the queue with a ReadSize buffer and prints every read.
-func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, capture io.Writer) error {
+func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, capture io.Writer, popts printer.Options) error {
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	p := printer.New(out, o.json)
+	p := printer.New(out, popts)
 	buf := make([]byte, ReadSize)
 	seen := 0
 	for {

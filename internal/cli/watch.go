@@ -27,9 +27,7 @@ Device notifications come from the watchqd daemon when it runs (--socket),
 else from an in-process device source when watchq runs as root. Standard
 error says which backends are in use and what is unavailable and why.
 
-` + FilterSyntax + `
-
-` + FleetHelp,
+` + FilterSyntax + "\n\n" + FormatHelp + "\n\n" + FleetHelp,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if fo.from != "" {

@@ -21,7 +21,7 @@ Records come from the watchqd daemon when it runs at --socket; otherwise
 from an in-process device source, which needs root (uevent socket, eBPF
 tracers). Standard error says which parts are in use and why others are not.
 
-` + FilterSyntax,
+` + FilterSyntax + "\n\n" + FormatHelp,
 		Example: `  watchq watch devices
   watchq watch devices --filter block:error --json
   watchq watch devices --socket /run/watchqd/watchqd.sock --filter usb`,

@@ -40,16 +40,19 @@ that watchq forward publishes to, instead of watching this host: every
 record of the chosen hosts (--host, default all) and classes (--class:
 usb, block-errors, block-lifecycle, publisher, a publisher type; default
 all; a host's loss records always come with its other records), in each
-host's order, each printed with its host named:
+host's order, in every --format of the local watch with the host named:
 
-    web1: read() = 24 seq=42 boot=5e0c... time=2026-12-01T10:00:00.123Z
-    web1: NOTIFY[000]: ty=000002 sy=0a i=00000018
-    web1: BLOCK 00700000 e=10[I/O] s=2a
+    line    2026-12-01T10:00:00.123Z web1 block 7:0 io sector=42 tag=0 seq=17
+    sample  web1: read() = 24 seq=17 boot=5e0c... time=2026-12-01T10:00:00.123Z
+            web1: NOTIFY[000]: ty=000002 sy=0a i=00000018
+            web1: BLOCK 00700000 e=10[I/O] s=2a
+    keyctl  web1: (key records only, as keyctl watch)
+    json    the local schema plus host, boot, seq, time (the forwarder's),
+            subject and stream_seq
 
-or as JSON lines (--json) with the fields host, boot, seq, time, subject
-and stream_seq beside the record's. A loss record says exactly how many
-records the host lost there and why; a jump in a host's sequence numbers
-(records the stream no longer holds) is printed as a GAP line. --filter
+The time is when the forwarder read the record. A loss record says exactly
+how many records the host lost there and why; a jump in a host's sequence
+numbers (records the stream no longer holds) is printed as a gap. --filter
 applies to the records as they arrive. With --durable NAME the stream
 remembers what was printed, and watch started again with the same name
 goes on from there; without it watch starts at --deliver (all, new, last,
@@ -129,6 +132,10 @@ func (o *watchOptions) runFleet(cmd *cobra.Command, fo *fleetOptions) error {
 		}
 	}
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	popts, err := printerOptions(stdout, o.format, o.json, o.raw)
+	if err != nil {
+		return err
+	}
 	cc.OnError = func(err error) { fmt.Fprintf(stderr, "watchq: %v\n", err) }
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -164,7 +171,7 @@ func (o *watchOptions) runFleet(cmd *cobra.Command, fo *fleetOptions) error {
 
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()
-	enc := json.NewEncoder(out)
+	fp := &fleetPrinter{w: out, o: popts, enc: json.NewEncoder(out)}
 	seen := 0
 	for m, err := range fleet.Watch(ctx, js, cc) {
 		if err != nil {
@@ -185,12 +192,7 @@ func (o *watchOptions) runFleet(cmd *cobra.Command, fo *fleetOptions) error {
 				return fmt.Errorf("capture: %w", err)
 			}
 		}
-		if o.json {
-			err = enc.Encode(fleetJSON(m))
-		} else {
-			err = printFleetText(out, m)
-		}
-		if err == nil {
+		if err = fp.print(m); err == nil {
 			err = out.Flush()
 		}
 		if err != nil {
@@ -204,38 +206,92 @@ func (o *watchOptions) runFleet(cmd *cobra.Command, fo *fleetOptions) error {
 	return errors.New("fleet consumer ended")
 }
 
-// printFleetText prints one fleet record as the local watch prints a read
-// of one record, each line after the host's name.
-func printFleetText(w io.Writer, m *fleet.Message) error {
-	h := m.Record.Header()
-	p := m.Host + ": "
+// fleetPrinter prints fleet records in the local watch's formats, each
+// with its host named. Devices are never resolved through this machine's
+// sysfs: the records come from other hosts.
+type fleetPrinter struct {
+	w   io.Writer
+	o   printer.Options
+	enc *json.Encoder
+}
+
+func (p *fleetPrinter) print(m *fleet.Message) error {
+	switch p.o.Format {
+	case printer.FormatSample:
+		return p.sample(m)
+	case printer.FormatKeyctl:
+		// keyctl watch prints key records only; so does this.
+		if l, ok := printer.Keyctl(m.Record); ok {
+			_, err := fmt.Fprintf(p.w, "%s: %s\n", m.Host, l)
+			return err
+		}
+		return nil
+	case printer.FormatJSON:
+		o := fleetJSON(m)
+		o.TS = time.Now().UTC().Format(time.RFC3339Nano)
+		if p.o.Raw {
+			o.Raw = fmt.Sprintf("%x", []byte(m.Record))
+		}
+		return p.enc.Encode(o)
+	}
+	// line: the forwarder's time, the host, the record's line, where it
+	// is in the host's sequence.
 	if m.Gap > 0 {
-		fmt.Fprintf(w, "%s-- GAP -- (%d sequence numbers before %d not in the stream)\n", p, m.Gap, m.Seq)
+		fmt.Fprintf(p.w, "%s %s gap %d sequence numbers before %d not in the stream\n", m.Time.UTC().Format(time.RFC3339Nano), m.Host, m.Gap, m.Seq)
+	}
+	line := printer.Line(m.Record, nil, printer.NoDeviceNames)
+	if m.Record.IsLoss() {
+		line = lossText(m)
 	}
 	late := ""
 	if m.Late {
 		late = " late"
 	}
-	fmt.Fprintf(w, "%sread() = %d seq=%d boot=%s time=%s%s\n", p, len(m.Record), m.Seq, m.Boot, m.Time.UTC().Format(time.RFC3339Nano), late)
-	fmt.Fprintf(w, "%sNOTIFY[000]: ty=%06x sy=%02x i=%08x\n", p, uint32(h.Type), h.Subtype, h.Info)
-	line := printer.Line(m.Record)
+	_, err := fmt.Fprintf(p.w, "%s %s %s seq=%d%s\n", m.Time.UTC().Format(time.RFC3339Nano), m.Host, line, m.Seq, late)
+	return err
+}
+
+// lossText says how many records a host lost and why, exactly.
+func lossText(m *fleet.Message) string {
+	if m.Lost == 0 {
+		return fmt.Sprintf("loss records lost, not counted (%s)", m.Cause)
+	}
+	return fmt.Sprintf("loss %d records lost (%s)", m.Lost, m.Cause)
+}
+
+// sample prints one fleet record as the local watch prints a read of one
+// record in the sample's format, each line after the host's name.
+func (p *fleetPrinter) sample(m *fleet.Message) error {
+	w := p.w
+	h := m.Record.Header()
+	pre := m.Host + ": "
+	if m.Gap > 0 {
+		fmt.Fprintf(w, "%s-- GAP -- (%d sequence numbers before %d not in the stream)\n", pre, m.Gap, m.Seq)
+	}
+	late := ""
+	if m.Late {
+		late = " late"
+	}
+	fmt.Fprintf(w, "%sread() = %d seq=%d boot=%s time=%s%s\n", pre, len(m.Record), m.Seq, m.Boot, m.Time.UTC().Format(time.RFC3339Nano), late)
+	fmt.Fprintf(w, "%sNOTIFY[000]: ty=%06x sy=%02x i=%08x\n", pre, uint32(h.Type), h.Subtype, h.Info)
+	line := printer.Sample(m.Record)
 	if m.Record.IsLoss() {
 		line = fmt.Sprintf("-- LOSS -- (%d records: %s)", m.Lost, m.Cause)
 		if m.Lost == 0 {
 			line = fmt.Sprintf("-- LOSS -- (records not counted: %s)", m.Cause)
 		}
 	}
-	_, err := fmt.Fprintf(w, "%s%s\n", p, line)
+	_, err := fmt.Fprintf(w, "%s%s\n", pre, line)
 	return err
 }
 
-// fleetObject is the JSON form of a fleet record: the record's fields as
-// the local watch prints them, and where it came from.
+// fleetObject is the JSON form of a fleet record: the record's fields in
+// the local watch's schema, and where it came from.
 type fleetObject struct {
 	Host      string    `json:"host"`
 	Boot      string    `json:"boot"`
 	Seq       uint64    `json:"seq"`
-	Time      time.Time `json:"time"`
+	Time      time.Time `json:"time"` // when the forwarder read it
 	Subject   string    `json:"subject"`
 	StreamSeq uint64    `json:"stream_seq"`
 	Lost      uint64    `json:"lost,omitempty"` // exact, unlike the record's own count
@@ -247,7 +303,7 @@ type fleetObject struct {
 
 func fleetJSON(m *fleet.Message) fleetObject {
 	o := fleetObject{Host: m.Host, Boot: m.Boot, Seq: m.Seq, Time: m.Time, Subject: m.Subject, StreamSeq: m.StreamSeq,
-		Gap: m.Gap, Late: m.Late, Object: printer.JSON(m.Record)}
+		Gap: m.Gap, Late: m.Late, Object: printer.JSON(m.Record, printer.NoDeviceNames)}
 	if m.Record.IsLoss() {
 		o.Lost, o.Cause = m.Lost, m.Cause.String()
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -63,14 +64,19 @@ none is given. Without keys: the session keyring with tag 1 and the user
 keyring with tag 2, as the kernel's sample does.
 
 The kernel backend (KEYCTL_WATCH_KEY on a notification pipe) needs a kernel
-with CONFIG_WATCH_QUEUE and CONFIG_KEY_NOTIFICATIONS; the poll backend diffs
-/proc/keys and KEYCTL_READ every --interval. --backend=auto picks the
-kernel backend when the kernel has it.
+with CONFIG_WATCH_QUEUE and CONFIG_KEY_NOTIFICATIONS. Without it, the traced
+backend (root: BPF on the keyctl, add_key and request_key system calls)
+posts the record the kernel would for each change any process makes, and
+polls every --interval only for what system calls do not show (garbage
+collection, the kernel's own changes); the poll backend diffs /proc/keys and
+KEYCTL_READ every --interval. --backend=auto picks kernel, else traced where
+its programs load, else poll.
 
-` + FilterSyntax,
+` + FilterSyntax + "\n\n" + FormatHelp,
 		Example: `  watchq watch keys                       # @s tag 1, @u tag 2
   watchq watch keys @u=7 0x2ffc2e5d=8 --backend=poll --interval=100ms
   watchq watch keys --filter key:linked,unlinked --json`,
+		ValidArgsFunction: completeKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ks, err := parseKeyArgs(args)
 			if err != nil {
@@ -81,4 +87,26 @@ kernel backend when the kernel has it.
 	}
 	o.addFlags(cmd, true, false)
 	return cmd
+}
+
+// completeKeys offers the special key ids keyctl(1) knows and the serials
+// of the keys this user can see in /proc/keys, with their descriptions.
+func completeKeys(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	out := []string{"@s\tsession keyring", "@u\tuser keyring", "@us\tuser session keyring",
+		"@p\tprocess keyring", "@t\tthread keyring", "@a\tassumed request_key authorisation key"}
+	if b, err := os.ReadFile("/proc/keys"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			// "2ffc2e5d I--Q---     1 perm 3f030000  1000  1000 keyring   _ses: 1"
+			f := strings.Fields(line)
+			if len(f) < 9 {
+				continue
+			}
+			serial, err := strconv.ParseUint(f[0], 16, 32)
+			if err != nil {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%d\t%s %s", serial, f[7], strings.Join(f[8:], " ")))
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }

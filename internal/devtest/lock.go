@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -21,10 +22,38 @@ var LockPath = filepath.Join(os.TempDir(), "watchq-devtest.lock")
 // storms on loop0 reach everyone, and an error traced on /dev/loopN just
 // before another test attaches loopN would be taken for that test's.
 // Call it from TestMain around m.Run.
-func LockHost() (release func()) {
-	fd, err := unix.Open(LockPath, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o666)
+//
+// In a fuzz worker (a test binary started by `go test -fuzz` with
+// -test.fuzzworker) LockHost takes nothing and returns a no-op: the
+// coordinator that started the worker is the same package's test binary
+// and may hold the lock already, so the worker would wait for it forever
+// (and the fuzz target would run zero times). A fuzz worker runs only the
+// fuzz target, and fuzz targets must not touch the host's devices.
+func LockHost() (release func()) { return lockHost(LockPath, os.Args[1:]) }
+
+// isFuzzWorker reports whether args, a test binary's arguments, make it
+// a fuzz worker: cmd/go's coordinator starts each worker with
+// -test.fuzzworker ahead of its own arguments (internal/fuzz).
+func isFuzzWorker(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == "test.fuzzworker" || a == "test.fuzzworker=true" {
+			return true
+		}
+	}
+	return false
+}
+
+func lockHost(path string, args []string) (release func()) {
+	if isFuzzWorker(args) {
+		return func() {}
+	}
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o666)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "devtest: %s: %v (running without the host lock)\n", LockPath, err)
+		fmt.Fprintf(os.Stderr, "devtest: %s: %v (running without the host lock)\n", path, err)
 		return func() {}
 	}
 	for {
@@ -34,13 +63,14 @@ func LockHost() (release func()) {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "devtest: flock %s: %v (running without the host lock)\n", LockPath, err)
+		fmt.Fprintf(os.Stderr, "devtest: flock %s: %v (running without the host lock)\n", path, err)
 	}
 	return func() { unix.Close(fd) }
 }
 
 // Main is a TestMain for packages that need nothing else: it runs m
-// holding the host lock and exits with its status.
+// holding the host lock (none in a fuzz worker, see LockHost) and exits
+// with its status.
 func Main(m *testing.M) {
 	release := LockHost()
 	code := m.Run()

@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -49,7 +48,7 @@ func ParseFlags(args []string, stderr io.Writer) (*Options, error) {
 	o := &Options{}
 	fs := flag.NewFlagSet("watchqd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.Socket, "socket", protocol.DefaultSocket, "`path` of the control socket (ignored under systemd socket activation)")
+	fs.StringVar(&o.Socket, "socket", protocol.DefaultSocket, "`path` of the control socket (ignored under systemd socket activation); its directory must be writable by root or watchqd's user only, and PATH.lock is watchqd's lock")
 	mode := fs.String("socket-mode", "0666", "permission `bits` of the socket watchqd creates (the policy, not the mode, decides access)")
 	fs.StringVar(&o.Config, "config", DefaultConfig, "policy configuration `file`, see watchqd.conf(5)")
 	fs.StringVar(&o.Devices, "devices", "auto", "device source: on (required), off, or auto (used when it opens)")
@@ -144,9 +143,16 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	l, err := listen(o, log)
+	l, remove, err := listen(o, log)
 	if err != nil {
 		return err
+	}
+	if remove != nil {
+		defer func() {
+			if rerr := remove(); rerr != nil {
+				log.Error("removing the socket", "err", rerr)
+			}
+		}()
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -186,34 +192,26 @@ func errString(err error) string {
 }
 
 // listen returns systemd's socket when activated, else a new
-// SOCK_SEQPACKET socket at o.Socket (replacing a stale one).
-func listen(o *Options, log *slog.Logger) (*net.UnixListener, error) {
+// SOCK_SEQPACKET socket at o.Socket, created as socket.go describes, and
+// its remove function, which Run calls once Serve has returned (nil for
+// systemd's socket: systemd owns it).
+func listen(o *Options, log *slog.Logger) (*net.UnixListener, func() error, error) {
 	ls, err := activation.Listeners()
 	if err != nil {
-		return nil, fmt.Errorf("watchqd: socket activation: %w", err)
+		return nil, nil, fmt.Errorf("watchqd: socket activation: %w", err)
 	}
 	for _, l := range ls {
 		if ul, ok := l.(*net.UnixListener); ok && ul.Addr().Network() == "unixpacket" {
 			log.Debug("socket from systemd", "addr", ul.Addr().String())
-			return ul, nil
+			return ul, nil, nil
 		}
 	}
 	if len(ls) > 0 {
-		return nil, errors.New("watchqd: systemd passed no SOCK_SEQPACKET Unix socket (want ListenSequentialPacket=)")
+		return nil, nil, errors.New("watchqd: systemd passed no SOCK_SEQPACKET Unix socket (want ListenSequentialPacket=)")
 	}
-	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o755); err != nil {
-		return nil, fmt.Errorf("watchqd: %w", err)
-	}
-	if fi, err := os.Lstat(o.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(o.Socket)
-	}
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: o.Socket, Net: "unixpacket"})
+	s, err := createSocket(o.Socket, o.SocketMode, log)
 	if err != nil {
-		return nil, fmt.Errorf("watchqd: listen: %w", err)
+		return nil, nil, err
 	}
-	if err := os.Chmod(o.Socket, os.FileMode(o.SocketMode)); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("watchqd: %w", err)
-	}
-	return l, nil
+	return s.l, s.Close, nil
 }

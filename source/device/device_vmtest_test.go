@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/vmtest/guest"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
-	"github.com/watchq/watchq/internal/vmtest/guest"
 )
 
 // usbName is dev_name() of a non-root-hub USB device: BUS-PORT[.PORT...].

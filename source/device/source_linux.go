@@ -12,60 +12,13 @@ import (
 	"time"
 
 	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/bpfring"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device/blockerr"
 	"github.com/watchq/watchq/source/device/uevent"
 	"github.com/watchq/watchq/source/device/usbreset"
 	"golang.org/x/sys/unix"
 )
-
-// Config configures Open.
-type Config struct {
-	// Engine owns the device watch list; required.
-	Engine *watchq.Engine
-	// ReadBuffer is the uevent socket's receive buffer in bytes: 0 means
-	// uevent.DefaultReadBuffer (128 MiB, with SO_RCVBUFFORCE), negative
-	// leaves the kernel default.
-	ReadBuffer int
-	// NoBlockErrors disables the block I/O error tracer.
-	NoBlockErrors bool
-	// NoUSBReset disables the USB reset tracer.
-	NoUSBReset bool
-	// RingSize is the block error ring buffer size; 0 means
-	// blockerr.DefaultRingSize.
-	RingSize int
-	// NetNS, if non-zero, opens the uevent socket in that network namespace
-	// (tests use a private one to inject spoofed datagrams).
-	NetNS int
-	// SysfsRoot is where sysfs is mounted, for block device sizes; "" means
-	// /sys.
-	SysfsRoot string
-}
-
-// Capabilities says which parts of the source work on this machine, and
-// why not. A nil error means the part runs.
-type Capabilities struct {
-	Uevents         error  // USB add/remove and block lifecycle records
-	BlockErrors     error  // block I/O error records
-	BlockTracepoint string // "block/block_rq_error" or the fallback in use
-	USBReset        error  // USB reset records (fexit on usb_reset_device)
-}
-
-// Stats counts what the source saw. Every field only grows.
-type Stats struct {
-	Received    uint64 // kernel uevents received
-	Posted      uint64 // records posted to the watch list
-	Ignored     uint64 // uevents that map to no record
-	Malformed   uint64 // kernel datagrams that did not parse
-	Spoofed     uint64 // datagrams from a sender other than the kernel, dropped
-	Truncated   uint64 // datagrams longer than uevent.MaxSize, dropped
-	Overruns    uint64 // ENOBUFS reports from the uevent socket
-	UeventsLost uint64 // uevents the kernel dropped on a full socket
-	ReadErrors  uint64 // other receive errors
-	BlockErrors uint64 // block I/O errors received from the tracer
-	BPFDrops    uint64 // block errors and resets dropped on a full ring buffer
-	USBResets   uint64 // USB resets received from the tracer
-}
 
 type counters struct {
 	received, posted, ignored, malformed, spoofed, truncated, overruns,
@@ -90,17 +43,21 @@ type Source struct {
 	closeOnce sync.Once
 }
 
-// Object is the watched object the device watch list belongs to: the
-// global device list, id 0, owned by root, mode 0 (the policy decides;
-// security_watch_devices).
-var Object = watchq.Object{Kind: watchq.KindDevices}
-
 // Open starts the source. The uevent listener is required; the block error
 // and USB reset tracers are optional, and Capabilities says whether they
-// run. Cancelling ctx closes the source.
+// run: a tracer the kernel cannot run is left out, but one that failed for
+// a transient reason (EMFILE, ENOMEM) fails Open.
+//
+// ctx governs the source's life, as for keys.Open: cancelling it closes
+// the source as Close does (every watch ends with a removal record), and
+// a ctx already done fails Open with ctx.Err(). Open itself does not
+// block.
 func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("device: Config.Engine is nil")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("device: open: %w", err)
 	}
 	conn, err := uevent.Dial(uevent.Config{ReadBuffer: cfg.ReadBuffer, NetNS: cfg.NetNS})
 	if err != nil {
@@ -110,15 +67,28 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if s.sysfs == "" {
 		s.sysfs = "/sys"
 	}
+	// A tracer the kernel cannot run leaves the source without it, as
+	// Capabilities says; one that failed for a passing reason (EMFILE,
+	// ENOMEM: bpfring.Transient) fails Open, which the caller may try
+	// again, rather than run without it for the source's life.
 	s.caps.BlockErrors = errors.New("disabled by Config.NoBlockErrors")
 	if !cfg.NoBlockErrors {
-		if s.blk, s.caps.BlockErrors = blockerr.Open(blockerr.Config{RingSize: cfg.RingSize}); s.blk != nil {
+		if s.blk, s.caps.BlockErrors = openBlockErr(blockerr.Config{RingSize: cfg.RingSize}); s.blk != nil {
 			s.caps.BlockTracepoint = s.blk.Tracepoint
+		} else if bpfring.Transient(s.caps.BlockErrors) {
+			conn.Close()
+			return nil, fmt.Errorf("device: block error tracer: %w", s.caps.BlockErrors)
 		}
 	}
 	s.caps.USBReset = errors.New("disabled by Config.NoUSBReset")
 	if !cfg.NoUSBReset {
-		s.usb, s.caps.USBReset = usbreset.Open()
+		if s.usb, s.caps.USBReset = openUSBReset(); s.usb == nil && bpfring.Transient(s.caps.USBReset) {
+			if s.blk != nil {
+				s.blk.Close()
+			}
+			conn.Close()
+			return nil, fmt.Errorf("device: USB reset tracer: %w", s.caps.USBReset)
+		}
 	}
 	s.wl = cfg.Engine.NewWatchList(Object)
 	s.wg.Add(1)
@@ -131,9 +101,15 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 		s.wg.Add(1)
 		go s.traceUSB()
 	}
-	s.stop = context.AfterFunc(ctx, func() { s.Close() })
+	s.stop = context.AfterFunc(ctx, func() { s.close(false) })
 	return s, nil
 }
+
+// The tracers' constructors; tests replace them.
+var (
+	openBlockErr = blockerr.Open
+	openUSBReset = usbreset.Open
+)
 
 // Capabilities reports which parts of the source run here, and why not.
 func (s *Source) Capabilities() Capabilities { return s.caps }
@@ -142,17 +118,31 @@ func (s *Source) Capabilities() Capabilities { return s.caps }
 // with a tag: it adds a watch on the global device list for q, delivering
 // records stamped with tag. A second watch for q is EBUSY; the engine's
 // policy (security_watch_devices) may refuse with EACCES. watcher nil means
-// the calling process.
+// the calling process. After Close it fails with watchq.ErrClosed.
 func (s *Source) Watch(q *watchq.Queue, tag record.Tag, watcher *watchq.Cred) error {
 	if watcher == nil {
 		watcher = watchq.CurrentCred()
 	}
-	return s.wl.Add(q, DevicesID, tag, watcher)
+	if s.closing.Load() {
+		return fmt.Errorf("device: watch: %w", watchq.ErrClosed)
+	}
+	err := s.wl.Add(q, DevicesID, tag, watcher)
+	if errors.Is(err, watchq.ErrListDead) {
+		// Only Close destroys the device list.
+		return fmt.Errorf("device: watch: %w", watchq.ErrClosed)
+	}
+	return err
 }
 
 // Unwatch is watch_devices(2) with tag -1: it removes q's watch and posts
-// an 8-byte removal record (id 0) to q. No watch is EBADSLT.
-func (s *Source) Unwatch(q *watchq.Queue) error { return s.wl.Remove(q, DevicesID) }
+// an 8-byte removal record (id 0) to q. No watch is EBADSLT; after Close
+// it fails with watchq.ErrClosed.
+func (s *Source) Unwatch(q *watchq.Queue) error {
+	if s.closing.Load() {
+		return fmt.Errorf("device: unwatch: %w", watchq.ErrClosed)
+	}
+	return s.wl.Remove(q, DevicesID)
+}
 
 // Stats returns the counters.
 func (s *Source) Stats() Stats {
@@ -167,12 +157,18 @@ func (s *Source) Stats() Stats {
 
 // Close stops the source: the goroutines end, the socket and the BPF
 // programs are released, and every watch is removed with a removal record
-// (remove_watch_list). It is safe to call more than once.
-func (s *Source) Close() error {
+// (remove_watch_list). Later calls wait for the first to finish and
+// return nil.
+func (s *Source) Close() error { return s.close(true) }
+
+// close is Close; stopCtx says whether to stop Open's context.AfterFunc
+// (not when that is the caller: it runs in a goroutine of its own, which
+// must not read s.stop while Open may still be writing it).
+func (s *Source) close(stopCtx bool) error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
-		if s.stop != nil {
+		if stopCtx {
 			s.stop()
 		}
 		err = s.conn.Close()

@@ -12,13 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
+	"github.com/watchq/watchq/internal/vmtest/guest"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
+	"github.com/watchq/watchq/source/device/blockerr"
 	"github.com/watchq/watchq/source/device/uevent"
-	"github.com/watchq/watchq/internal/vmtest/guest"
+	"github.com/watchq/watchq/source/device/usbreset"
 	"golang.org/x/sys/unix"
 )
 
@@ -435,5 +438,89 @@ func TestCapabilities(t *testing.T) {
 	}
 	if c.BlockErrors == nil && c.BlockTracepoint == "" {
 		t.Error("block errors run but no tracepoint named")
+	}
+}
+
+// TestTransientTracerFailure: a tracer that fails for a passing reason
+// (EMFILE) fails Open instead of leaving the source without it for its
+// life; one the kernel cannot run is left out and Capabilities says why.
+func TestTransientTracerFailure(t *testing.T) {
+	testenv.RequireRoot(t)
+	emfile := func(what string) error { return fmt.Errorf("%s: %w", what, unix.EMFILE) }
+	unsupported := fmt.Errorf("no BTF (%w)", ebpf.ErrNotSupported)
+	noUSB := func() (*usbreset.Tracer, error) { return nil, unsupported }
+	for _, tc := range []struct {
+		name string
+		blk  func(blockerr.Config) (*blockerr.Tracer, error)
+		usb  func() (*usbreset.Tracer, error)
+	}{
+		{"block", func(blockerr.Config) (*blockerr.Tracer, error) { return nil, emfile("blockerr: load program") }, noUSB},
+		{"usb", func(blockerr.Config) (*blockerr.Tracer, error) { return nil, unsupported }, func() (*usbreset.Tracer, error) { return nil, emfile("usbreset: load") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer device.SetTracerOpeners(tc.blk, tc.usb)()
+			s, err := device.Open(context.Background(), device.Config{Engine: watchq.NewEngine(watchq.Config{})})
+			if err == nil {
+				c := s.Capabilities()
+				s.Close()
+				t.Fatalf("Open with a tracer failing on EMFILE succeeded (block errors: %v; USB reset: %v)", c.BlockErrors, c.USBReset)
+			}
+			if !errors.Is(err, unix.EMFILE) {
+				t.Errorf("Open: %v, want EMFILE", err)
+			}
+		})
+	}
+	defer device.SetTracerOpeners(func(blockerr.Config) (*blockerr.Tracer, error) { return nil, unsupported }, noUSB)()
+	s := open(t, device.Config{})
+	if c := s.Capabilities(); !errors.Is(c.BlockErrors, ebpf.ErrNotSupported) || !errors.Is(c.USBReset, ebpf.ErrNotSupported) {
+		t.Errorf("unsupported tracers: capabilities %+v", c)
+	}
+}
+
+// TestCloseAndContext: a second Close returns nil; a closed source refuses
+// watches with watchq.ErrClosed; a done ctx fails Open; cancelling Open's
+// ctx closes the source, every watch ending with its removal record.
+func TestCloseAndContext(t *testing.T) {
+	testenv.RequireRoot(t)
+	eng := watchq.NewEngine(watchq.Config{})
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if s, err := device.Open(done, device.Config{Engine: eng, NoBlockErrors: true, NoUSBReset: true}); !errors.Is(err, context.Canceled) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("Open with a cancelled ctx = %v, want context.Canceled", err)
+	}
+
+	s := open(t, device.Config{NoBlockErrors: true, NoUSBReset: true})
+	q := watch(t, s, 3)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
+	closed := func(err error) bool { return errors.Is(err, watchq.ErrClosed) && errors.Is(err, os.ErrClosed) }
+	if err := s.Watch(watchq.NewQueue(), 1, nil); !closed(err) {
+		t.Errorf("Watch after Close = %v, want watchq.ErrClosed", err)
+	}
+	if err := s.Unwatch(q); !closed(err) {
+		t.Errorf("Unwatch after Close = %v, want watchq.ErrClosed", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := device.Open(ctx, device.Config{Engine: eng, NoBlockErrors: true, NoUSBReset: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q = watch(t, s, 4)
+	cancel()
+	if r := next(t, q, func(r record.Record) bool { return r.IsRemoval() }); r.Tag() != 4 {
+		t.Fatalf("removal tag %d, want 4", r.Tag())
+	}
+	if err := s.Watch(watchq.NewQueue(), 1, nil); !closed(err) {
+		t.Errorf("Watch after ctx was cancelled = %v, want watchq.ErrClosed", err)
 	}
 }

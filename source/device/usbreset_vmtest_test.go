@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq/internal/vmtest/guest"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/device"
-	"github.com/watchq/watchq/internal/vmtest/guest"
 	"golang.org/x/sys/unix"
 )
 

@@ -23,9 +23,10 @@ type Backend uint8
 
 // Backends.
 const (
-	Auto   Backend = iota // Kernel if the kernel has the facility, else Poll
+	Auto   Backend = iota // Kernel if the kernel has the facility, else Traced if it loads, else Poll
 	Kernel                // KEYCTL_WATCH_KEY on a notification pipe
 	Poll                  // periodic diff of /proc/keys and KEYCTL_READ
+	Traced                // BPF on the key system calls, and a poll for the rest (traced_linux.go)
 )
 
 // String names the backend.
@@ -37,6 +38,8 @@ func (b Backend) String() string {
 		return "kernel"
 	case Poll:
 		return "poll"
+	case Traced:
+		return "traced"
 	}
 	return "backend(" + strconv.Itoa(int(b)) + ")"
 }

@@ -4,6 +4,8 @@ package keys
 
 import (
 	"context"
+	"errors"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -27,6 +29,15 @@ type kernelBackend struct {
 	// removed a watch ourselves; the relay swallows them rather than
 	// destroying a newer watch list on the same key. Guarded by Source.mu.
 	expect map[int32]int
+
+	// orphans are kernel watches the source no longer uses but could not
+	// remove: KEYCTL_WATCH_KEY -1 failed (the process lost View of the
+	// key, or the key was revoked, after the last engine watch went). The
+	// kernel still delivers their records, which the relay drops (no
+	// entry); the next Watch of the key adopts the kernel watch, which
+	// KEYCTL_WATCH_KEY would refuse to place again (EBUSY), and the key's
+	// kernel removal record ends it. Guarded by Source.mu.
+	orphans map[int32]bool
 
 	// Relay statistics, guarded by relayMu.
 	records, losses uint64
@@ -54,24 +65,33 @@ func newKernelBackend(s *Source, notes int) (*kernelBackend, error) {
 		p.Close()
 		return nil, err
 	}
-	return &kernelBackend{s: s, pipe: p, rc: rc, expect: make(map[int32]int)}, nil
+	return &kernelBackend{s: s, pipe: p, rc: rc, expect: make(map[int32]int), orphans: make(map[int32]bool)}, nil
 }
 
-// add places the process's one kernel watch on the key. The kernel tag is
-// always 0: records are routed by key id, and each engine watch stamps its
-// own tag.
-func (b *kernelBackend) add(e *entry) error {
-	if err := b.pipe.WatchKey(e.serial, 0); err != nil {
-		return err
+// addLocked places the process's one kernel watch on the key, or adopts
+// the orphaned one it still has. The kernel tag is always 0: records are
+// routed by key id, and each engine watch stamps its own tag.
+func (b *kernelBackend) addLocked(e *entry) error {
+	if b.orphans[e.serial] {
+		delete(b.orphans, e.serial)
+		return nil
 	}
-	return nil
+	return b.pipe.WatchKey(e.serial, 0)
 }
 
-// remove drops the kernel watch; the kernel answers with a removal record
-// that the relay must not mistake for the key's destruction.
-func (b *kernelBackend) remove(e *entry) {
-	if err := b.pipe.UnwatchKey(e.serial); err == nil {
+// removeLocked drops the kernel watch; the kernel answers with a removal
+// record that the relay must not mistake for the key's destruction. If the
+// kernel refuses, the watch is kept as an orphan (see orphans); EBADSLT
+// means there is none left to remove (the key's removal record is on its
+// way) and a closed pipe holds no watches.
+func (b *kernelBackend) removeLocked(e *entry) {
+	err := b.pipe.UnwatchKey(e.serial)
+	switch {
+	case err == nil:
 		b.expect[e.serial]++
+	case errors.Is(err, unix.EBADSLT), errors.Is(err, os.ErrClosed):
+	default:
+		b.orphans[e.serial] = true
 	}
 }
 
@@ -126,7 +146,7 @@ func (b *kernelBackend) relay(p []byte) {
 			if e := s.entries[int32(k.KeyID)]; e != nil {
 				e.wl.Post(rec, s.gen, record.ObjectID(k.KeyID))
 				if e.wl.Len() == 0 {
-					s.drop(e) // every queue watching it was closed
+					s.dropLocked(e) // every queue watching it was closed
 				}
 			}
 		case rec.IsLoss():
@@ -142,6 +162,10 @@ func (b *kernelBackend) relay(p []byte) {
 				continue
 			}
 			serial := int32(m.ID)
+			if b.orphans[serial] {
+				delete(b.orphans, serial) // the key is gone
+				continue
+			}
 			if b.expect[serial] > 0 {
 				if b.expect[serial]--; b.expect[serial] == 0 {
 					delete(b.expect, serial)
@@ -151,7 +175,7 @@ func (b *kernelBackend) relay(p []byte) {
 			// The key was destroyed (security/keys/gc.c:
 			// key_gc_unused_keys → remove_watch_list).
 			if e := s.entries[serial]; e != nil {
-				s.destroy(e)
+				s.destroyLocked(e)
 			}
 		}
 	}

@@ -10,16 +10,17 @@ import (
 
 // resolve turns a key id into a serial. Special ids (KEY_SPEC_*) are looked
 // up with creation, as keyctl_watch_key's lookup_user_key(id,
-// KEY_LOOKUP_CREATE, KEY_NEED_VIEW) does; serials are returned as they are.
+// KEY_LOOKUP_CREATE, KEY_NEED_VIEW) does for a watch and an unwatch alike;
+// serials are returned as they are.
 // Corresponds to security/keys/keyctl.c:keyctl_get_keyring_ID.
-func resolve(id int32, create bool) (int32, error) {
+func resolve(id int32) (int32, error) {
 	if id > 0 {
 		return id, nil
 	}
 	if id < unix.KEY_SPEC_REQUESTOR_KEYRING || id == 0 {
 		return 0, &Error{Op: "resolve", Key: id, Err: unix.EINVAL}
 	}
-	s, err := unix.KeyctlGetKeyringID(int(id), create)
+	s, err := unix.KeyctlGetKeyringID(int(id), true)
 	if err != nil {
 		return 0, &Error{Op: "keyctl(KEYCTL_GET_KEYRING_ID)", Key: id, Err: err}
 	}
@@ -35,6 +36,36 @@ func describe(serial int32) (Description, error) {
 		return Description{}, &Error{Op: "keyctl(KEYCTL_DESCRIBE)", Key: serial, Err: err}
 	}
 	return ParseDescription(s)
+}
+
+// lookupView makes the check keyctl_watch_key makes before it touches a
+// watch, for a tag and for -1 alike: lookup_user_key(id,
+// KEY_LOOKUP_CREATE, KEY_NEED_VIEW) under the calling thread's
+// credentials (security/keys/process_keys.c). It returns the key's
+// description.
+//
+// KEYCTL_DESCRIBE checks View, and revocation and expiry (key_validate),
+// but it looks the key up with KEY_LOOKUP_PARTIAL, so it also accepts a
+// key under construction and a negatively instantiated one. The watch's
+// lookup has no KEY_LOOKUP_PARTIAL: it waits for construction to end and
+// fails with a negative key's error (wait_for_key_construction returns
+// key_read_state: ENOKEY after KEYCTL_NEGATE, the given error after
+// KEYCTL_REJECT), and with EIO for a key still uninstantiated.
+// KEYCTL_READ's lookup (lookup_user_key(id, 0, KEY_DEFER_PERM_CHECK),
+// then key_read_state) does the same before it checks Read, so a
+// zero-length KEYCTL_READ completes the check: EACCES (not readable) or
+// EOPNOTSUPP (a type without a read method) from it say the key is
+// instantiated, which is all that is asked here.
+func lookupView(serial int32) (Description, error) {
+	d, err := describe(serial)
+	if err != nil {
+		return Description{}, err
+	}
+	if _, err := unix.KeyctlBuffer(unix.KEYCTL_READ, int(serial), nil, 0); err != nil &&
+		!errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return Description{}, &Error{Op: "keyctl(KEYCTL_READ) instantiation check", Key: serial, Err: err}
+	}
+	return d, nil
 }
 
 // readKey reads key serial's payload (KEYCTL_READ) into buf, growing it;
@@ -66,3 +97,8 @@ func stateOf(err error) (keyState, bool) {
 	}
 	return 0, false
 }
+
+// Resolve returns the serial of key id as Watch resolves it: a serial is
+// returned as it is, a special id (SpecSession...) names a keyring of the
+// calling thread, created if need be.
+func Resolve(id int32) (int32, error) { return resolve(id) }

@@ -282,3 +282,48 @@ func BenchmarkKeysKernelSyscallOnly(b *testing.B) {
 		unix.KeyctlBuffer(unix.KEYCTL_UPDATE, int(key), payload, 0)
 	}
 }
+
+// TestVMOrphanedKernelWatch: when the last engine watch on a key goes
+// while the process may not view the key, the kernel refuses
+// KEYCTL_WATCH_KEY -1 (EACCES) and keeps its watch. The source must not
+// forget it: a later Watch of the key adopts the kernel watch (placing
+// another would be EBUSY), and records flow again.
+func TestVMOrphanedKernelWatch(t *testing.T) {
+	src, q := openBackend(t, Kernel, 0, 64)
+	ring := newKeyring(t, "wq-orphan")
+	k := addKey(t, "user", "wq-orphan", []byte("1"), ring)
+	must(t, "setperm", unix.KeyctlSetperm(int(k), permAll))
+	must(t, "watch", src.Watch(q, k, 1, nil))
+	must(t, "sync", src.Sync(t.Context()))
+
+	// The queue goes: its watch goes silently, and the relay drops the
+	// key at its next record, the SETATTR of this setperm, when View is
+	// already gone.
+	q.Close()
+	must(t, "setperm no view", unix.KeyctlSetperm(int(k), permNoView))
+	must(t, "sync", src.Sync(t.Context()))
+	if n := src.Watched(); n != 0 {
+		t.Fatalf("%d keys watched after the last queue closed, want 0", n)
+	}
+	must(t, "setperm view", unix.KeyctlSetperm(int(k), permAll))
+	must(t, "sync", src.Sync(t.Context()))
+
+	q2 := watchq.NewQueue()
+	t.Cleanup(func() { q2.Close() })
+	if _, err := q2.SetSize(64); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Watch(q2, k, 2, nil); err != nil {
+		t.Fatalf("Watch after the kernel kept its watch: %v", err)
+	}
+	must(t, "update", func() error { _, err := unix.KeyctlBuffer(unix.KEYCTL_UPDATE, int(k), []byte("2"), 0); return err }())
+	must(t, "sync", src.Sync(t.Context()))
+	if got := drainQueue(t, q2); len(got) != 1 || got[0].sub != "updated" || got[0].key != k || got[0].tag != 2 {
+		t.Errorf("second queue: %+v, want one UPDATED of %d with tag 2", got, k)
+	}
+	must(t, "unwatch", src.Unwatch(q2, k))
+	must(t, "sync", src.Sync(t.Context()))
+	if got := drainQueue(t, q2); len(got) != 1 || got[0].sub != "removal" {
+		t.Errorf("after Unwatch: %+v, want one removal", got)
+	}
+}

@@ -5,6 +5,7 @@ package keys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/record"
 )
 
@@ -57,7 +59,7 @@ func newPoller(s *Source) *poller {
 // add takes the key's first picture with a scanner of its own (it runs
 // under Source.mu, so it must not wait for scanMu); records start with the
 // next pass. The new entry is in no pass's list until add returns.
-func (p *poller) add(e *entry) error {
+func (p *poller) addLocked(e *entry) error {
 	sc := newScanner(p.sc.seed)
 	sc.scan([]*entry{e})
 	e.snap = e.next
@@ -66,7 +68,7 @@ func (p *poller) add(e *entry) error {
 	return nil
 }
 
-func (p *poller) remove(*entry) {}
+func (p *poller) removeLocked(*entry) {}
 
 func (p *poller) run() {
 	t := time.NewTicker(p.s.interval)
@@ -89,7 +91,7 @@ func (p *poller) sync(ctx context.Context) error {
 	select {
 	case p.kick <- done:
 	case <-p.s.stop:
-		return ErrClosed
+		return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -126,17 +128,17 @@ func (p *poller) pass() {
 			continue
 		}
 		if e.wl.Len() == 0 {
-			s.drop(e) // every queue watching it was closed
+			s.dropLocked(e) // every queue watching it was closed
 			continue
 		}
 		var snap *snapshot
 		var gone bool
 		p.out, snap, gone = diff(e.serial, &e.snap, &e.next, p.out[:0])
 		for _, n := range p.out {
-			s.post(e, n)
+			s.postLocked(e, n)
 		}
 		if gone {
-			s.destroy(e)
+			s.destroyLocked(e)
 			continue
 		}
 		if snap != &e.snap {

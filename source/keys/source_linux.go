@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-
 	"time"
 
 	"github.com/watchq/watchq"
@@ -16,36 +15,13 @@ import (
 	"github.com/watchq/watchq/record"
 )
 
-// BackendEnv overrides the Auto backend choice: "kernel" or "poll".
-const BackendEnv = "WATCHQ_KEYS_BACKEND"
-
-// DefaultInterval is the poll backend's interval when Config.Interval is 0.
-const DefaultInterval = time.Second
-
-// Config configures a Source.
-type Config struct {
-	// Engine makes the watch lists and holds the policy. Required.
-	Engine *watchq.Engine
-	// Backend selects the backend; Auto (the zero value) picks Kernel when
-	// kernel.Probe succeeds, else Poll, unless $WATCHQ_KEYS_BACKEND says
-	// otherwise.
-	Backend Backend
-	// Interval is the poll backend's interval; 0 means DefaultInterval.
-	Interval time.Duration
-	// Generator is the credential records are posted with; nil means
-	// watchq.SystemCred.
-	Generator *watchq.Cred
-	// PipeNotes sizes the kernel backend's notification pipe (1..512,
-	// rounded up to 32-note pages); 0 means 512.
-	PipeNotes int
-}
-
 // Source watches keys for engine queues. Its methods are safe for
 // concurrent use.
 type Source struct {
 	eng      *watchq.Engine
 	gen      *watchq.Cred
 	backend  Backend
+	fallback error // why Auto did not choose Traced (traced_linux.go)
 	impl     backend
 	interval time.Duration
 
@@ -53,8 +29,10 @@ type Source struct {
 	entries map[int32]*entry // watched keys by serial. Guarded by mu.
 	closed  bool             // Guarded by mu.
 
-	stop chan struct{}  // closed by Close
-	wg   sync.WaitGroup // the backend goroutine
+	stop    chan struct{}  // closed by Close
+	done    chan struct{}  // closed when Close has finished
+	stopCtx func() bool    // stops Open's context.AfterFunc
+	wg      sync.WaitGroup // the backend goroutine
 }
 
 // entry is one watched key: its watch list and backend state.
@@ -69,29 +47,33 @@ type entry struct {
 	dead    bool     // removed from Source.entries. Guarded by Source.mu.
 }
 
-// backend is what the two backends implement. add and remove are called with
-// Source.mu held.
+// backend is what the two backends implement.
 type backend interface {
-	add(e *entry) error
-	remove(e *entry)
+	addLocked(e *entry) error // Source.mu must be held
+	removeLocked(e *entry)    // Source.mu must be held
 	run()
 	sync(ctx context.Context) error
 	close()
 }
 
-// ErrClosed is returned by a closed Source.
-var ErrClosed = errors.New("keys: source closed")
-
 // Open starts a key source. It fails with an error matching
 // kernel.ErrNotSupported if Backend is Kernel and the kernel lacks the
 // facility.
+//
+// ctx governs the source's life, as for device.Open: cancelling it closes
+// the source as Close does (every watch ends with a removal record), and
+// a ctx already done fails Open with ctx.Err(). Open itself does not
+// block.
 func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("keys: Config.Engine is nil")
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: open: %w", err)
+	}
 	s := &Source{
 		eng: cfg.Engine, gen: cfg.Generator, interval: cfg.Interval,
-		entries: make(map[int32]*entry), stop: make(chan struct{}),
+		entries: make(map[int32]*entry), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if s.gen == nil {
 		s.gen = watchq.SystemCred
@@ -103,8 +85,21 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b == Auto { // no kernel facility: traced where it loads, else poll
+		if b, err = s.openTraced(); err != nil {
+			return nil, err
+		}
+	}
 	s.backend = b
 	switch b {
+	case Traced:
+		if s.impl == nil {
+			tb, err := newTracedBackend(s)
+			if err != nil {
+				return nil, fmt.Errorf("keys: traced backend: %w", err)
+			}
+			s.impl = tb
+		}
 	case Kernel:
 		kb, err := newKernelBackend(s, cfg.PipeNotes)
 		if err != nil {
@@ -119,8 +114,12 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 		defer s.wg.Done()
 		s.impl.run()
 	}()
+	s.stopCtx = context.AfterFunc(ctx, func() { s.close(false) })
 	return s, nil
 }
+
+// probeKernel is kernel.Probe; tests replace it.
+var probeKernel = kernel.Probe
 
 // chooseBackend resolves Auto.
 func chooseBackend(b Backend) (Backend, error) {
@@ -130,24 +129,34 @@ func chooseBackend(b Backend) (Backend, error) {
 			b = Kernel
 		case "poll":
 			b = Poll
+		case "traced":
+			b = Traced
 		case "", "auto":
 		default:
-			return 0, fmt.Errorf("keys: $%s=%q, want kernel, poll or auto", BackendEnv, v)
+			return 0, fmt.Errorf("keys: $%s=%q, want kernel, traced, poll or auto", BackendEnv, v)
 		}
 	}
 	switch b {
 	case Auto:
-		if kernel.Probe() == nil {
+		// Only a conclusive answer picks: the facility is there, or the
+		// kernel says it is not. A probe that failed (EMFILE, ENOMEM)
+		// says nothing about the kernel, and a Source lives long: fail
+		// rather than poll for its whole life on a passing error.
+		switch err := probeKernel(); {
+		case err == nil:
 			return Kernel, nil
+		case errors.Is(err, kernel.ErrNotSupported):
+			return Auto, nil // Open tries Traced, then Poll
+		default:
+			return 0, fmt.Errorf("keys: choosing a backend: %w", err)
 		}
-		return Poll, nil
 	case Kernel:
-		if err := kernel.Probe(); err != nil {
+		if err := probeKernel(); err != nil {
 			return 0, fmt.Errorf("keys: kernel backend: %w", err)
 		}
 		return Kernel, nil
-	case Poll:
-		return Poll, nil
+	case Poll, Traced:
+		return b, nil
 	}
 	return 0, fmt.Errorf("keys: unknown backend %d", b)
 }
@@ -159,26 +168,32 @@ func (s *Source) Backend() Backend { return s.backend }
 // as unix.KEY_SPEC_SESSION_KEYRING, resolved to its serial and created if
 // needed, as the kernel does), delivered with tag. watcher is the credential
 // the engine's policy rules on; nil means watchq.CurrentCred(). The key must
-// be viewable by this process (EACCES otherwise). A second watch by q on the
-// same key gives watchq.ErrWatchExists (EBUSY).
+// be viewable by this process (EACCES otherwise) and instantiated: a key
+// under construction is waited for, a negatively instantiated one refused
+// with its error (ENOKEY, EKEYREJECTED...), as by the kernel; see
+// lookupView. A second watch by q on the same key gives
+// watchq.ErrWatchExists (EBUSY).
 //
 // Corresponds to security/keys/keyctl.c:keyctl_watch_key.
 func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watchq.Cred) error {
 	if watcher == nil {
 		watcher = watchq.CurrentCred()
 	}
-	serial, err := resolve(id, true)
+	if s.isClosed() {
+		return fmt.Errorf("keys: watch key %d: %w", id, watchq.ErrClosed)
+	}
+	serial, err := resolve(id)
 	if err != nil {
 		return err
 	}
-	d, err := describe(serial) // KEY_NEED_VIEW under our credentials
+	d, err := lookupView(serial) // under our credentials, as the kernel's lookup
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return fmt.Errorf("keys: watch key %d: %w", serial, watchq.ErrClosed)
 	}
 	e := s.entries[serial]
 	fresh := e == nil
@@ -186,31 +201,41 @@ func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watch
 		e = &entry{serial: serial, wl: s.eng.NewWatchList(watchq.Object{
 			Kind: watchq.KindKey, ID: ObjectID(serial), UID: d.UID, GID: d.GID, Mode: d.Mode(),
 		})}
-		if err := s.impl.add(e); err != nil {
+		if err := s.impl.addLocked(e); err != nil {
 			return err
 		}
 		s.entries[serial] = e
 	}
 	if err := e.wl.Add(q, ObjectID(serial), tag, watcher); err != nil {
 		if fresh {
-			s.drop(e)
+			s.dropLocked(e)
 		}
 		return fmt.Errorf("keys: watch key %d: %w", serial, err)
 	}
 	return nil
 }
 
-// Unwatch removes q's watch on key id; q gets a removal record. It fails
-// with watchq.ErrNoWatch (EBADSLT) if q does not watch the key.
+// Unwatch removes q's watch on key id; q gets a removal record. As
+// KEYCTL_WATCH_KEY with -1 does, it first looks the key up as Watch does
+// (special ids created if need be, View and instantiation checked, see
+// lookupView), so a key this process may no longer view cannot be
+// unwatched (EACCES) and its watch stays. It fails with watchq.ErrNoWatch
+// (EBADSLT) if q does not watch the key.
 func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
-	serial, err := resolve(id, false)
+	if s.isClosed() {
+		return fmt.Errorf("keys: unwatch key %d: %w", id, watchq.ErrClosed)
+	}
+	serial, err := resolve(id)
 	if err != nil {
+		return err
+	}
+	if _, err := lookupView(serial); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return fmt.Errorf("keys: unwatch key %d: %w", serial, watchq.ErrClosed)
 	}
 	e := s.entries[serial]
 	if e == nil {
@@ -220,24 +245,31 @@ func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
 		return fmt.Errorf("keys: unwatch key %d: %w", serial, err)
 	}
 	if e.wl.Len() == 0 {
-		s.drop(e)
+		s.dropLocked(e)
 	}
 	return nil
 }
 
-// drop forgets e and releases its backend watch. s.mu must be held.
-func (s *Source) drop(e *entry) {
+// isClosed reports whether Close was called.
+func (s *Source) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// dropLocked forgets e and releases its backend watch. s.mu must be held.
+func (s *Source) dropLocked(e *entry) {
 	if e.dead {
 		return
 	}
 	e.dead = true
 	delete(s.entries, e.serial)
-	s.impl.remove(e)
+	s.impl.removeLocked(e)
 }
 
-// destroy ends every watch on e with a removal record: the key is gone.
-// s.mu must be held.
-func (s *Source) destroy(e *entry) {
+// destroyLocked ends every watch on e with a removal record: the key is
+// gone. s.mu must be held.
+func (s *Source) destroyLocked(e *entry) {
 	e.wl.Destroy()
 	e.dead = true
 	delete(s.entries, e.serial)
@@ -255,35 +287,45 @@ func (s *Source) Watched() int {
 // watch_sync does), the poll backend runs a poll pass at once. Garbage
 // collection is asynchronous: a removal may come later.
 func (s *Source) Sync(ctx context.Context) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return ErrClosed
+	if s.isClosed() {
+		return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
 	}
 	return s.impl.sync(ctx)
 }
 
 // Close stops the source. Every watch it holds ends with a removal record.
-func (s *Source) Close() error {
+// Later calls wait for the first to finish and return nil; the source's
+// other methods then return an error matching watchq.ErrClosed.
+func (s *Source) Close() error { return s.close(true) }
+
+// close is Close; stopCtx says whether to stop Open's context.AfterFunc
+// (not when that is the caller: it runs in a goroutine of its own, which
+// must not read s.stopCtx while Open may still be writing it).
+func (s *Source) close(stopCtx bool) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return ErrClosed
+		<-s.done
+		return nil
 	}
 	s.closed = true
 	for _, e := range s.entries {
-		s.destroy(e)
+		s.destroyLocked(e)
 	}
 	s.mu.Unlock()
+	if stopCtx {
+		s.stopCtx()
+	}
 	close(s.stop)
 	s.impl.close()
 	s.wg.Wait()
+	close(s.done)
 	return nil
 }
 
-// post builds key record n and posts it to e's watch list. s.mu must be held.
-func (s *Source) post(e *entry, n record.KeyNotification) {
+// postLocked builds key record n and posts it to e's watch list. s.mu must
+// be held.
+func (s *Source) postLocked(e *entry, n record.KeyNotification) {
 	var b [record.KeyRecordSize]byte
 	rec, _ := n.AppendBinary(b[:0])
 	e.wl.Post(rec, s.gen, ObjectID(e.serial))

@@ -15,7 +15,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/watchq/watchq/record"
 )
@@ -159,26 +158,26 @@ func Subtype(errno int32) (subtype uint8, known bool) {
 	if errno < 0 {
 		errno = -errno
 	}
-	switch syscall.Errno(errno) {
-	case syscall.ETIMEDOUT:
+	switch errno {
+	case errETIMEDOUT:
 		return record.BlockErrorTimeout, true
-	case syscall.ENOSPC:
+	case errENOSPC:
 		return record.BlockErrorNoSpace, true
-	case syscall.ENOLINK:
+	case errENOLINK:
 		return record.BlockErrorRecoverableTransport, true
-	case syscall.EREMOTEIO:
+	case errEREMOTEIO:
 		return record.BlockErrorCriticalTarget, true
-	case syscall.EBADE:
+	case errEBADE:
 		return record.BlockErrorCriticalNexus, true
-	case syscall.ENODATA:
+	case errENODATA:
 		return record.BlockErrorCriticalMedium, true
-	case syscall.EILSEQ:
+	case errEILSEQ:
 		return record.BlockErrorProtection, true
-	case syscall.ENOMEM:
+	case errENOMEM:
 		return record.BlockErrorKernelResource, true
-	case syscall.EBUSY:
+	case errEBUSY:
 		return record.BlockErrorDeviceResource, true
-	case syscall.EIO:
+	case errEIO:
 		return record.BlockErrorIO, true
 	}
 	return record.BlockErrorIO, false

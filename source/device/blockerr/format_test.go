@@ -80,14 +80,14 @@ func TestLayoutRejects(t *testing.T) {
 }
 
 func TestSubtype(t *testing.T) {
-	for errno, want := range map[syscall.Errno]uint8{
-		syscall.ETIMEDOUT: record.BlockErrorTimeout, syscall.ENOSPC: record.BlockErrorNoSpace,
-		syscall.ENOLINK: record.BlockErrorRecoverableTransport, syscall.EREMOTEIO: record.BlockErrorCriticalTarget,
-		syscall.EBADE: record.BlockErrorCriticalNexus, syscall.ENODATA: record.BlockErrorCriticalMedium,
-		syscall.EILSEQ: record.BlockErrorProtection, syscall.ENOMEM: record.BlockErrorKernelResource,
-		syscall.EBUSY: record.BlockErrorDeviceResource, syscall.EIO: record.BlockErrorIO,
+	for errno, want := range map[int32]uint8{
+		errETIMEDOUT: record.BlockErrorTimeout, errENOSPC: record.BlockErrorNoSpace,
+		errENOLINK: record.BlockErrorRecoverableTransport, errEREMOTEIO: record.BlockErrorCriticalTarget,
+		errEBADE: record.BlockErrorCriticalNexus, errENODATA: record.BlockErrorCriticalMedium,
+		errEILSEQ: record.BlockErrorProtection, errENOMEM: record.BlockErrorKernelResource,
+		errEBUSY: record.BlockErrorDeviceResource, errEIO: record.BlockErrorIO,
 	} {
-		for _, e := range []int32{int32(errno), -int32(errno)} {
+		for _, e := range []int32{errno, -errno} {
 			if got, known := Subtype(e); got != want || !known {
 				t.Errorf("Subtype(%d) = %d, %v; want %d, true", e, got, known, want)
 			}

@@ -3,7 +3,7 @@ package blockerr
 import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
+	"github.com/watchq/watchq/internal/bpfring"
 )
 
 // Names of the collection's maps and program.

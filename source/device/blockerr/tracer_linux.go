@@ -13,7 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/bpfring"
 	"golang.org/x/sys/unix"
 )
 
@@ -119,19 +120,17 @@ func Open(cfg Config) (*Tracer, error) {
 	return &Tracer{Tracepoint: "block/" + name, r: r}, nil
 }
 
-// ErrClosed is returned by Read after Close.
-var ErrClosed = bpfring.ErrClosed
-
 // SetDeadline makes a blocked Read return an error wrapping
 // os.ErrDeadlineExceeded at t; the zero time waits forever.
 func (t *Tracer) SetDeadline(d time.Time) { t.r.SetDeadline(d) }
 
-// Read waits for the next error. It returns ErrClosed after Close. One
-// goroutine may call Read at a time.
+// Read waits for the next error. After Close it returns an error matching
+// watchq.ErrClosed (and os.ErrClosed). One goroutine may call Read at a
+// time.
 func (t *Tracer) Read(e *Event) error {
 	s, err := t.r.Read()
 	if err != nil {
-		return err
+		return closedErr(err)
 	}
 	if len(s) < eventSize {
 		return fmt.Errorf("blockerr: %d-byte ring buffer record, want %d", len(s), eventSize)
@@ -147,5 +146,14 @@ func (t *Tracer) Read(e *Event) error {
 func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 
 // Close detaches the program and releases everything; a blocked Read
-// returns ErrClosed.
+// returns watchq.ErrClosed. Later calls do nothing and return nil.
 func (t *Tracer) Close() error { return t.r.Close() }
+
+// closedErr turns the ring buffer's "closed" (os.ErrClosed) into
+// watchq.ErrClosed, which matches os.ErrClosed too.
+func closedErr(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("blockerr: read: %w", watchq.ErrClosed)
+	}
+	return err
+}

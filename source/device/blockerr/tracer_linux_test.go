@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/source/device/blockerr"
@@ -84,8 +85,13 @@ func TestCloseUnblocksRead(t *testing.T) {
 		var e blockerr.Event
 		done <- tr.Read(&e)
 	}()
-	tr.Close()
-	if err := <-done; !errors.Is(err, blockerr.ErrClosed) {
-		t.Fatalf("Read after Close = %v, want ErrClosed", err)
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, watchq.ErrClosed) || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read after Close = %v, want watchq.ErrClosed", err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
 	}
 }

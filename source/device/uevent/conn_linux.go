@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/mdlayher/socket"
+	"github.com/watchq/watchq"
 	"golang.org/x/sys/unix"
 )
 
@@ -155,7 +156,8 @@ func Dial(cfg Config) (*Conn, error) {
 // twice the requested size, the kernel's bookkeeping allowance).
 func (c *Conn) ReadBuffer() int { return c.readBuffer }
 
-// Close closes the socket; a blocked Receive returns an error.
+// Close closes the socket; a blocked Receive returns an error matching
+// watchq.ErrClosed. Later calls do nothing and return nil.
 func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -190,7 +192,8 @@ func (c *Conn) userDeadline() time.Time {
 //     sockets have portid 0; a user socket always has a non-zero one);
 //   - an error wrapping ErrTruncated for a datagram longer than p
 //     (MSG_TRUNC in msg_flags);
-//   - ctx's error, wrapped, when ctx ends.
+//   - ctx's error, wrapped, when ctx ends;
+//   - an error matching watchq.ErrClosed (and os.ErrClosed) after Close.
 //
 // With a ctx that can never be cancelled, Receive does not allocate.
 //
@@ -234,6 +237,9 @@ func (c *Conn) Receive(ctx context.Context, p []byte) (int, error) {
 					}
 				}
 				continue
+			}
+			if c.closed.Load() {
+				err = watchq.ErrClosed
 			}
 			return 0, fmt.Errorf("uevent: receive: %w", err)
 		}

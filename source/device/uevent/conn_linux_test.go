@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/source/device/uevent"
@@ -317,11 +318,22 @@ func TestSettleDeadlines(t *testing.T) {
 		}
 	}
 	// The settle checks are pending. A caller's deadline before them wins.
+	// Every listener gets every uevent of the machine: a datagram (n > 0)
+	// that comes meanwhile is skipped, but a settle wakeup must never
+	// surface, as an error or as an empty success.
+	receiveErr := func(ctx context.Context) error {
+		for {
+			n, err := c.Receive(ctx, buf)
+			if err != nil || n == 0 {
+				return err
+			}
+		}
+	}
 	start := time.Now()
 	if err := c.SetReadDeadline(start.Add(5 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Receive(context.Background(), buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := receiveErr(context.Background()); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Receive past SetReadDeadline = %v, want ErrDeadlineExceeded", err)
 	}
 	if err := c.SetReadDeadline(time.Time{}); err != nil {
@@ -330,12 +342,12 @@ func TestSettleDeadlines(t *testing.T) {
 	// A short ctx deadline, then a longer one that outlives the checks.
 	short, cancelShort := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancelShort()
-	if _, err := c.Receive(short, buf); !errors.Is(err, context.DeadlineExceeded) {
+	if err := receiveErr(short); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Receive past ctx deadline = %v, want DeadlineExceeded", err)
 	}
 	long, cancelLong := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancelLong()
-	if _, err := c.Receive(long, buf); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < time.Second {
+	if err := receiveErr(long); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < time.Second {
 		t.Fatalf("Receive = %v after %v, want DeadlineExceeded after the 1 s check", err, time.Since(start))
 	}
 	// Uevents still arrive normally.
@@ -343,4 +355,39 @@ func TestSettleDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d lost, %d received", lost, got)
+}
+
+// TestReceiveAfterClose: Close wakes a blocked Receive with
+// watchq.ErrClosed, later Receives say the same, and a second Close
+// returns nil.
+func TestReceiveAfterClose(t *testing.T) {
+	c := dial(t, uevent.Config{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Receive(context.Background(), make([]byte, uevent.MaxSize))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := func(err error) bool { return errors.Is(err, watchq.ErrClosed) && errors.Is(err, os.ErrClosed) }
+	select {
+	case err := <-done:
+		// A kernel uevent may have come first; then the next says closed.
+		if err == nil {
+			_, err = c.Receive(context.Background(), make([]byte, uevent.MaxSize))
+		}
+		if !closed(err) {
+			t.Errorf("Receive woken by Close = %v, want watchq.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Receive still blocked 10 s after Close")
+	}
+	if _, err := c.Receive(context.Background(), make([]byte, uevent.MaxSize)); !closed(err) {
+		t.Errorf("Receive after Close = %v, want watchq.ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
 }

@@ -16,7 +16,7 @@
 // (CONFIG_BPF_JIT, CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS), and a
 // lockdown/LSM policy that allows BPF_PROG_TYPE_TRACING. Open returns an
 // error wrapping ebpf.ErrNotSupported, with the reason, where any of that is
-// missing. The vmtest guest kernel (6.12) runs it: see
+// missing; a transient failure (EMFILE, ENOMEM) does not match it. The vmtest guest kernel (6.12) runs it: see
 // source/device/usbreset_vmtest_test.go.
 package usbreset
 
@@ -36,7 +36,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
+	"github.com/watchq/watchq"
+	"github.com/watchq/watchq/internal/bpfring"
 )
 
 // Target is the kernel function the program attaches to.
@@ -76,7 +77,7 @@ func memberOffset(s *btf.Struct, name string) (uint32, error) {
 func kernelSpec() (*btf.Spec, error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return nil, fmt.Errorf("kernel BTF (CONFIG_DEBUG_INFO_BTF): %w (%w)", err, ebpf.ErrNotSupported)
+		return nil, fmt.Errorf("kernel BTF (CONFIG_DEBUG_INFO_BTF): %w", notSupported(err))
 	}
 	var fn *btf.Func
 	if spec.TypeByName(Target, &fn) == nil {
@@ -199,13 +200,25 @@ func collectionSpec(l layout) *ebpf.CollectionSpec {
 	}
 }
 
+// notSupported marks a failed load or attach as the kernel's refusal, so
+// that it matches ebpf.ErrNotSupported, unless the failure was transient
+// (bpfring.Transient: EMFILE, ENOMEM...), which says nothing about the
+// kernel and is returned as it is.
+func notSupported(err error) error {
+	if bpfring.Transient(err) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, ebpf.ErrNotSupported)
+}
+
 // Tracer receives USB device resets.
 type Tracer struct {
 	r *bpfring.Reader
 }
 
 // Open loads and attaches the fexit program. Where the kernel cannot run
-// it, the error wraps ebpf.ErrNotSupported and says why.
+// it, the error wraps ebpf.ErrNotSupported and says why; a transient
+// failure (bpfring.Transient) does not.
 func Open() (*Tracer, error) {
 	l, err := probeLayout()
 	if err != nil {
@@ -218,12 +231,12 @@ func Open() (*Tracer, error) {
 	if err != nil {
 		// EPERM here means the kernel refuses BPF_PROG_TYPE_TRACING for
 		// this process: lockdown, a BPF LSM policy, or missing CAP_BPF.
-		return nil, fmt.Errorf("usbreset: load fexit/%s: %w (%w)", Target, err, ebpf.ErrNotSupported)
+		return nil, fmt.Errorf("usbreset: load fexit/%s: %w", Target, notSupported(err))
 	}
 	lk, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[progName], AttachType: ebpf.AttachTraceFExit})
 	if err != nil {
 		coll.Close()
-		return nil, fmt.Errorf("usbreset: attach fexit/%s: %w (%w)", Target, err, ebpf.ErrNotSupported)
+		return nil, fmt.Errorf("usbreset: attach fexit/%s: %w", Target, notSupported(err))
 	}
 	r, err := bpfring.NewReader("usbreset", coll, lk, eventsMap, dropsMap)
 	if err != nil {
@@ -232,16 +245,14 @@ func Open() (*Tracer, error) {
 	return &Tracer{r: r}, nil
 }
 
-// ErrClosed is returned by Read after Close.
-var ErrClosed = bpfring.ErrClosed
-
 // Read waits for the next reset and returns the device's kernel name, as
 // usb_alloc_dev names it: "usbN" for a root hub (devpath "0"), else
-// "BUSNUM-DEVPATH" ("3-7.7").
+// "BUSNUM-DEVPATH" ("3-7.7"). After Close it returns an error matching
+// watchq.ErrClosed (and os.ErrClosed).
 func (t *Tracer) Read() (string, error) {
 	s, err := t.r.Read()
 	if err != nil {
-		return "", err
+		return "", closedErr(err)
 	}
 	return decodeName(s)
 }
@@ -271,5 +282,15 @@ func decodeName(s []byte) (string, error) {
 // the previous call.
 func (t *Tracer) Drops() (uint64, error) { return t.r.Drops() }
 
-// Close detaches the program; a blocked Read returns ErrClosed.
+// Close detaches the program; a blocked Read returns watchq.ErrClosed.
+// Later calls do nothing and return nil.
 func (t *Tracer) Close() error { return t.r.Close() }
+
+// closedErr turns the ring buffer's "closed" (os.ErrClosed) into
+// watchq.ErrClosed, which matches os.ErrClosed too.
+func closedErr(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("usbreset: read: %w", watchq.ErrClosed)
+	}
+	return err
+}

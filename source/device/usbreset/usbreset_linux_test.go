@@ -5,9 +5,11 @@ package usbreset
 import (
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -103,5 +105,21 @@ func TestNoUSBReason(t *testing.T) {
 				t.Errorf("noUSBReason = %q, want it to say %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestNotSupportedTransient: the kernel's refusal matches
+// ebpf.ErrNotSupported; running out of descriptors or memory does not.
+func TestNotSupportedTransient(t *testing.T) {
+	for err, want := range map[error]bool{
+		syscall.EPERM:  true,
+		syscall.EINVAL: true,
+		fmt.Errorf("map create: %w", syscall.EMFILE): false,
+		syscall.ENOMEM: false,
+	} {
+		got := notSupported(err)
+		if errors.Is(got, ebpf.ErrNotSupported) != want || !errors.Is(got, err) {
+			t.Errorf("notSupported(%v) = %v; matches ErrNotSupported: %v, want %v", err, got, !want, want)
+		}
 	}
 }

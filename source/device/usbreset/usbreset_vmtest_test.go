@@ -6,12 +6,14 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/watchq/watchq"
 )
 
 // TestOpenInGuest: the vmtest kernel (CONFIG_USB=y, BTF, BPF trampolines,
 // no LSM) must load and attach the fexit program; the device package's
 // TestUSBResetRecord drives it with real resets. Close wakes a blocked
-// Read with ErrClosed.
+// Read with watchq.ErrClosed; a second Close returns nil.
 func TestOpenInGuest(t *testing.T) {
 	tr, err := Open()
 	if err != nil {
@@ -31,10 +33,13 @@ func TestOpenInGuest(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
-			t.Fatalf("Read after Close = %v, want ErrClosed", err)
+		if !errors.Is(err, watchq.ErrClosed) {
+			t.Fatalf("Read after Close = %v, want watchq.ErrClosed", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Read still blocked 10 s after Close")
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
 	}
 }

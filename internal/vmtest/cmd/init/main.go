@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command init is PID 1 of the vmtest guest. The runner builds it static
 // (CGO_ENABLED=0) and packs it as /init into the initramfs. It mounts the
 // usual filesystems, runs every test binary listed in /watchq/manifest.json

@@ -5,7 +5,8 @@
 //
 // and it instantiates the key under construction with the callout data
 // given to request_key(2), as keyutils' "|/bin/cat" rule for debug:loop:*
-// keys does.
+// keys does, except that the callout "negate" negates the key for 30 s, as
+// keyutils' rule for debug:* keys with that callout does.
 package main
 
 import (
@@ -38,6 +39,14 @@ func main() {
 		fail(key, "read callout", err)
 	}
 	payload := buf[:min(n, len(buf))]
+	if string(payload) == "negate" {
+		// As keyutils' rule for "debug:*" keys with callout "negate":
+		// keyctl negate %k 30.
+		if _, err := unix.KeyctlInt(unix.KEYCTL_NEGATE, key, 30, 0, 0); err != nil {
+			fail(key, "negate", err)
+		}
+		return
+	}
 	var p unsafe.Pointer
 	if len(payload) > 0 {
 		p = unsafe.Pointer(&payload[0])

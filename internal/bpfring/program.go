@@ -1,8 +1,8 @@
-// Package bpfring holds what the device source's eBPF tracers (blockerr,
-// usbreset) share: the maps and the last instructions of a program that
-// sends one record to a ring buffer and counts the records a full ring
-// dropped, and, on Linux, the Reader that loads those records and the drop
-// count.
+// Package bpfring holds what watchq's eBPF tracers (the device source's
+// blockerr and usbreset, the key source's keytrace) share: the maps and the
+// last instructions of a program that sends one record to a ring buffer and
+// counts the records a full ring dropped, and, on Linux, the Reader that
+// loads those records and the drop count.
 package bpfring
 
 import (

@@ -12,8 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/watchq/watchq/internal/bpfring"
 	"github.com/watchq/watchq/internal/testenv"
-	"github.com/watchq/watchq/source/device/internal/bpfring"
 )
 
 type nopCloser struct{}
@@ -23,7 +23,7 @@ func (nopCloser) Close() error { return nil }
 // TestReader runs a socket filter program built with Maps and OutputOrDrop
 // (BPF_PROG_TEST_RUN) more often than its one-page ring holds records: the
 // Reader must return each record the ring kept, Drops must count the rest
-// once, and Close must wake a blocked Read with ErrClosed.
+// once, and Close must wake a blocked Read with os.ErrClosed.
 func TestReader(t *testing.T) {
 	testenv.RequireRoot(t)
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -88,8 +88,8 @@ func TestReader(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; !errors.Is(err, bpfring.ErrClosed) {
-		t.Fatalf("Read after Close = %v, want ErrClosed", err)
+	if err := <-done; !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read after Close = %v, want os.ErrClosed", err)
 	}
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close = %v", err)

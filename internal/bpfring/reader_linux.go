@@ -3,17 +3,16 @@
 package bpfring
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 )
-
-// ErrClosed is returned by Read after Close.
-var ErrClosed = ringbuf.ErrClosed
 
 // Reader reads the records and the drop count of a loaded and attached
 // program built with Maps and OutputOrDrop, and owns the program's
@@ -47,10 +46,15 @@ func NewReader(prefix string, coll *ebpf.Collection, l io.Closer, events, drops 
 func (r *Reader) SetDeadline(d time.Time) { r.rd.SetDeadline(d) }
 
 // Read waits for the next record and returns it; it stays valid until the
-// next Read. It returns ErrClosed after Close. One goroutine may call Read
-// at a time.
+// next Read. After Close it returns an error matching os.ErrClosed (what
+// cilium's ringbuf.Reader says: its ErrClosed is os.ErrClosed); the
+// tracers built on it, a layer up, return watchq.ErrClosed, which matches
+// os.ErrClosed too. One goroutine may call Read at a time.
 func (r *Reader) Read() ([]byte, error) {
 	if err := r.rd.ReadInto(&r.rec); err != nil {
+		if r.closed.Load() && !errors.Is(err, os.ErrClosed) {
+			err = fmt.Errorf("%w (%w)", err, os.ErrClosed)
+		}
 		return nil, fmt.Errorf("%s: read ring buffer: %w", r.prefix, err)
 	}
 	return r.rec.RawSample, nil
@@ -68,8 +72,19 @@ func (r *Reader) Drops() (uint64, error) {
 	return d, nil
 }
 
+// Dropped returns how many records the program dropped on a full ring
+// buffer so far (the counter itself; Drops returns its growth).
+func (r *Reader) Dropped() (uint64, error) {
+	var n uint64
+	if err := r.drops.Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("%s: read drop counter: %w", r.prefix, err)
+	}
+	return n, nil
+}
+
 // Close closes the ring buffer, detaches the program and releases
-// everything; a blocked Read returns ErrClosed. Later calls do nothing.
+// everything; a blocked Read returns an error matching os.ErrClosed.
+// Later calls do nothing and return nil.
 func (r *Reader) Close() error {
 	if r.closed.Swap(true) {
 		return nil

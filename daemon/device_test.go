@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/record"
@@ -76,12 +77,21 @@ func TestDeviceUsers(t *testing.T) {
 		t.Fatalf("alice got %v %+v (%v), want a block error on %#x sector %d", r, n, err, dev, badOff/512)
 	}
 
-	// The policy kept the other class out of each queue.
-	s := rootStats(t, root)
-	qa, _ := queueOf(s, alice.uid)
-	qc, _ := queueOf(s, carol.uid)
-	if qa.Denied == 0 || qc.Denied == 0 {
-		t.Errorf("denied counts: alice %d, carol %d; want both > 0", qa.Denied, qc.Denied)
+	// The policy kept the other class out of each queue. alice's record
+	// may reach her before the same post has come to carol's watch, later
+	// in the device list: wait for the count.
+	var s *client.Stats
+	var qa, qc client.QueueStats
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		s = rootStats(t, root)
+		qa, _ = queueOf(s, alice.uid)
+		qc, _ = queueOf(s, carol.uid)
+		if qa.Denied > 0 && qc.Denied > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("denied counts: alice %d, carol %d; want both > 0", qa.Denied, qc.Denied)
+		}
 	}
 	if _, ok := queueOf(s, bob.uid); ok && s.Entries != nil {
 		if qb, _ := queueOf(s, bob.uid); qb.Watches != 0 || qb.Posted != 0 {

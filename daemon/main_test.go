@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon_test
 
 import (
@@ -41,10 +43,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// nofileEnv, when set, is the RLIMIT_NOFILE (soft and hard) a child role
+// runs under.
+const nofileEnv = "WATCHQD_NOFILE"
+
 // runRole runs a child role and returns its exit status.
 func runRole(role string, args []string) int {
+	if s := os.Getenv(nofileEnv); s != "" {
+		n, _ := strconv.ParseUint(s, 10, 64)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+			fmt.Fprintf(os.Stderr, "setrlimit %d: %v\n", n, err)
+			return 1
+		}
+	}
 	if role == "daemon" {
 		return watchqd.Main(args)
+	}
+	if f, ok := attackRoles[role]; ok {
+		return f(args)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -134,6 +150,50 @@ type env struct {
 // waits for its READY=1 (sd_notify, through NOTIFY_SOCKET).
 func startDaemon(tb testing.TB, conf string, flags ...string) *env {
 	tb.Helper()
+	return startDaemonEnv(tb, conf, nil, flags...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables (such as
+// nofileEnv) for the daemon.
+func startDaemonEnv(tb testing.TB, conf string, extra []string, flags ...string) *env {
+	tb.Helper()
+	return startDaemonBin(tb, "", conf, extra, flags...)
+}
+
+// startRealDaemon is startDaemon running cmd/watchqd, built without the
+// race detector (whose shadow memory would hide what the daemon gives
+// back), instead of this test binary.
+func startRealDaemon(tb testing.TB, conf string, flags ...string) *env {
+	tb.Helper()
+	gobin := testenv.RequireCommand(tb, "go")
+	bin := filepath.Join(tb.TempDir(), "watchqd")
+	if out, err := exec.Command(gobin, "build", "-o", bin, "../cmd/watchqd").CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return startDaemonBin(tb, bin, conf, nil, flags...)
+}
+
+// childEnv is the environment of child processes: this one's, with the
+// race detector's one-second sleep at exit (atexit_sleep_ms, there so that
+// reports of other threads are not cut short) turned off, since every test
+// waits for its daemon to exit.
+func childEnv(extra ...string) []string {
+	env := os.Environ()
+	gorace := "atexit_sleep_ms=0"
+	for i, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GORACE="); ok {
+			gorace = v + " " + gorace
+			env = append(env[:i:i], env[i+1:]...)
+			break
+		}
+	}
+	return append(append(env, "GORACE="+gorace), extra...)
+}
+
+// startDaemonBin starts watchqd: program prog if set, else this test
+// binary in its daemon role.
+func startDaemonBin(tb testing.TB, prog, conf string, extra []string, flags ...string) *env {
+	tb.Helper()
 	dir, err := os.MkdirTemp("", "watchqd-test-")
 	if err != nil {
 		tb.Fatal(err)
@@ -156,8 +216,13 @@ func startDaemon(tb testing.TB, conf string, flags ...string) *env {
 	}
 	tb.Cleanup(func() { e.notify.Close() })
 	args := append([]string{"-socket", e.sock, "-config", e.conf, "-log-level", "debug"}, flags...)
-	e.cmd = exec.Command(e.bin)
-	e.cmd.Env = append(os.Environ(), roleEnv+"=daemon", "WATCHQD_ARGS="+strings.Join(args, "\x1f"), "NOTIFY_SOCKET="+ns)
+	if prog != "" {
+		e.cmd = exec.Command(prog, args...)
+		e.cmd.Env = childEnv(append([]string{"NOTIFY_SOCKET=" + ns}, extra...)...)
+	} else {
+		e.cmd = exec.Command(e.bin)
+		e.cmd.Env = childEnv(append([]string{roleEnv + "=daemon", "WATCHQD_ARGS=" + strings.Join(args, "\x1f"), "NOTIFY_SOCKET=" + ns}, extra...)...)
+	}
 	e.cmd.Stderr = &lockedWriter{e}
 	if err := e.cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -255,8 +320,14 @@ type child struct {
 // socket path.
 func (e *env) spawn(tb testing.TB, u *testUser, role string, args ...string) *child {
 	tb.Helper()
+	return e.spawnEnv(tb, u, nil, role, args...)
+}
+
+// spawnEnv is spawn with extra environment variables.
+func (e *env) spawnEnv(tb testing.TB, u *testUser, extra []string, role string, args ...string) *child {
+	tb.Helper()
 	cmd := exec.Command(e.bin)
-	cmd.Env = append(os.Environ(), roleEnv+"="+role, "WATCHQD_ARGS="+strings.Join(append([]string{e.sock}, args...), "\x1f"))
+	cmd.Env = childEnv(append([]string{roleEnv + "=" + role, "WATCHQD_ARGS=" + strings.Join(append([]string{e.sock}, args...), "\x1f")}, extra...)...)
 	if u != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: []uint32{}}}
 	}

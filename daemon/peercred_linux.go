@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"os/user"
 	"strconv"
 	"unsafe"
@@ -119,4 +120,42 @@ func lookupGroups(uid uint32) []uint32 {
 		}
 	}
 	return gs
+}
+
+// clientNofile returns the RLIMIT_NOFILE soft limit of process pid, from
+// /proc/PID/limits, or 0 when it cannot be read (the process is gone, or
+// /proc hides it). The pid is SO_PEERCRED's, from connect(2): if that
+// process is gone and its pid reused, this reads another process's limit,
+// which can only lower the client's limits (they are the smaller of this
+// and watchqd.conf's), never raise them.
+func clientNofile(pid int32) int {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0
+	}
+	return parseNofile(b)
+}
+
+// parseNofile finds the soft limit on the "Max open files" line of a
+// /proc/PID/limits; 0 if there is none or it is unlimited.
+func parseNofile(b []byte) int {
+	for line := range bytes.Lines(b) {
+		rest, ok := bytes.CutPrefix(line, []byte("Max open files"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) == 0 {
+			return 0
+		}
+		n, err := strconv.ParseUint(string(f[0]), 10, 31)
+		if err != nil {
+			return 0
+		}
+		return int(n)
+	}
+	return 0
 }

@@ -4,15 +4,22 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
+
+// pumpBuf is the pump's read buffer: eight records of the largest size.
+const pumpBuf = 8 * record.NoteSize
 
 // queue is a client's queue: an engine queue and the packet-mode pipe its
 // records are copied into.
@@ -25,19 +32,43 @@ import (
 // queue (sized by the client), which loses the overflow and reports it
 // with a loss record, as a full notification pipe does. The pump never
 // holds a lock another client needs, so a slow client stalls nobody else.
+//
+// A second goroutine (watchReader) parks in the runtime's poller on the
+// write end for EPOLLERR, which the kernel raises when the last read end
+// closes: the queue is then released at once, as closing a notification
+// pipe releases it, even if no record is ever written. Both goroutines
+// cost a few KiB of stack and no thread.
+//
+// When the queue closes, the pump first writes what the engine queue still
+// holds into the pipe, without waiting: a kernel notification pipe keeps
+// what was posted readable until its reader closes. Records for which the
+// pipe has no room are counted as lost (Server.Stats CloseLost).
 type queue struct {
-	id   uint32        // immutable
-	c    *conn         // immutable
-	q    *watchq.Queue // immutable
-	w    *os.File      // the pipe's write end, non-blocking; immutable
-	done chan struct{} // closed when pump returns
+	id  uint32        // immutable
+	c   *conn         // immutable
+	q   *watchq.Queue // immutable
+	w   *os.File      // the pipe's write end, non-blocking; immutable
+	wfd int           // w's descriptor, for the final non-blocking writes; valid until w is closed
+
+	ctx       context.Context // the pump's: cancelled by close
+	cancel    context.CancelFunc
+	pumpDone  chan struct{} // closed when pump returns
+	watchDone chan struct{} // closed when watchReader returns
+
+	mu sync.Mutex // guards below
+	// closed is set by close; charges can no longer be added.
+	closed bool
+	// pages and watches are charged to the owner's uid for this queue;
+	// close gives them back.
+	pages, watches int
 
 	written atomic.Uint64 // records written to the pipe
 }
 
-// newQueue creates the pipe for wq and starts its pump. It returns the
-// read end for the caller to pass to the client and close.
-func newQueue(c *conn, id uint32, wq *watchq.Queue) (*queue, int, error) {
+// newQueue creates the pipe for wq, whose creation charged pages to c's
+// uid. It returns the read end for the caller to pass to the client and
+// close; start starts the queue's goroutines.
+func newQueue(c *conn, id uint32, wq *watchq.Queue, pages int) (*queue, int, error) {
 	var p [2]int
 	// O_DIRECT: packet mode, one record per read(). The read end stays
 	// blocking: it is the client's, for plain read() consumers.
@@ -50,46 +81,200 @@ func newQueue(c *conn, id uint32, wq *watchq.Queue) (*queue, int, error) {
 		return nil, -1, &watchq.Errno{Errno: err.(unix.Errno), Reason: fmt.Sprintf("pipe: %v", err)}
 	}
 	// Each packet takes a whole pipe buffer (a page). Ask for PipeSlots
-	// of them; past the per-user pipe limits the kernel may refuse, and
-	// the default 16 slots then serve.
+	// of them (charged to the uid already); past the per-user pipe
+	// limits the kernel may refuse, and the default 16 slots then serve.
 	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, c.s.cfg.PipeSlots*os.Getpagesize()); err != nil {
 		c.log.Debug("F_SETPIPE_SZ", "err", err)
 	}
-	q := &queue{id: id, c: c, q: wq, w: os.NewFile(uintptr(p[1]), fmt.Sprintf("watchq-queue-%d", id)), done: make(chan struct{})}
-	go q.pump()
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &queue{id: id, c: c, q: wq, w: os.NewFile(uintptr(p[1]), fmt.Sprintf("watchq-queue-%d", id)), wfd: p[1],
+		ctx: ctx, cancel: cancel, pumpDone: make(chan struct{}), watchDone: make(chan struct{}), pages: pages}
 	return q, p[0], nil
 }
 
-// pump copies records from the engine queue into the pipe until either
-// side closes.
-func (q *queue) pump() {
-	defer close(q.done)
-	buf := make([]byte, 4096)
-	for {
-		n, err := q.q.Read(context.Background(), buf)
-		if err != nil {
-			return // closed
+// start starts the pump and the reader watch.
+func (q *queue) start() {
+	q.c.s.wg.Add(2)
+	go func() {
+		defer q.c.s.wg.Done()
+		defer close(q.pumpDone)
+		q.pump()
+	}()
+	go func() {
+		defer q.c.s.wg.Done()
+		defer close(q.watchDone)
+		if q.watchReader() {
+			q.c.release(q)
 		}
-		for rec := range record.Records(buf[:n]) {
-			// The engine's reads return only whole, valid records.
+	}()
+}
+
+// pump copies records from the engine queue into the pipe until close
+// stops it, then flushes. It returns early, without flushing, when the
+// pipe's reader is gone (EPIPE): watchReader then releases the queue.
+func (q *queue) pump() {
+	buf := make([]byte, pumpBuf)
+	for {
+		n, err := q.q.Read(q.ctx, buf)
+		if err != nil {
+			break // close under way
+		}
+		// The engine's reads return only whole, valid records.
+		off := 0
+		for rec, err := range record.Records(buf[:n]) {
+			if err != nil {
+				break
+			}
 			if _, err := q.w.Write(rec); err != nil {
-				// EPIPE: the client closed its read end, which
-				// releases the queue as closing a notification
-				// pipe would. os.ErrClosed: close is under way.
-				q.q.Close()
+				if errors.Is(err, syscall.EPIPE) {
+					return
+				}
+				// os.ErrDeadlineExceeded: close under way.
+				q.flush(buf[off:n], buf)
 				return
 			}
 			q.written.Add(1)
+			off += len(rec)
 		}
+	}
+	q.flush(nil, buf)
+}
+
+// flush writes pending records, then whatever the engine queue still
+// holds, to the pipe without waiting for room; what does not fit is
+// counted as lost. buf is scratch space.
+func (q *queue) flush(pending, buf []byte) {
+	lost := uint64(0)
+	broken := false
+	write := func(recs []byte) {
+		for rec, err := range record.Records(recs) {
+			if broken || err != nil {
+				return
+			}
+			var err error
+			for {
+				if _, err = unix.Write(q.wfd, rec); err != unix.EINTR {
+					break
+				}
+			}
+			switch {
+			case err == nil:
+				q.written.Add(1)
+			case err == unix.EPIPE:
+				broken = true // nobody is left to read or to lose anything
+			case !rec.IsLoss():
+				lost++ // EAGAIN: the pipe is full
+			}
+		}
+	}
+	write(pending)
+	// Only what was queued when the flush began: records posted since
+	// race with the close, and a steady publisher must not keep it going.
+	left := q.q.Stats().Queued
+	for !broken && left > 0 {
+		n, err := q.q.TryRead(buf)
+		if err != nil {
+			break
+		}
+		for rec, err := range record.Records(buf[:n]) {
+			if err == nil && !rec.IsLoss() {
+				left--
+			}
+		}
+		write(buf[:n])
+	}
+	if lost > 0 {
+		q.c.s.closeLost.Add(lost)
+		q.c.log.Debug("queue closed with its pipe full", "queue", q.id, "lost", lost)
 	}
 }
 
-// close closes the engine queue (its watches go without removal records)
-// and the pipe's write end, and waits for the pump.
-func (q *queue) close() {
+// watchReader waits, in the runtime's poller, for the pipe's read end to
+// be closed (EPOLLERR on the write end), and reports whether it was;
+// false when the write end is closed first.
+func (q *queue) watchReader() bool {
+	rc, err := q.w.SyscallConn()
+	if err != nil {
+		return false
+	}
+	// The write end is never readable: the poller reports it 'r'-ready
+	// only for EPOLLERR (or EPOLLHUP). RawConn.Read calls the function
+	// first, so a reader gone before the wait is seen too, and again
+	// after each wake-up.
+	rc.Read(func(fd uintptr) bool { return readerGone(int(fd)) })
+	// Read also returns (with an error) when w is being closed, or after
+	// an EPOLLERR-only event, which the runtime reports as an error:
+	// look again.
+	gone := false
+	if rc.Control(func(fd uintptr) { gone = readerGone(int(fd)) }) != nil {
+		return false
+	}
+	return gone
+}
+
+// readerGone reports whether the pipe whose write end is fd has no reader
+// left (poll(2) says POLLERR).
+func readerGone(fd int) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd)}}
+	for {
+		n, err := unix.Poll(pfd, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n > 0 && pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
+	}
+}
+
+// hold adds pages and watches, already charged to the owner's uid, to
+// what close gives back. It reports false, adding nothing, if the queue
+// is closed: the caller then uncharges them itself.
+func (q *queue) hold(pages, watches int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	q.pages += pages
+	q.watches += watches
+	return true
+}
+
+// unhold gives back pages and watches held for the queue (a request that
+// failed, a watch removed), unless close has given them back already.
+func (q *queue) unhold(pages, watches int) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.pages -= pages
+	q.watches -= watches
+	q.mu.Unlock()
+	q.c.s.uncharge(q.c, 0, pages, watches)
+}
+
+// close stops the pump, which writes what the engine queue still holds to
+// the pipe as far as it has room; then closes the engine queue (its
+// watches go without removal records) and the pipe's write end, and gives
+// the queue's charges back. The caller has taken q out of its
+// connection's map, so close runs once. fromWatcher is set when
+// watchReader's goroutine calls it (it must not wait for itself).
+func (q *queue) close(fromWatcher bool) {
+	q.mu.Lock()
+	q.closed = true
+	pages, watches := q.pages, q.watches
+	q.pages, q.watches = 0, 0
+	q.mu.Unlock()
+
+	q.cancel()                            // wakes a pump blocked on the engine queue
+	q.w.SetWriteDeadline(time.Unix(1, 0)) // and one parked on a full pipe
+	<-q.pumpDone
 	q.q.Close()
-	q.w.Close()
-	<-q.done
+	q.w.Close() // wakes watchReader; returns once it has let go of w
+	if !fromWatcher {
+		<-q.watchDone
+	}
+	q.c.s.uncharge(q.c, 1, pages, watches)
 }
 
 // stats reports the queue for a Stats reply.

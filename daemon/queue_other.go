@@ -17,10 +17,16 @@ type queue struct {
 }
 
 // newQueue fails off Linux with an error matching kernel.ErrNotSupported.
-func newQueue(c *conn, id uint32, wq *watchq.Queue) (*queue, int, error) {
+func newQueue(c *conn, id uint32, wq *watchq.Queue, pages int) (*queue, int, error) {
 	return nil, -1, &kernel.NotSupportedError{Op: "daemon: packet-mode pipes (pipe2 O_DIRECT)", Missing: kernel.MissingLinux}
 }
 
-func (q *queue) close() {}
+func (q *queue) start() {}
+
+func (q *queue) hold(pages, watches int) bool { return false }
+
+func (q *queue) unhold(pages, watches int) {}
+
+func (q *queue) close(fromWatcher bool) {}
 
 func (q *queue) stats() protocol.QueueStats { return protocol.QueueStats{} }

@@ -65,6 +65,12 @@ func TestExampleConfig(t *testing.T) {
 		p.PostAllowed(other, backup, rec(0x800101, 0)) == nil {
 		t.Error("publisher post decisions")
 	}
+	if l := p.Limits(other); l.Queues != 16 || l.Pages != 1024 || l.Watches != DefaultLimits().Watches {
+		t.Errorf("limits of everyone: %v", l)
+	}
+	if l := p.Limits(adm); l.Queues != 256 || l.Pages != 16384 || l.Watches != 4096 {
+		t.Errorf("limits of adm: %v", l)
+	}
 	if n := testing.AllocsPerRun(100, func() { p.PostAllowed(smart, watchq.SystemCred, rec(record.TypeUSB, 0)) }); n > 1 {
 		t.Errorf("PostAllowed allocates %v times", n)
 	}
@@ -77,6 +83,60 @@ func TestParseErrors(t *testing.T) {
 	} {
 		if _, err := Parse(strings.NewReader(in), "t", stubLookup); err == nil || !strings.Contains(err.Error(), "t:1:") {
 			t.Errorf("%q: %v", in, err)
+		}
+	}
+}
+
+// TestLimits: limits lines raise or lower each limit for their subjects
+// (the largest matching value wins; root and everyone else start from
+// their own defaults), and values above the ceilings, unknown keys and
+// repeats reject the file.
+func TestLimits(t *testing.T) {
+	in := `limits * queues=8 pages=512
+limits group=adm queues=100 watches=5000
+limits user=smartmon queues=4 publish-rate=10 publish-burst=20
+limits user=root connections=1000
+`
+	rs, err := Parse(strings.NewReader(in), "t", stubLookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.Len() != 4 {
+		t.Errorf("Len = %d, want 4", rs.Len())
+	}
+	p := New(rs)
+	d, r := DefaultLimits(), RootLimits()
+	for _, c := range []struct {
+		who  *watchq.Cred
+		want Limits
+	}{
+		{&watchq.Cred{UID: 2000}, Limits{Connections: d.Connections, Queues: 8, Pages: 512, Watches: d.Watches, PublishRate: d.PublishRate, PublishBurst: d.PublishBurst}},
+		{&watchq.Cred{UID: 50, Groups: []uint32{4}}, Limits{Connections: d.Connections, Queues: 100, Pages: 512, Watches: 5000, PublishRate: d.PublishRate, PublishBurst: d.PublishBurst}},
+		{&watchq.Cred{UID: 1001}, Limits{Connections: d.Connections, Queues: 8, Pages: 512, Watches: d.Watches, PublishRate: 10, PublishBurst: 20}},
+		{&watchq.Cred{UID: 0}, Limits{Connections: 1000, Queues: 8, Pages: 512, Watches: r.Watches, PublishRate: r.PublishRate, PublishBurst: r.PublishBurst}},
+	} {
+		if got := p.Limits(c.who); got != c.want {
+			t.Errorf("%v: %v, want %v", c.who, got, c.want)
+		}
+	}
+	empty, _ := Parse(strings.NewReader(""), "e", stubLookup)
+	if New(empty).Limits(&watchq.Cred{UID: 7}) != d || New(empty).Limits(&watchq.Cred{UID: 0}) != r {
+		t.Error("defaults without limits lines")
+	}
+	m := MaxLimits()
+	for _, l := range []Limits{d, r} {
+		if l.Connections > m.Connections || l.Queues > m.Queues || l.Pages > m.Pages || l.Watches > m.Watches ||
+			l.PublishRate > m.PublishRate || l.PublishBurst > m.PublishBurst || l.Connections == 0 || l.Queues == 0 {
+			t.Errorf("default %v against ceiling %v", l, m)
+		}
+	}
+	for _, bad := range []string{
+		"limits", "limits *", "limits * queues", "limits * queues=", "limits * queues=-1", "limits * queues=0x10",
+		"limits * queues=1 queues=2", "limits * fds=3", "limits * pages=999999999", "limits bogus queues=1",
+		"limits * queues=unlimited", "limits user=nobodyknows queues=1",
+	} {
+		if _, err := Parse(strings.NewReader(bad), "t", stubLookup); err == nil || !strings.Contains(err.Error(), "t:1:") {
+			t.Errorf("%q: %v", bad, err)
 		}
 	}
 }

@@ -67,10 +67,11 @@ type Rules struct {
 	// Source names where the rules came from, for reasons and logs.
 	Source string
 	rules  []rule
+	limits []limitRule
 }
 
-// Len returns the number of rules.
-func (rs *Rules) Len() int { return len(rs.rules) }
+// Len returns the number of rules, limits rules included.
+func (rs *Rules) Len() int { return len(rs.rules) + len(rs.limits) }
 
 // LookupFunc resolves user and group names to ids; Parse uses os/user
 // when it is nil.
@@ -113,8 +114,14 @@ func Load(path string) (*Rules, error) {
 // where SUBJECT is user=NAME|UID, group=NAME|GID, label=LABEL or *, and
 // each GRANT is watch=ITEM[,ITEM...] or publish=TYPES[,TYPES...]. A watch
 // item is usb, block-errors, block-lifecycle, devices (all three), or a
-// publisher type or range (0x800001, 0x800000-0x8000ff). '#' starts a
-// comment. Any error rejects the whole file.
+// publisher type or range (0x800001, 0x800000-0x8000ff). A line
+//
+//	limits SUBJECT KEY=N...
+//
+// sets the subject's resource limits (see Limits; KEY is connections,
+// queues, pages, watches, publish-rate or publish-burst; N a decimal
+// integer from 0 to the ceiling MaxLimits gives). '#' starts a comment.
+// Any error rejects the whole file.
 func Parse(r io.Reader, name string, lookup LookupFunc) (*Rules, error) {
 	if lookup == nil {
 		lookup = defaultLookup
@@ -132,6 +139,14 @@ func Parse(r io.Reader, name string, lookup LookupFunc) (*Rules, error) {
 		}
 		bad := func(format string, args ...any) error {
 			return fmt.Errorf("policy: %s:%d: %s", name, ln, fmt.Sprintf(format, args...))
+		}
+		if fields[0] == "limits" {
+			lr, err := parseLimits(fields[1:], ln, lookup)
+			if err != nil {
+				return nil, bad("%v", err)
+			}
+			rs.limits = append(rs.limits, lr)
+			continue
 		}
 		ru := rule{line: ln, text: fields[0]}
 		if err := parseSubject(&ru, fields[0], lookup); err != nil {
@@ -181,6 +196,53 @@ func Parse(r io.Reader, name string, lookup LookupFunc) (*Rules, error) {
 		return nil, fmt.Errorf("policy: %s: %w", name, err)
 	}
 	return rs, nil
+}
+
+// parseLimits parses the fields after "limits": a subject and at least
+// one KEY=N.
+func parseLimits(fields []string, ln int, lookup LookupFunc) (limitRule, error) {
+	if len(fields) == 0 {
+		return limitRule{}, fmt.Errorf("limits: want a subject and KEY=N")
+	}
+	lr := limitRule{rule: rule{line: ln, text: fields[0]}}
+	if err := parseSubject(&lr.rule, fields[0], lookup); err != nil {
+		return limitRule{}, fmt.Errorf("limits: %v", err)
+	}
+	if len(fields) == 1 {
+		return limitRule{}, fmt.Errorf("limits for %q set nothing", fields[0])
+	}
+	ceil := maxLimits
+Fields:
+	for _, f := range fields[1:] {
+		key, val, ok := strings.Cut(f, "=")
+		if !ok || val == "" {
+			return limitRule{}, fmt.Errorf("limit %q is not KEY=N", f)
+		}
+		for i, k := range limitKeys {
+			if k.name != key {
+				continue
+			}
+			if lr.set[i] {
+				return limitRule{}, fmt.Errorf("limit %s given twice", key)
+			}
+			n, err := strconv.ParseUint(val, 10, 32)
+			if err != nil {
+				return limitRule{}, fmt.Errorf("limit %s=%q: want a decimal number", key, val)
+			}
+			if max := *k.f(&ceil); n > uint64(max) {
+				return limitRule{}, fmt.Errorf("limit %s=%d is above the ceiling %d (limits are never unbounded)", key, n, max)
+			}
+			*k.f(&lr.lim) = int(n)
+			lr.set[i] = true
+			continue Fields
+		}
+		names := make([]string, len(limitKeys))
+		for i, k := range limitKeys {
+			names[i] = k.name
+		}
+		return limitRule{}, fmt.Errorf("unknown limit %q (want %s)", key, strings.Join(names, ", "))
+	}
+	return lr, nil
 }
 
 func parseSubject(ru *rule, s string, lookup LookupFunc) error {

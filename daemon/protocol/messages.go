@@ -64,16 +64,32 @@ type StatsRequest struct{ Offset uint32 }
 // is closed, so the reader sees end of file.
 type CloseQueue struct{ Queue uint32 }
 
+// ServerStatsRequest asks for the caller's usage and limits and, for
+// root, the daemon's internal counters. Flags is a set of
+// ServerStats flags.
+type ServerStatsRequest struct{ Flags uint32 }
+
+// ServerStatsRequest flags.
+const (
+	// StatsGC asks the daemon to collect garbage (and return freed
+	// memory to the system) before it measures its heap: root only,
+	// EPERM for anyone else.
+	StatsGC uint32 = 1 << iota
+
+	statsFlags = StatsGC // every flag defined
+)
+
 // Op implements Request.
-func (Hello) Op() Op          { return OpHello }
-func (CreateQueue) Op() Op    { return OpCreateQueue }
-func (SetSize) Op() Op        { return OpSetSize }
-func (SetFilter) Op() Op      { return OpSetFilter }
-func (WatchDevices) Op() Op   { return OpWatchDevices }
-func (WatchPublisher) Op() Op { return OpWatchPublisher }
-func (Publish) Op() Op        { return OpPublish }
-func (StatsRequest) Op() Op   { return OpStats }
-func (CloseQueue) Op() Op     { return OpCloseQueue }
+func (Hello) Op() Op              { return OpHello }
+func (CreateQueue) Op() Op        { return OpCreateQueue }
+func (SetSize) Op() Op            { return OpSetSize }
+func (SetFilter) Op() Op          { return OpSetFilter }
+func (WatchDevices) Op() Op       { return OpWatchDevices }
+func (WatchPublisher) Op() Op     { return OpWatchPublisher }
+func (Publish) Op() Op            { return OpPublish }
+func (StatsRequest) Op() Op       { return OpStats }
+func (CloseQueue) Op() Op         { return OpCloseQueue }
+func (ServerStatsRequest) Op() Op { return OpServerStats }
 
 func u32s(b []byte, vs ...uint32) []byte {
 	for _, v := range vs {
@@ -98,6 +114,9 @@ func (m WatchPublisher) AppendBinary(b []byte) ([]byte, error) {
 func (m Publish) AppendBinary(b []byte) ([]byte, error)      { return append(b, m.Record...), nil }
 func (m StatsRequest) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Offset), nil }
 func (m CloseQueue) AppendBinary(b []byte) ([]byte, error)   { return u32s(b, m.Queue), nil }
+func (m ServerStatsRequest) AppendBinary(b []byte) ([]byte, error) {
+	return u32s(b, m.Flags), nil
+}
 
 // fixed checks that body is exactly n bytes and returns its n/4 words.
 func fixed(op Op, body []byte, n int) ([]uint32, error) {
@@ -174,6 +193,15 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, err
 		}
 		return CloseQueue{Queue: w[0]}, nil
+	case OpServerStats:
+		w, err := fixed(op, body, 4)
+		if err != nil {
+			return nil, err
+		}
+		if w[0]&^statsFlags != 0 {
+			return nil, errInval("%v: unknown flags %#x", op, w[0]&^statsFlags)
+		}
+		return ServerStatsRequest{Flags: w[0]}, nil
 	}
 	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
 }

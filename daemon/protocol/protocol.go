@@ -51,15 +51,16 @@ type Op uint16
 // IOC_WATCH_QUEUE_SET_FILTER (SetFilter), watch_devices(2)
 // (WatchDevices), and watchq's own publisher channels.
 const (
-	OpHello          Op = 1 // first message: versions and the peer's identity
-	OpCreateQueue    Op = 2 // a new queue; the reply carries the pipe's read end
-	OpSetSize        Op = 3 // size a queue, once
-	OpSetFilter      Op = 4 // install or remove a queue's filter
-	OpWatchDevices   Op = 5 // watch the global device list with a tag, or -1 to remove
-	OpWatchPublisher Op = 6 // watch a publisher type with a tag, or -1 to remove
-	OpPublish        Op = 7 // post a record of a publisher type
-	OpStats          Op = 8 // daemon and queue counters
-	OpCloseQueue     Op = 9 // close a queue and its pipe
+	OpHello          Op = 1  // first message: versions and the peer's identity
+	OpCreateQueue    Op = 2  // a new queue; the reply carries the pipe's read end
+	OpSetSize        Op = 3  // size a queue, once
+	OpSetFilter      Op = 4  // install or remove a queue's filter
+	OpWatchDevices   Op = 5  // watch the global device list with a tag, or -1 to remove
+	OpWatchPublisher Op = 6  // watch a publisher type with a tag, or -1 to remove
+	OpPublish        Op = 7  // post a record of a publisher type
+	OpStats          Op = 8  // daemon and queue counters
+	OpCloseQueue     Op = 9  // close a queue and its pipe
+	OpServerStats    Op = 10 // the caller's usage and limits; the daemon's internals for root
 
 	// ReplyFlag is set in the op of every reply.
 	ReplyFlag Op = 0x8000
@@ -69,7 +70,7 @@ var opNames = [...]string{
 	OpHello: "hello", OpCreateQueue: "create-queue", OpSetSize: "set-size",
 	OpSetFilter: "set-filter", OpWatchDevices: "watch-devices",
 	OpWatchPublisher: "watch-publisher", OpPublish: "publish", OpStats: "stats",
-	OpCloseQueue: "close-queue",
+	OpCloseQueue: "close-queue", OpServerStats: "server-stats",
 }
 
 func (o Op) String() string {

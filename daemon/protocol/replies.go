@@ -175,3 +175,83 @@ func ParseStats(b []byte) (Stats, error) {
 	}
 	return s, nil
 }
+
+// ServerStats answers ServerStatsRequest: the caller's uid, what it holds
+// and its limits (see docs/security.md), and for root the daemon's
+// internals (Internal is then true; for anyone else those fields are 0).
+//
+// On the wire it is a u32 count n and n u64 values in the order of the
+// fields below; a parser takes the values it knows and ignores any that a
+// later daemon appends.
+type ServerStats struct {
+	UID uint32
+	// What the caller's uid holds.
+	Connections, Queues, Pages, Watches uint64
+	// The caller's limits (this connection's, for a uid whose
+	// connections differ in groups or label).
+	MaxConnections, MaxQueues, MaxPages, MaxWatches, PublishRate, PublishBurst uint64
+
+	// Internal: the fields below are filled in (root only).
+	Internal bool
+	// Daemon-wide: connections, queues, pages and watches charged, uids
+	// holding any of them.
+	Clients, AllQueues, AllPages, AllWatches, Users uint64
+	// The daemon process: goroutines, Go heap in use (HeapAlloc), resident
+	// set size and open file descriptors.
+	Goroutines, Heap, RSS, FDs uint64
+	// Events: accept errors (each backed off), connections refused at a
+	// limit, connections closed for a deadline (hello or reply), publishes
+	// refused for rate, records that could not reach a pipe when its queue
+	// closed.
+	AcceptErrors, Rejected, TimedOut, Throttled, CloseLost uint64
+	// The daemon-wide bounds in force: connections, queues, pages.
+	MaxClients, MaxAllQueues, MaxAllPages uint64
+}
+
+// fields lists s's values in wire order.
+func (s *ServerStats) fields() []*uint64 {
+	var uid, internal uint64
+	return []*uint64{&uid, &s.Connections, &s.Queues, &s.Pages, &s.Watches,
+		&s.MaxConnections, &s.MaxQueues, &s.MaxPages, &s.MaxWatches, &s.PublishRate, &s.PublishBurst,
+		&internal, &s.Clients, &s.AllQueues, &s.AllPages, &s.AllWatches, &s.Users,
+		&s.Goroutines, &s.Heap, &s.RSS, &s.FDs,
+		&s.AcceptErrors, &s.Rejected, &s.TimedOut, &s.Throttled, &s.CloseLost,
+		&s.MaxClients, &s.MaxAllQueues, &s.MaxAllPages}
+}
+
+// AppendBinary encodes s.
+func (s ServerStats) AppendBinary(b []byte) ([]byte, error) {
+	fs := s.fields()
+	*fs[0] = uint64(s.UID)
+	if s.Internal {
+		*fs[11] = 1
+	}
+	b = u32s(b, uint32(len(fs)))
+	for _, f := range fs {
+		b = binary.NativeEndian.AppendUint64(b, *f)
+	}
+	return b, nil
+}
+
+// ParseServerStats decodes a ServerStats reply.
+func ParseServerStats(b []byte) (ServerStats, error) {
+	var s ServerStats
+	if len(b) < 4 {
+		return s, errInval("server-stats reply of %d bytes", len(b))
+	}
+	n := binary.NativeEndian.Uint32(b)
+	b = b[4:]
+	if uint64(n)*8 != uint64(len(b)) {
+		return s, errInval("server-stats reply: %d values in %d bytes", n, len(b))
+	}
+	fs := s.fields()
+	if int(n) < len(fs) {
+		return s, errInval("server-stats reply: %d values, want at least %d", n, len(fs))
+	}
+	for i, f := range fs {
+		*f = binary.NativeEndian.Uint64(b[8*i:])
+	}
+	s.UID = uint32(*fs[0])
+	s.Internal = *fs[11] != 0
+	return s, nil
+}

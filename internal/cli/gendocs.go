@@ -78,7 +78,11 @@ func GenMan(dir string) error {
 			return err
 		}
 		name := strings.ReplaceAll(cmd.CommandPath(), " ", "-") + ".1"
-		return os.WriteFile(filepath.Join(dir, name), withExitStatus(b.Bytes()), 0o644)
+		es := exitStatus
+		if v, ok := cmd.Annotations[manExitStatus]; ok {
+			es = v
+		}
+		return os.WriteFile(filepath.Join(dir, name), withExitStatus(b.Bytes(), es), 0o644)
 	}
 	if err := gen(docRoot()); err != nil {
 		return fmt.Errorf("man pages: %w", err)
@@ -102,13 +106,17 @@ input was malformed. The message on standard error says why.
 Bad flags or arguments.
 `
 
-// withExitStatus inserts the EXIT STATUS section before SEE ALSO (or at
+// manExitStatus is the annotation a command sets to replace exitStatus
+// in its page.
+const manExitStatus = "man-exit-status"
+
+// withExitStatus inserts the EXIT STATUS section es before SEE ALSO (or at
 // the end).
-func withExitStatus(page []byte) []byte {
+func withExitStatus(page []byte, es string) []byte {
 	if i := bytes.Index(page, []byte(".SH SEE ALSO")); i >= 0 {
-		return append(append(append([]byte(nil), page[:i]...), exitStatus...), page[i:]...)
+		return append(append(append([]byte(nil), page[:i]...), es...), page[i:]...)
 	}
-	return append(page, exitStatus...)
+	return append(page, es...)
 }
 
 // GenCompletion writes the bash, zsh and fish completion scripts to dir.

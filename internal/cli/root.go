@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/watchq/watchq/internal/run"
 	"github.com/watchq/watchq/internal/version"
 )
 
@@ -34,6 +35,7 @@ func (e usageError) Unwrap() error { return e.err }
 // printing any error once to stderr as "watchq: …", and returns the exit
 // status.
 func Main(args []string, stdout, stderr io.Writer) int {
+	run.MaybeHelper() // watchq run's helper never gets further
 	root := NewRoot()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -42,6 +44,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	err := root.Execute()
 	if err == nil {
 		return ExitOK
+	}
+	var es progStatus
+	if errors.As(err, &es) {
+		return int(es)
 	}
 	// Errors from the engine and its packages name themselves
 	// ("watchq: queue closed"); the message is printed once, with one
@@ -79,7 +85,7 @@ watchqd(8) and its configuration in watchqd.conf(5).`,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newForwardCommand(), newGenDocsCommand())
+	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newForwardCommand(), newGenDocsCommand(), newRunCommand())
 	return root
 }
 

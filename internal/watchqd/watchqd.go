@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -38,9 +39,15 @@ type Options struct {
 	Devices    string // "auto", "on" or "off"
 	MaxClients int
 	MaxQueues  int
-	PipeSlots  int
-	LogLevel   slog.Level
-	LogJSON    bool
+	// MaxTotalQueues and MaxTotalPages bound all users' queues and pages
+	// together; per-user limits are watchqd.conf's.
+	MaxTotalQueues int
+	MaxTotalPages  int
+	PipeSlots      int
+	HelloTimeout   time.Duration
+	RequestTimeout time.Duration
+	LogLevel       slog.Level
+	LogJSON        bool
 }
 
 // ParseFlags parses watchqd's command line.
@@ -52,9 +59,13 @@ func ParseFlags(args []string, stderr io.Writer) (*Options, error) {
 	mode := fs.String("socket-mode", "0666", "permission `bits` of the socket watchqd creates (the policy, not the mode, decides access)")
 	fs.StringVar(&o.Config, "config", DefaultConfig, "policy configuration `file`, see watchqd.conf(5)")
 	fs.StringVar(&o.Devices, "devices", "auto", "device source: on (required), off, or auto (used when it opens)")
-	fs.IntVar(&o.MaxClients, "max-clients", 1024, "most concurrent clients")
-	fs.IntVar(&o.MaxQueues, "max-queues", 16, "most queues per client")
+	fs.IntVar(&o.MaxClients, "max-clients", 1024, "most concurrent clients, all users together (per user: watchqd.conf limits)")
+	fs.IntVar(&o.MaxQueues, "max-queues", 16, "most queues per client connection")
+	fs.IntVar(&o.MaxTotalQueues, "max-total-queues", 16384, "most queues, all users together")
+	fs.IntVar(&o.MaxTotalPages, "max-total-pages", 1<<18, "most pages of queue rings and pipes, all users together")
 	fs.IntVar(&o.PipeSlots, "pipe-slots", 32, "records each client pipe holds (one page each)")
+	fs.DurationVar(&o.HelloTimeout, "hello-timeout", 5*time.Second, "how long a new connection has to say hello")
+	fs.DurationVar(&o.RequestTimeout, "request-timeout", 10*time.Second, "how long a reply may wait for a client that does not read")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&o.LogJSON, "log-json", false, "log JSON lines instead of text")
 	if err := fs.Parse(args); err != nil {
@@ -68,6 +79,21 @@ func ParseFlags(args []string, stderr io.Writer) (*Options, error) {
 		return nil, fmt.Errorf("watchqd: -socket-mode %q: want octal permission bits", *mode)
 	}
 	o.SocketMode = uint32(m)
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max-clients", o.MaxClients}, {"max-queues", o.MaxQueues}, {"max-total-queues", o.MaxTotalQueues},
+		{"max-total-pages", o.MaxTotalPages}, {"pipe-slots", o.PipeSlots}} {
+		if f.v < 1 {
+			return nil, fmt.Errorf("watchqd: -%s %d: want at least 1", f.name, f.v)
+		}
+	}
+	if o.PipeSlots > 256 {
+		return nil, fmt.Errorf("watchqd: -pipe-slots %d: want at most 256", o.PipeSlots)
+	}
+	if o.HelloTimeout <= 0 || o.RequestTimeout <= 0 {
+		return nil, errors.New("watchqd: -hello-timeout and -request-timeout must be positive")
+	}
 	if err := o.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("watchqd: -log-level: %w", err)
 	}
@@ -118,7 +144,9 @@ func Run(ctx context.Context, o *Options) error {
 		return fmt.Errorf("watchqd: %w", err)
 	}
 	pol := policy.New(rules)
-	eng := watchq.NewEngine(watchq.Config{Policy: pol})
+	// The daemon charges watches to uids under watchqd.conf's limits;
+	// the engine's own per-user bound is only the ceiling behind them.
+	eng := watchq.NewEngine(watchq.Config{Policy: pol, MaxWatchesPerUser: policy.MaxLimits().Watches})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -139,7 +167,8 @@ func Run(ctx context.Context, o *Options) error {
 	}
 
 	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
-		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, PipeSlots: o.PipeSlots})
+		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, MaxTotalQueues: o.MaxTotalQueues, MaxTotalPages: o.MaxTotalPages,
+		PipeSlots: o.PipeSlots, HelloTimeout: o.HelloTimeout, RequestTimeout: o.RequestTimeout})
 	if err != nil {
 		return err
 	}

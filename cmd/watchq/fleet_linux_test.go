@@ -14,7 +14,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/fleet"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/record"
@@ -39,6 +42,33 @@ func startNATS(t *testing.T) string {
 	return fmt.Sprintf("nats://127.0.0.1:%d", s.Addr().(*net.TCPAddr).Port)
 }
 
+// waitStream waits until the forwarder (--create-stream) has created the
+// stream, which it does once connected, independently of records: a
+// consumer started before then is refused (stream not found).
+func waitStream(t *testing.T, url string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := js.Stream(ctx, fleet.DefaultStream)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s not created: %v", fleet.DefaultStream, err)
+		}
+	}
+}
+
 // TestForwardAndWatchFrom: watchq forward takes device and publisher
 // records from watchqd (in-process, the test's fake device source) and
 // publishes them; watchq watch --from prints them, in both formats, with
@@ -51,6 +81,7 @@ func TestForwardAndWatchFrom(t *testing.T) {
 	fw.waitFor("the forwarder's watch", 30*time.Second, func(_, stderr []string) bool {
 		return strings.Contains(strings.Join(stderr, "\n"), `msg="fleet: forwarding"`)
 	})
+	waitStream(t, url)
 	d.Devices.Post(watchqtest.Rec(record.USBNotification{Subtype: record.USBDeviceAdd, Name: "1-1"}))
 	d.Devices.Post(watchqtest.Rec(record.BlockNotification{Subtype: record.BlockErrorIO, Dev: 7 << 20, Sector: 0x2a}))
 	c, err := client.Dial(context.Background(), d.Path)
@@ -184,6 +215,7 @@ func TestForwardRealDevices(t *testing.T) {
 	fw.waitFor("the forwarder's watch", 30*time.Second, func(_, stderr []string) bool {
 		return strings.Contains(strings.Join(stderr, "\n"), `msg="fleet: forwarding"`)
 	})
+	waitStream(t, url)
 	const badOff = 512 << 10
 	loop := devtest.AttachLoop(t, devtest.BadFile(t, 1<<20, badOff, 4096), unix.LO_FLAGS_READ_ONLY)
 	deadline := time.Now().Add(10 * time.Second)
@@ -262,6 +294,7 @@ func TestForwardWatchqdRestart(t *testing.T) {
 	url := startNATS(t)
 	fw := start(t, "forward", "--socket", sock, "--to", url, "--class", "0x800001", "--host", "h", "--dir", t.TempDir(), "--create-stream")
 	fw.waitFor("the forwarder's watch", 30*time.Second, forwarding(1))
+	waitStream(t, url)
 	publish(1)
 	stopWatchqd()
 	startWatchqd()

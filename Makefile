@@ -52,6 +52,14 @@ bench:
 	go test -run '^$$' -bench 'Delivered|PostFiltered|Fanout' -benchmem -count 10 . | tee /tmp/watchq-bench.txt
 	benchstat /tmp/watchq-bench.txt
 
+# bench-fleet: the fleet path beside raw JetStream publishing, interleaved
+# (docs/benchmarks.md, "Fleet").
+.PHONY: bench-fleet
+bench-fleet:
+	go test -c -o /tmp/watchq-fleet.test ./fleet
+	cd fleet && /tmp/watchq-fleet.test -test.run '^$$' -test.bench Fleet -test.benchtime 20000x -test.count 10 | tee /tmp/watchq-fleet-bench.txt
+	benchstat /tmp/watchq-fleet-bench.txt
+
 # vmtest: build (or reuse the cached) vmtest kernel, then run every
 # *_vmtest_test.go guest test inside qemu (see docs/testing.md).
 # Needs root for apt-get on a cache miss, and qemu-system-x86.

@@ -74,8 +74,10 @@ line for people (--format line, the default on a terminal):
 
 in the format of the kernel's sample program (--format sample,
 samples/watch_queue/watch_test.c), as keyutils' "keyctl watch" prints
-(--format keyctl), or as JSON lines (--format json). It also decodes captured record streams and
-shows the watchqd daemon's queues and counters. The daemon is described in
+(--format keyctl), or as JSON lines (--format json). It also decodes captured record streams,
+shows the watchqd daemon's queues and counters, forwards a host's records
+to a NATS JetStream stream (watchq forward) and reads a fleet's records
+from it (watchq watch --from). The daemon is described in
 watchqd(8) and its configuration in watchqd.conf(5).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -83,7 +85,7 @@ watchqd(8) and its configuration in watchqd.conf(5).`,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newGenDocsCommand(), newRunCommand())
+	root.AddCommand(newWatchCommand(), newDecodeCommand(), newStatCommand(), newForwardCommand(), newGenDocsCommand(), newRunCommand())
 	return root
 }
 

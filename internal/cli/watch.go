@@ -14,6 +14,7 @@ const (
 
 func newWatchCommand() *cobra.Command {
 	o := newWatchOptions()
+	fo := &fleetOptions{}
 	cmd := &cobra.Command{
 		Use:   "watch",
 		Short: "Watch the session and user keyrings, and devices when available",
@@ -26,13 +27,17 @@ Device notifications come from the watchqd daemon when it runs (--socket),
 else from an in-process device source when watchq runs as root. Standard
 error says which backends are in use and what is unavailable and why.
 
-` + FilterSyntax + "\n\n" + FormatHelp,
+` + FilterSyntax + "\n\n" + FormatHelp + "\n\n" + FleetHelp,
 		Args: positional(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fo.from != "" {
+				return o.runFleet(cmd, fo)
+			}
 			return o.run(cmd, defaultKeyArgs(), devicesOptional)
 		},
 	}
 	o.addFlags(cmd, true, true)
+	fo.addFlags(cmd)
 	cmd.AddCommand(newWatchKeysCommand(), newWatchDevicesCommand(), newWatchMountsCommand(false), newWatchMountsCommand(true))
 	return cmd
 }

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
@@ -49,7 +48,7 @@ func benchDaemon(b *testing.B, clients int) {
 	var wg sync.WaitGroup
 	var cs []*client.Client
 	for i := range clients {
-		c, err := client.Dial(ctx, ip.path)
+		c, err := client.Dial(ctx, ip.Path)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -99,7 +98,7 @@ func benchDaemon(b *testing.B, clients int) {
 			<-progress
 			continue
 		}
-		ip.dev.wl.Post(rec, watchq.SystemCred, 0)
+		ip.Devices.Post(rec)
 		posted++
 	}
 	for minRecv() < int64(b.N) {

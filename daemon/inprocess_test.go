@@ -5,67 +5,20 @@ package daemon_test
 import (
 	"context"
 	"errors"
-	"net"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
-	"github.com/watchq/watchq/daemon"
-	"github.com/watchq/watchq/daemon/policy"
 	"github.com/watchq/watchq/record"
+	"github.com/watchq/watchq/watchqtest"
 )
 
-// fakeDevices is a device source without the kernel: a real engine watch
-// list of kind KindDevices that the test posts to.
-type fakeDevices struct{ wl *watchq.WatchList }
-
-func (f fakeDevices) Watch(q *watchq.Queue, tag record.Tag, w *watchq.Cred) error {
-	return f.wl.Add(q, 0, tag, w)
-}
-
-func (f fakeDevices) Unwatch(q *watchq.Queue) error { return f.wl.Remove(q, 0) }
-
-type inproc struct {
-	srv  *daemon.Server
-	pol  *policy.Policy
-	dev  fakeDevices
-	path string
-}
-
 // startInProcess runs a Server in this process on a socket in a temporary
-// directory, with rules as its configuration.
-func startInProcess(tb testing.TB, rules string) *inproc {
-	tb.Helper()
-	rs, err := policy.Parse(strings.NewReader(rules), "test.conf", nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pol := policy.New(rs)
-	eng := watchq.NewEngine(watchq.Config{Policy: pol})
-	dev := fakeDevices{eng.NewWatchList(watchq.Object{Kind: watchq.KindDevices})}
-	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: dev})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	path := filepath.Join(tb.TempDir(), "watchqd.sock")
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("Serve: %v", err)
-		}
-	})
-	return &inproc{srv: srv, pol: pol, dev: dev, path: path}
+// directory, with rules as its configuration and a watchqtest.Devices
+// source the test posts to.
+func startInProcess(tb testing.TB, rules string) *watchqtest.Daemon {
+	return watchqtest.StartDaemon(tb, rules)
 }
 
 func blockErrorRecord(sub uint8, sector uint64) []byte {
@@ -82,7 +35,7 @@ func TestInProcessRoundTrip(t *testing.T) {
 	ip := startInProcess(t, "* watch=block-errors,0x800001 publish=0x800001\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, ip.path)
+	c, err := client.Dial(ctx, ip.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,8 +57,8 @@ func TestInProcessRoundTrip(t *testing.T) {
 	if err := q.WatchPublisher(ctx, 0x800001, 9); err != nil {
 		t.Fatal(err)
 	}
-	ip.dev.wl.Post(usbRecord("3-7.7"), watchq.SystemCred, 0) // class not granted
-	ip.dev.wl.Post(blockErrorRecord(record.BlockErrorIO, 1024), watchq.SystemCred, 0)
+	ip.Devices.Post(usbRecord("3-7.7")) // class not granted
+	ip.Devices.Post(blockErrorRecord(record.BlockErrorIO, 1024))
 	rec := record.Record{0x01, 0x00, 0x80, 0x05, 12, 0, 0, 0, 'a', 'b', 'c', 'd'}
 	if err := c.Publish(ctx, rec); err != nil {
 		t.Fatal(err)

@@ -503,10 +503,10 @@ func TestAcceptBackoff(t *testing.T) {
 	}
 	done := make(chan dialed, 1)
 	go func() {
-		c, err := client.Dial(ctx, ip.path)
+		c, err := client.Dial(ctx, ip.Path)
 		done <- dialed{c, err}
 	}()
-	waitFor(t, "accept to fail", func() bool { return ip.srv.Stats().AcceptErrors >= 2 })
+	waitFor(t, "accept to fail", func() bool { return ip.Server.Stats().AcceptErrors >= 2 })
 	restore()
 	d := <-done
 	if d.err != nil {

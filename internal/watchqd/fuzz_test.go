@@ -255,12 +255,6 @@ func FuzzRequest(f *testing.F) {
 			var b [1]byte
 			if n, err := unix.Read(pr, b[:]); n != 0 || err != nil {
 				leaked := closePipeCopies(t, pr)
-				if len(pkt) == 0 {
-					// Issue 10 F1: the daemon takes a zero-length packet
-					// for end of connection and never closes what came
-					// with it. Remove this once conn.go closes them.
-					t.Skipf("known (issue 10 F1): %d descriptors sent with a zero-length packet left open", leaked)
-				}
 				t.Fatalf("%d of %d descriptors sent with %d bytes left open by the daemon (read: %d, %v)", leaked, nfds%33, len(pkt), n, err)
 			}
 		}

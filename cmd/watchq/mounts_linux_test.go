@@ -59,7 +59,7 @@ func inNS(t *testing.T, pid int, f func() error) {
 // --count 2.
 func TestWatchMountsJSON(t *testing.T) {
 	dir := t.TempDir()
-	p := startInNS(t, "watch", "mounts", "--json", "--count", "2", "/")
+	p := startInNS(t, "watch", "mounts", "--format", "json", "--count", "2", "/")
 	stderr := strings.Join(p.waitReady(), "\n")
 	if !strings.Contains(stderr, "watchq: mounts: in-process (fanotify backend") && !strings.Contains(stderr, "watchq: mounts: in-process (mountinfo backend") {
 		t.Errorf("stderr does not say which backend runs:\n%s", stderr)
@@ -90,7 +90,7 @@ func TestWatchMountsJSON(t *testing.T) {
 	if len(evs) != 2 {
 		t.Fatalf("%d records, want 2:\n%s", len(evs), p.out())
 	}
-	for i, want := range []string{"new_mount", "unmount"} {
+	for i, want := range []string{"new-mount", "unmount"} {
 		e := evs[i]
 		if e["type"] != "mount" || e["event"] != want || e["aux_mount_point"] != dir || e["tag"] != float64(2) {
 			t.Errorf("record %d: %v, want a %s of %s with tag 2", i, e, want, dir)

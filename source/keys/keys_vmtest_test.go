@@ -18,6 +18,8 @@ import (
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/printer"
+	"github.com/watchq/watchq/watchqtest"
 )
 
 func TestVMProbe(t *testing.T) {
@@ -212,14 +214,16 @@ collect:
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("keyctl watch: %v", err)
 	}
-	// watchq's stream in keyctl's format (keyctl_watch.c: saw_key_change,
-	// saw_removal_notification).
+	// watchq's stream in keyctl's format, as `watchq watch --format keyctl`
+	// prints it (printer.Keyctl).
 	var wl []string
 	deadline = time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		src.Sync(context.Background())
-		for _, e := range newScenario(t, src, q).drain() {
-			wl = append(wl, keyctlFormat(e))
+		for _, r := range watchqtest.Drain(t, q) {
+			if l, ok := printer.Keyctl(r); ok {
+				wl = append(wl, l)
+			}
 		}
 		if len(wl) > 0 && strings.HasSuffix(wl[len(wl)-1], " gc") {
 			break
@@ -232,22 +236,6 @@ collect:
 	if !slices.Equal(kl, wl) || len(kl) != 7 {
 		t.Errorf("keyctl watch printed %q\nwatchq gave         %q", kl, wl)
 	}
-}
-
-// keyctlFormat prints a record as keyutils' consumer does.
-func keyctlFormat(e ev) string {
-	short := map[string]string{"instantiated": "inst", "updated": "upd", "cleared": "clr", "revoked": "rev", "invalidated": "inv", "setattr": "attr"}
-	switch e.sub {
-	case "linked":
-		return fmt.Sprintf("%d link %d", uint32(e.key), e.aux)
-	case "unlinked":
-		return fmt.Sprintf("%d unlk %d", uint32(e.key), e.aux)
-	case "removal":
-		return fmt.Sprintf("%d gc", uint32(e.key))
-	case "loss":
-		return "-- LOSS --"
-	}
-	return fmt.Sprintf("%d %s", uint32(e.key), short[e.sub])
 }
 
 // BenchmarkKeysKernelEndToEnd: one KEYCTL_UPDATE through the kernel, the

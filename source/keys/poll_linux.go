@@ -5,7 +5,6 @@ package keys
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/maphash"
 	"io"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/record"
 )
 
@@ -70,38 +68,9 @@ func (p *poller) addLocked(e *entry) error {
 
 func (p *poller) removeLocked(*entry) {}
 
-func (p *poller) run() {
-	t := time.NewTicker(p.s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.s.stop:
-			return
-		case <-t.C:
-			p.pass()
-		case done := <-p.kick:
-			p.pass()
-			close(done)
-		}
-	}
-}
+func (p *poller) run() { passLoop(p.s.stop, p.s.interval, p.kick, p.pass) }
 
-func (p *poller) sync(ctx context.Context) error {
-	done := make(chan struct{})
-	select {
-	case p.kick <- done:
-	case <-p.s.stop:
-		return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (p *poller) sync(ctx context.Context) error { return kickPass(ctx, p.s.stop, p.kick) }
 
 func (p *poller) close() {}
 

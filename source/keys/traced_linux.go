@@ -299,21 +299,7 @@ func (b *tracedBackend) syncRing(ctx context.Context) error {
 	}
 }
 
-func (b *tracedBackend) pollLoop() {
-	t := time.NewTicker(b.s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.s.stop:
-			return
-		case <-t.C:
-			b.pass()
-		case done := <-b.kick:
-			b.pass()
-			close(done)
-		}
-	}
-}
+func (b *tracedBackend) pollLoop() { passLoop(b.s.stop, b.s.interval, b.kick, b.pass) }
 
 // sync waits until the records of every call that returned before it are
 // posted, then runs a poll pass (a key the garbage collector took gets its
@@ -322,20 +308,7 @@ func (b *tracedBackend) sync(ctx context.Context) error {
 	if err := b.syncRing(ctx); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	select {
-	case b.kick <- done:
-	case <-b.s.stop:
-		return fmt.Errorf("keys: sync: %w", watchq.ErrClosed)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return kickPass(ctx, b.s.stop, b.kick)
 }
 
 // pass is the poll side: a picture of every watched key, then, once every

@@ -28,8 +28,10 @@ type Source struct {
 	stats counters
 	paths *pathIndex
 
-	mu     sync.Mutex // guards closed and the sending side of reqs
+	mu     sync.Mutex // guards closed, unhook and the sending side of reqs
 	closed bool
+	// unhook stops Open's ctx from closing the source; set by Open.
+	unhook func() bool
 	reqs   chan func(*worker)
 	wake   int           // eventfd the worker polls; written after each request
 	done   chan struct{} // closed when the worker has exited
@@ -38,7 +40,14 @@ type Source struct {
 // Open starts a source on the calling thread's mount namespace, or on
 // Config.Namespace. Backend Fanotify on a kernel without fanotify mount
 // events fails with an error matching ErrNotSupported.
+//
+// ctx governs the source's life, as for keys.Open and device.Open:
+// cancelling it closes the source as Close does (every watch ends with a
+// removal record), and a ctx already done fails Open with ctx.Err().
 func Open(ctx context.Context, cfg Config) (*Source, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if cfg.Engine == nil {
 		return nil, errors.New("mount: Config.Engine is nil")
 	}
@@ -83,6 +92,10 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 		unix.Close(wake)
 		return nil, err
 	}
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	s.mu.Lock()
+	s.unhook = stop
+	s.mu.Unlock()
 	return s, nil
 }
 
@@ -215,12 +228,16 @@ func (s *Source) Sync(ctx context.Context) error {
 // record. It is idempotent.
 func (s *Source) Close() error {
 	s.mu.Lock()
+	unhook := s.unhook
 	if !s.closed {
 		s.closed = true
 		close(s.reqs)
 		s.kick()
 	}
 	s.mu.Unlock()
+	if unhook != nil {
+		unhook()
+	}
 	<-s.done
 	return nil
 }

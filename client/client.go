@@ -3,10 +3,14 @@
 // list and publisher types, publishes records, and reads what arrives.
 //
 // A queue arrives as the read end of a packet-mode pipe (pipe2 with
-// O_DIRECT): one whole record per packet, in the kernel's layout, so the
-// same fd can be handed to a program written for the kernel's notification
-// pipes. Queue.Read, Next and Records read it with the engine's semantics
-// and types.
+// O_DIRECT) carrying records in the kernel's layout. The client declares
+// its read buffer (protocol version 2), so the daemon packs as many whole
+// records into each packet as a notification pipe's read(2) with that
+// buffer would return; Queue.Read, Next and Records read it, one read(2)
+// per packet, with the engine's semantics and types. A queue created with
+// ReadSize(0) carries one record per packet instead, so that its fd
+// (OpenFile) can be handed to a program written for the kernel's
+// notification pipes.
 //
 //	c, err := client.Dial(ctx, client.DefaultSocket)
 //	q, err := c.CreateQueue(ctx, 256)
@@ -206,15 +210,39 @@ func closeAll(fds []int) {
 	}
 }
 
+// QueueOption configures a queue CreateQueue makes.
+type QueueOption func(*queueConfig)
+
+type queueConfig struct{ readSize int }
+
+// ReadSize declares the size of the buffer the queue's reader passes to
+// read(2) (protocol version 2's CreateQueue.ReadSize): the daemon then
+// packs whole records into packets of up to min(n, protocol.MaxPacket)
+// bytes, what a notification pipe's read(2) with that buffer returns. n 0
+// asks for one record per packet, for a pipe handed to a program written
+// for the kernel's notification pipes (OpenFile) whose buffer size is not
+// known: a pipe2(O_DIRECT) pipe truncates a packet longer than its
+// reader's buffer silently. Without this option a queue declares
+// protocol.MaxPacket, the buffer Queue.Read and Next read with.
+func ReadSize(n int) QueueOption {
+	return func(c *queueConfig) { c.readSize = max(0, min(n, protocol.MaxPacket)) }
+}
+
 // CreateQueue asks the daemon for a new queue and receives its pipe. size
 // 0 leaves the queue unsized: every record is lost until SetSize, as with
 // a notification pipe before IOC_WATCH_QUEUE_SET_SIZE; otherwise the queue
-// is sized at once (1..512 notes, rounded up to a multiple of 32).
-func (c *Client) CreateQueue(ctx context.Context, size int) (*Queue, error) {
+// is sized at once (1..512 notes, rounded up to a multiple of 32). The
+// queue's pipe carries packed packets for Queue.Read and Next unless
+// ReadSize says otherwise.
+func (c *Client) CreateQueue(ctx context.Context, size int, opts ...QueueOption) (*Queue, error) {
 	if size < 0 || size > 1<<31-1 {
 		return nil, &Error{Op: protocol.OpCreateQueue.String(), Errno: syscall.EINVAL, Reason: fmt.Sprintf("size %d out of range", size)}
 	}
-	body, fds, err := c.do(ctx, protocol.CreateQueue{Size: uint32(size)})
+	cfg := queueConfig{readSize: protocol.MaxPacket}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	body, fds, err := c.do(ctx, protocol.CreateQueue{Size: uint32(size), ReadSize: uint32(cfg.readSize)})
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +259,7 @@ func (c *Client) CreateQueue(ctx context.Context, size int) (*Queue, error) {
 		return nil, fmt.Errorf("watchq client: %w", err)
 	}
 	f := os.NewFile(uintptr(fds[0]), fmt.Sprintf("watchq-queue-%d", r.Queue))
-	return &Queue{c: c, id: r.Queue, capacity: int(r.Capacity), f: f}, nil
+	return &Queue{c: c, id: r.Queue, capacity: int(r.Capacity), f: f, readSize: cfg.readSize}, nil
 }
 
 // Publish posts rec, one whole record of a publisher type

@@ -45,13 +45,20 @@ type Queue struct {
 	// internal/poll's "use of closed file", which matches nothing).
 	closed atomic.Bool
 
-	// rmu serialises readers and guards pending.
+	// readSize is the read size the queue was created with
+	// (protocol.CreateQueue.ReadSize): 0 for one record per packet;
+	// immutable.
+	readSize int
+
+	// rmu serialises readers and guards pending and scratch.
 	rmu sync.Mutex
-	// pending holds a record read from the pipe that did not fit the
-	// caller's buffer: the pipe is packet-mode, so a record cannot be
-	// left in it half-read.
+	// pending is what is left of the last packet read from the pipe, in
+	// scratch: records that did not fit the caller's buffer. The pipe is
+	// packet-mode, so a packet cannot be left in it half-read.
 	pending []byte
-	scratch [record.NoteSize]byte
+	// scratch receives packets: protocol.MaxPacket bytes, the most the
+	// daemon packs, so no packet is ever truncated.
+	scratch [protocol.MaxPacket]byte
 }
 
 // ID returns the daemon's id for the queue (unique in the daemon).
@@ -65,8 +72,10 @@ func (q *Queue) File() *os.File { return q.f }
 
 // OpenFile opens the queue's pipe again for reading, as a new open file
 // description in blocking mode (through /proc/self/fd), for a program
-// written for the kernel's notification pipes: it reads one whole record
-// per read(2) and sees end of file when the daemon closes the queue.
+// written for the kernel's notification pipes: on a queue created with
+// ReadSize(0) it reads one whole record per read(2); otherwise each read
+// needs a buffer of the declared read size, or the pipe truncates the
+// packet silently. It sees end of file when the daemon closes the queue.
 func (q *Queue) OpenFile() (*os.File, error) {
 	// Not q.f.Fd(): it would put q.f in blocking mode.
 	rc, err := q.f.SyscallConn()
@@ -202,20 +211,22 @@ func (q *Queue) Close() error {
 	return err
 }
 
-// readPacket reads one packet into q.scratch. With wait it blocks (until
-// ctx ends); without, it returns ErrWouldBlock on an empty pipe.
+// readPacket blocks (until ctx ends) for the next packet and makes it
+// q.pending: one record from a plain queue, whole records back to back
+// from a packing one. A packet that is not whole, valid records is an
+// error (*record.RecordError).
 //
-// Preconditions: q.rmu is held.
-func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
+// Preconditions: q.rmu is held and q.pending is empty.
+func (q *Queue) readPacket(ctx context.Context) error {
 	rc, err := q.f.SyscallConn()
 	if err != nil || q.closed.Load() {
-		return nil, watchq.ErrClosed
+		return watchq.ErrClosed
 	}
-	if wait {
-		defer followContext(ctx, q.f.SetReadDeadline)()
-	}
+	defer followContext(ctx, q.f.SetReadDeadline)()
 	var n int
 	var rerr error
+	// One read(2) per packet when one is waiting; on an empty pipe the
+	// runtime's poller parks the goroutine until the daemon writes.
 	err = rc.Read(func(fd uintptr) bool {
 		for {
 			n, rerr = unix.Read(int(fd), q.scratch[:])
@@ -223,91 +234,86 @@ func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 				break
 			}
 		}
-		return !(wait && rerr == unix.EAGAIN)
+		return rerr != unix.EAGAIN
 	})
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		if q.closed.Load() || errors.Is(err, os.ErrClosed) {
-			return nil, watchq.ErrClosed
+			return watchq.ErrClosed
 		}
-		return nil, err
-	case rerr == unix.EAGAIN:
-		return nil, watchq.ErrWouldBlock
+		return err
 	case rerr != nil:
-		return nil, fmt.Errorf("watchq client: read queue %d: %w", q.id, rerr)
+		return fmt.Errorf("watchq client: read queue %d: %w", q.id, rerr)
 	case n == 0:
-		return nil, watchq.ErrClosed // the daemon closed the write end
+		return watchq.ErrClosed // the daemon closed the write end
 	}
-	rec, err := record.ParseRecord(q.scratch[:n])
-	if err != nil {
-		return nil, err
+	recs := 0
+	for _, err := range record.Records(q.scratch[:n]) {
+		if err != nil {
+			return err
+		}
+		recs++
 	}
-	if len(rec) != n {
-		return nil, &record.RecordError{Reason: fmt.Sprintf("packet of %d bytes holds a %d-byte record", n, len(rec))}
+	if recs > 1 && q.readSize == 0 {
+		return &record.RecordError{Reason: fmt.Sprintf("packet of %d bytes holds %d records on a queue created for one record per packet", n, recs)}
 	}
-	return rec, nil
+	q.pending = q.scratch[:n]
+	return nil
 }
 
-// Read blocks until at least one record has arrived, then packs as many
-// whole records into buf as are available and fit, like read(2) on a
-// notification pipe. It returns watchq.ErrBufferTooSmall (ENOBUFS) if the
+// Read blocks until at least one record has arrived, then copies as many
+// whole records into buf as fit from the packet the daemon wrote, like
+// read(2) on a notification pipe with a buffer of the queue's declared
+// read size: a packet holds what the kernel's read would return. One
+// read(2) of the pipe per packet, and none while records of the last
+// packet are left. It returns watchq.ErrBufferTooSmall (ENOBUFS) if the
 // next record does not fit in buf (the record is kept for the next read),
 // ctx.Err() when ctx ends, and watchq.ErrClosed once the daemon has closed
-// the queue and every record has been read.
+// the queue and every record has been read. An empty buf returns 0 at
+// once, as read(2) of 0 bytes does.
 func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
+	if len(buf) == 0 {
+		return 0, nil
+	}
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
-	off := 0
-	for {
-		var rec []byte
-		if q.pending != nil {
-			rec = q.pending
-		} else {
-			var err error
-			rec, err = q.readPacket(ctx, off == 0)
-			if err == watchq.ErrWouldBlock && off > 0 {
-				return off, nil
-			}
-			if err != nil {
-				if off > 0 {
-					return off, nil
-				}
-				return 0, err
-			}
-		}
-		if len(rec) > len(buf)-off {
-			if q.pending == nil {
-				q.pending = append(make([]byte, 0, record.NoteSize), rec...)
-			}
-			if off == 0 {
-				return 0, watchq.ErrBufferTooSmall
-			}
-			return off, nil
-		}
-		off += copy(buf[off:], rec)
-		q.pending = nil
-		if len(buf)-off < record.HeaderSize {
-			return off, nil
+	if len(q.pending) == 0 {
+		if err := q.readPacket(ctx); err != nil {
+			return 0, err
 		}
 	}
+	off := 0
+	for len(q.pending) > 0 {
+		// readPacket checked every record of the packet.
+		n := record.HeaderAt(q.pending).Len()
+		if n > len(buf)-off {
+			break
+		}
+		off += copy(buf[off:], q.pending[:n])
+		q.pending = q.pending[n:]
+	}
+	if off == 0 {
+		return 0, watchq.ErrBufferTooSmall
+	}
+	return off, nil
 }
 
 // Next blocks for the next record and returns a copy of it.
 func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
-	if p := q.pending; p != nil {
-		q.pending = nil
-		return record.Record(p), nil
+	if len(q.pending) == 0 {
+		if err := q.readPacket(ctx); err != nil {
+			return nil, err
+		}
 	}
-	rec, err := q.readPacket(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	return record.Record(append([]byte(nil), rec...)), nil
+	n := record.HeaderAt(q.pending).Len()
+	rec := record.Record(append([]byte(nil), q.pending[:n]...))
+	q.pending = q.pending[n:]
+	return rec, nil
 }
 
 // Records iterates over the queue's records, blocking for each, until ctx

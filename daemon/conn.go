@@ -29,6 +29,9 @@ type conn struct {
 	log  *slog.Logger  // immutable
 
 	hello bool // Hello accepted; serve's goroutine only
+	// version is the protocol version the client's hello stated
+	// (protocol.MinVersion..Version); serve's goroutine only.
+	version uint32
 	// nofile is the client's RLIMIT_NOFILE soft limit, read at hello (0:
 	// unknown); serve's goroutine only.
 	nofile int
@@ -240,10 +243,10 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		if c.hello {
 			return nil, -1, errProto("hello already exchanged")
 		}
-		if r.Version != protocol.Version {
-			return nil, -1, &watchq.Errno{Errno: syscall.EPROTONOSUPPORT, Reason: fmt.Sprintf("protocol version %d not supported; watchqd speaks %d", r.Version, protocol.Version)}
+		if r.Version < protocol.MinVersion || r.Version > protocol.Version {
+			return nil, -1, &watchq.Errno{Errno: syscall.EPROTONOSUPPORT, Reason: fmt.Sprintf("protocol version %d not supported; watchqd speaks %d..%d", r.Version, protocol.MinVersion, protocol.Version)}
 		}
-		c.hello = true
+		c.hello, c.version = true, r.Version
 		c.nc.SetReadDeadline(time.Time{})
 		c.nofile = clientNofile(c.cred.PID)
 		b, _ := protocol.HelloReply{Version: protocol.Version, UID: c.cred.UID, GID: c.cred.GID,
@@ -395,6 +398,9 @@ func (c *conn) createQueue(r protocol.CreateQueue) ([]byte, int, error) {
 	if r.Size > record.MaxNotes {
 		return nil, -1, errNotes(r.Size)
 	}
+	if r.ReadSize != 0 && c.version < 2 {
+		return nil, -1, &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf("create-queue: a read size needs protocol version 2; this connection said hello with %d", c.version)}
+	}
 	if c.numQueues() >= c.s.cfg.MaxQueues {
 		return nil, -1, &watchq.Errno{Errno: syscall.EMFILE, Reason: fmt.Sprintf("this connection holds %d queues, the limit", c.s.cfg.MaxQueues)}
 	}
@@ -412,7 +418,7 @@ func (c *conn) createQueue(r protocol.CreateQueue) ([]byte, int, error) {
 			return nil, -1, err
 		}
 	}
-	q, rfd, err := newQueue(c, c.s.nextQueue.Add(1), wq, pages)
+	q, rfd, err := newQueue(c, c.s.nextQueue.Add(1), wq, pages, int(min(r.ReadSize, protocol.MaxPacket)))
 	if err != nil {
 		wq.Close()
 		c.s.uncharge(c, 1, pages, 0)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/internal/testenv"
 )
 
@@ -28,7 +29,7 @@ func TestCReader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c := e.dial(t)
-	q, err := c.CreateQueue(ctx, 32)
+	q, err := c.CreateQueue(ctx, 32, client.ReadSize(0)) // a plain read(2) program
 	if err != nil {
 		t.Fatal(err)
 	}

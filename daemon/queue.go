@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -25,8 +26,15 @@ const pumpBuf = 8 * record.NoteSize
 // records are copied into.
 //
 // One goroutine per queue (pump) moves records: it blocks in the engine's
-// Queue.Read for records, then writes each as one packet to the pipe,
-// parking in the runtime's poller while the pipe is full. A record taken
+// Queue.Read for records, then writes them to the pipe, parking in the
+// runtime's poller while the pipe is full. A plain reader (no read size
+// declared: protocol version 1, a read(2) program) gets one record per
+// packet. A reader that declared its read(2) buffer (CreateQueue.ReadSize)
+// gets packed packets: each holds what one engine Read with a buffer of
+// that size (at most protocol.MaxPacket) returns, which is what a
+// notification pipe's read(2) with that buffer returns, loss records in
+// the same places. An O_DIRECT pipe truncates a packet longer than the
+// reader's buffer silently, so no packet is ever longer than declared. A record taken
 // from the engine is held by the pump until written, so none is lost
 // between the two; while the pump is parked, new records wait in the engine
 // queue (sized by the client), which loses the overflow and reports it
@@ -49,6 +57,10 @@ type queue struct {
 	q   *watchq.Queue // immutable
 	w   *os.File      // the pipe's write end, non-blocking; immutable
 	wfd int           // w's descriptor, for the final non-blocking writes; valid until w is closed
+	// packet is the most bytes of whole records the pump packs into one
+	// packet: min(the reader's declared read size, protocol.MaxPacket),
+	// or 0 for a plain reader, one record per packet; immutable.
+	packet int
 
 	ctx       context.Context // the pump's: cancelled by close
 	cancel    context.CancelFunc
@@ -66,11 +78,11 @@ type queue struct {
 }
 
 // newQueue creates the pipe for wq, whose creation charged pages to c's
-// uid. It returns the read end for the caller to pass to the client and
+// uid; packet is queue.packet. It returns the read end for the caller to pass to the client and
 // close; start starts the queue's goroutines.
-func newQueue(c *conn, id uint32, wq *watchq.Queue, pages int) (*queue, int, error) {
+func newQueue(c *conn, id uint32, wq *watchq.Queue, pages, packet int) (*queue, int, error) {
 	var p [2]int
-	// O_DIRECT: packet mode, one record per read(). The read end stays
+	// O_DIRECT: packet mode, one packet per read(). The read end stays
 	// blocking: it is the client's, for plain read() consumers.
 	if err := unix.Pipe2(p[:], unix.O_DIRECT|unix.O_CLOEXEC); err != nil {
 		return nil, -1, &watchq.Errno{Errno: err.(unix.Errno), Reason: fmt.Sprintf("pipe2: %v", err)}
@@ -87,7 +99,7 @@ func newQueue(c *conn, id uint32, wq *watchq.Queue, pages int) (*queue, int, err
 		c.log.Debug("F_SETPIPE_SZ", "err", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	q := &queue{id: id, c: c, q: wq, w: os.NewFile(uintptr(p[1]), fmt.Sprintf("watchq-queue-%d", id)), wfd: p[1],
+	q := &queue{id: id, c: c, q: wq, w: os.NewFile(uintptr(p[1]), fmt.Sprintf("watchq-queue-%d", id)), wfd: p[1], packet: packet,
 		ctx: ctx, cancel: cancel, pumpDone: make(chan struct{}), watchDone: make(chan struct{}), pages: pages}
 	return q, p[0], nil
 }
@@ -112,20 +124,20 @@ func (q *queue) start() {
 // pump copies records from the engine queue into the pipe until close
 // stops it, then flushes. It returns early, without flushing, when the
 // pipe's reader is gone (EPIPE): watchReader then releases the queue.
+//
+// It drains what the engine queue holds before it parks: take returns at
+// once while records are queued, so a busy queue costs one engine read
+// per batch, and one write(2) per packet.
 func (q *queue) pump() {
-	buf := make([]byte, pumpBuf)
+	buf := make([]byte, max(pumpBuf, q.packet))
 	for {
-		n, err := q.q.Read(q.ctx, buf)
+		n, err := q.take(buf, true)
 		if err != nil {
 			break // close under way
 		}
-		// The engine's reads return only whole, valid records.
 		off := 0
-		for rec, err := range record.Records(buf[:n]) {
-			if err != nil {
-				break
-			}
-			if _, err := q.w.Write(rec); err != nil {
+		for p := range q.packets(buf[:n]) {
+			if _, err := q.w.Write(p); err != nil {
 				if errors.Is(err, syscall.EPIPE) {
 					return
 				}
@@ -133,11 +145,79 @@ func (q *queue) pump() {
 				q.flush(buf[off:n], buf)
 				return
 			}
-			q.written.Add(1)
-			off += len(rec)
+			q.wrote(p)
+			off += len(p)
 		}
 	}
 	q.flush(nil, buf)
+}
+
+// take reads the next batch of records from the engine queue into buf:
+// for a packing queue, what a notification pipe's read(2) with the
+// reader's declared buffer returns (pipe_read in kernel/watch_queue.c's
+// pipe: as many whole records as fit, a pending loss record first);
+// otherwise up to pumpBuf bytes of records, each a packet of its own.
+// With wait it blocks until a record is queued or close begins (the
+// engine's Read); without, it returns ErrWouldBlock on an empty queue.
+func (q *queue) take(buf []byte, wait bool) (int, error) {
+	size := pumpBuf
+	if q.packet > 0 {
+		size = q.packet
+	}
+	var n int
+	var err error
+	if wait {
+		n, err = q.q.Read(q.ctx, buf[:size])
+	} else {
+		n, err = q.q.TryRead(buf[:size])
+	}
+	if err != watchq.ErrBufferTooSmall {
+		return n, err
+	}
+	// A record longer than the reader declared: the kernel's read(2)
+	// would fail with ENOBUFS, which a pipe cannot say. It goes alone,
+	// in a packet the reader's read(2) truncates, as for a plain reader
+	// with too small a buffer. It is queued now, and the pump is the
+	// queue's only reader, so Next returns it at once, even on a
+	// cancelled context.
+	rec, err := q.q.Next(q.ctx)
+	if err != nil {
+		return 0, err
+	}
+	return copy(buf, rec), nil
+}
+
+// packets splits b, records taken by take, into the packets the pipe
+// gets: b whole for a packing queue (take bounded it to the reader's
+// buffer and MaxPacket, so the pipe keeps it as one packet), else one
+// record each.
+func (q *queue) packets(b []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		if q.packet > 0 {
+			if len(b) > 0 {
+				yield(b)
+			}
+			return
+		}
+		for rec, err := range record.Records(b) {
+			if err != nil || !yield(rec) {
+				return
+			}
+		}
+	}
+}
+
+// wrote counts the records of packet p, written to the pipe.
+func (q *queue) wrote(p []byte) {
+	if q.packet == 0 {
+		q.written.Add(1)
+		return
+	}
+	n := uint64(0)
+	for range record.Records(p) {
+		n++
+	}
+	q.written.Add(n)
 }
 
 // flush writes pending records, then whatever the engine queue still
@@ -147,23 +227,27 @@ func (q *queue) flush(pending, buf []byte) {
 	lost := uint64(0)
 	broken := false
 	write := func(recs []byte) {
-		for rec, err := range record.Records(recs) {
-			if broken || err != nil {
+		for p := range q.packets(recs) {
+			if broken {
 				return
 			}
 			var err error
 			for {
-				if _, err = unix.Write(q.wfd, rec); err != unix.EINTR {
+				if _, err = unix.Write(q.wfd, p); err != unix.EINTR {
 					break
 				}
 			}
 			switch {
 			case err == nil:
-				q.written.Add(1)
+				q.wrote(p)
 			case err == unix.EPIPE:
 				broken = true // nobody is left to read or to lose anything
-			case !rec.IsLoss():
-				lost++ // EAGAIN: the pipe is full
+			default: // EAGAIN: the pipe is full
+				for rec, err := range record.Records(p) {
+					if err == nil && !rec.IsLoss() {
+						lost++
+					}
+				}
 			}
 		}
 	}
@@ -172,7 +256,7 @@ func (q *queue) flush(pending, buf []byte) {
 	// race with the close, and a steady publisher must not keep it going.
 	left := q.q.Stats().Queued
 	for !broken && left > 0 {
-		n, err := q.q.TryRead(buf)
+		n, err := q.take(buf, false)
 		if err != nil {
 			break
 		}

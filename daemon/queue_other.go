@@ -17,7 +17,7 @@ type queue struct {
 }
 
 // newQueue fails off Linux with an error matching kernel.ErrNotSupported.
-func newQueue(c *conn, id uint32, wq *watchq.Queue, pages int) (*queue, int, error) {
+func newQueue(c *conn, id uint32, wq *watchq.Queue, pages, packet int) (*queue, int, error) {
 	return nil, -1, &kernel.NotSupportedError{Op: "daemon: packet-mode pipes (pipe2 O_DIRECT)", Missing: kernel.MissingLinux}
 }
 

@@ -363,7 +363,7 @@ func TestCloseFlushes(t *testing.T) {
 	defer cancel()
 	c := e.dial(t)
 	for i := range 100 {
-		q, err := c.CreateQueue(ctx, 64)
+		q, err := c.CreateQueue(ctx, 64, client.ReadSize(0)) // read(2) with 128 bytes below
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -410,7 +410,7 @@ func TestCloseLossCounted(t *testing.T) {
 	defer cancel()
 	root := dialRaw(t, e.sock).hello(t)
 	c := e.dial(t)
-	q, err := c.CreateQueue(ctx, 64)
+	q, err := c.CreateQueue(ctx, 64, client.ReadSize(0)) // one record per packet, 16 packets
 	if err != nil {
 		t.Fatal(err)
 	}

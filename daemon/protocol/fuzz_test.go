@@ -15,6 +15,8 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add(AppendMessage(nil, OpHello, 1, []byte{1, 0, 0, 0}))
 	f.Add(AppendMessage(nil, OpCreateQueue, 2, []byte{64, 0, 0, 0}))
+	f.Add(AppendMessage(nil, OpCreateQueue, 2, []byte{64, 0, 0, 0, 0, 16, 0, 0})) // version 2: read size 4096
+	f.Add(AppendMessage(nil, OpCreateQueue, 2, []byte{64, 0, 0, 0, 0, 0, 0, 0}))  // read size 0: EINVAL
 	f.Add(AppendMessage(nil, OpSetFilter, 3, append([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}, make([]byte, 44)...)))
 	f.Add(AppendMessage(nil, OpWatchDevices, 4, []byte{1, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0}))
 	f.Add(AppendMessage(nil, OpPublish, 5, []byte{1, 0, 0x80, 0, 8, 0, 0, 0}))

@@ -23,7 +23,16 @@ type Hello struct{ Version uint32 }
 
 // CreateQueue asks for a new queue. Size 0 leaves it unsized (SetSize
 // later, once); any other size sizes it at once, as SetSize would.
-type CreateQueue struct{ Size uint32 }
+//
+// ReadSize (protocol version 2; the body is then 8 bytes, 4 without it)
+// declares the size of the buffer the queue's reader passes to read(2).
+// 0, or a 4-byte body, means a plain reader: one record per packet. Any
+// other value lets the daemon pack whole records into packets of up to
+// min(ReadSize, MaxPacket) bytes, as a notification pipe's read(2) with
+// a buffer of that size returns them. A pipe2(O_DIRECT) pipe truncates a
+// packet longer than the reader's buffer silently, so a reader must never
+// declare more than it reads with.
+type CreateQueue struct{ Size, ReadSize uint32 }
 
 // SetSize sizes queue Queue to hold at least Notes records
 // (IOC_WATCH_QUEUE_SET_SIZE); a second call is EBUSY.
@@ -99,9 +108,14 @@ func u32s(b []byte, vs ...uint32) []byte {
 }
 
 // AppendBinary implements Request.
-func (m Hello) AppendBinary(b []byte) ([]byte, error)       { return u32s(b, m.Version), nil }
-func (m CreateQueue) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Size), nil }
-func (m SetSize) AppendBinary(b []byte) ([]byte, error)     { return u32s(b, m.Queue, m.Notes), nil }
+func (m Hello) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Version), nil }
+func (m CreateQueue) AppendBinary(b []byte) ([]byte, error) {
+	if m.ReadSize == 0 {
+		return u32s(b, m.Size), nil // the version 1 body
+	}
+	return u32s(b, m.Size, m.ReadSize), nil
+}
+func (m SetSize) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Queue, m.Notes), nil }
 func (m SetFilter) AppendBinary(b []byte) ([]byte, error) {
 	return append(u32s(b, m.Queue), m.Filter...), nil
 }
@@ -144,6 +158,13 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 		}
 		return Hello{Version: w[0]}, nil
 	case OpCreateQueue:
+		if len(body) == 8 { // version 2: size, read size
+			w, _ := fixed(op, body, 8)
+			if w[1] == 0 {
+				return nil, errInval("%v: read size 0 in an 8-byte body; send the 4-byte body for a plain reader", op)
+			}
+			return CreateQueue{Size: w[0], ReadSize: w[1]}, nil
+		}
 		w, err := fixed(op, body, 4)
 		if err != nil {
 			return nil, err

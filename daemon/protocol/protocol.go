@@ -25,9 +25,13 @@ import (
 const DefaultSocket = "/run/watchq/watchqd.sock"
 
 // Version is the protocol version this package speaks. A client states
-// its version in Hello; the daemon refuses versions it does not speak with
-// EPROTONOSUPPORT.
-const Version = 1
+// its version in Hello; the daemon speaks every version from MinVersion to
+// Version and refuses others with EPROTONOSUPPORT. Version 2 adds
+// CreateQueue.ReadSize (packed delivery).
+const Version = 2
+
+// MinVersion is the oldest protocol version the daemon still speaks.
+const MinVersion = 1
 
 // Sizes and limits, in bytes.
 const (
@@ -41,6 +45,11 @@ const (
 	// MaxStatsQueues is the most queue entries one Stats reply holds;
 	// clients page with StatsRequest.Offset.
 	MaxStatsQueues = 200
+	// MaxPacket is the largest packet the daemon writes to a queue's
+	// pipe: PIPE_BUF, the most a pipe2(O_DIRECT) pipe takes as one
+	// packet (pipe_write splits larger writes). A CreateQueue.ReadSize
+	// above it packs up to MaxPacket bytes.
+	MaxPacket = 4096
 )
 
 // Op is a message's operation.

@@ -259,7 +259,7 @@ func (c *Client) CreateQueue(ctx context.Context, size int, opts ...QueueOption)
 		return nil, fmt.Errorf("watchq client: %w", err)
 	}
 	f := os.NewFile(uintptr(fds[0]), fmt.Sprintf("watchq-queue-%d", r.Queue))
-	return &Queue{c: c, id: r.Queue, capacity: int(r.Capacity), f: f, readSize: cfg.readSize}, nil
+	return newQueue(c, r.Queue, int(r.Capacity), f, cfg.readSize)
 }
 
 // Publish posts rec, one whole record of a publisher type

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"os"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,9 +34,13 @@ const (
 // Control methods talk to the daemon; Read, Next and Records read the
 // pipe. One goroutine at a time may read.
 type Queue struct {
-	c  *Client  // immutable
-	id uint32   // immutable
-	f  *os.File // the pipe's read end; immutable
+	c  *Client         // immutable
+	id uint32          // immutable
+	f  *os.File        // the pipe's read end; immutable
+	rc syscall.RawConn // f's, for reads in the runtime's poller; immutable
+	// readFn is q.readOnce as a func value, made once so that a read
+	// allocates nothing; immutable.
+	readFn func(fd uintptr) bool
 
 	mu       sync.Mutex // guards capacity
 	capacity int
@@ -59,6 +64,28 @@ type Queue struct {
 	// scratch receives packets: protocol.MaxPacket bytes, the most the
 	// daemon packs, so no packet is ever truncated.
 	scratch [protocol.MaxPacket]byte
+	// rn and rerr are readOnce's results.
+	rn   int
+	rerr error
+
+	// dmu guards the context f's read deadline follows: ctx, set by a
+	// reader (under rmu), its AfterFunc's stop, and gen, which tells an
+	// AfterFunc of a context no longer followed to do nothing.
+	dmu  sync.Mutex
+	ctx  context.Context
+	stop func() bool
+	gen  uint64
+}
+
+func newQueue(c *Client, id uint32, capacity int, f *os.File, readSize int) (*Queue, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("watchq client: %w", err)
+	}
+	q := &Queue{c: c, id: id, capacity: capacity, f: f, rc: rc, readSize: readSize}
+	q.readFn = q.readOnce
+	return q, nil
 }
 
 // ID returns the daemon's id for the queue (unique in the daemon).
@@ -199,6 +226,12 @@ func (q *Queue) Close() error {
 	if q.closed.Swap(true) {
 		return nil
 	}
+	q.dmu.Lock()
+	if q.stop != nil {
+		q.stop() // f's deadline no longer follows a reader's context
+	}
+	q.gen++
+	q.dmu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, _, err := q.c.do(ctx, protocol.CloseQueue{Queue: q.id})
@@ -218,24 +251,14 @@ func (q *Queue) Close() error {
 //
 // Preconditions: q.rmu is held and q.pending is empty.
 func (q *Queue) readPacket(ctx context.Context) error {
-	rc, err := q.f.SyscallConn()
-	if err != nil || q.closed.Load() {
+	if q.closed.Load() {
 		return watchq.ErrClosed
 	}
-	defer followContext(ctx, q.f.SetReadDeadline)()
-	var n int
-	var rerr error
+	q.follow(ctx)
 	// One read(2) per packet when one is waiting; on an empty pipe the
 	// runtime's poller parks the goroutine until the daemon writes.
-	err = rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), q.scratch[:])
-			if rerr != unix.EINTR {
-				break
-			}
-		}
-		return rerr != unix.EAGAIN
-	})
+	err := q.rc.Read(q.readFn)
+	n, rerr := q.rn, q.rerr
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
@@ -262,6 +285,53 @@ func (q *Queue) readPacket(ctx context.Context) error {
 	}
 	q.pending = q.scratch[:n]
 	return nil
+}
+
+// readOnce is readPacket's read(2), called by the runtime's poller; it
+// asks to be parked on EAGAIN.
+//
+// Preconditions: q.rmu is held.
+func (q *Queue) readOnce(fd uintptr) bool {
+	for {
+		q.rn, q.rerr = unix.Read(int(fd), q.scratch[:])
+		if q.rerr != unix.EINTR {
+			return q.rerr != unix.EAGAIN
+		}
+	}
+}
+
+// follow makes f's read deadline follow ctx: ctx's deadline, and one in
+// the past once ctx ends, so that a blocked read returns. A reader
+// passing the same context read after read (the usual loop) costs
+// nothing after the first: the deadline and the AfterFunc stay.
+//
+// Preconditions: q.rmu is held.
+func (q *Queue) follow(ctx context.Context) {
+	// A context of an uncomparable type would panic in ==; such a
+	// context is followed afresh each time.
+	if reflect.TypeOf(ctx).Comparable() && ctx == q.ctx {
+		return
+	}
+	q.dmu.Lock()
+	defer q.dmu.Unlock()
+	if q.stop != nil {
+		q.stop()
+	}
+	q.gen++
+	gen := q.gen
+	q.ctx = ctx
+	if d, ok := ctx.Deadline(); ok {
+		q.f.SetReadDeadline(d)
+	} else {
+		q.f.SetReadDeadline(time.Time{})
+	}
+	q.stop = context.AfterFunc(ctx, func() {
+		q.dmu.Lock()
+		defer q.dmu.Unlock()
+		if q.gen == gen {
+			q.f.SetReadDeadline(time.Unix(1, 0))
+		}
+	})
 }
 
 // Read blocks until at least one record has arrived, then copies as many

@@ -225,3 +225,49 @@ func TestClientReadPacked(t *testing.T) {
 		t.Errorf("Read after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestClientReadContext: a blocked Read returns when its context ends,
+// and the next Read, with another context, blocks and reads again: the
+// pipe's deadline follows whichever context the reader passes, though it
+// is armed once for a reader passing the same one.
+func TestClientReadContext(t *testing.T) {
+	ip := startInProcess(t, "* watch=devices\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, ip.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q, err := c.CreateQueue(ctx, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.WatchDevices(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	for i := range 3 {
+		rctx, rcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			_, err := q.Read(rctx, buf)
+			done <- err
+		}()
+		rcancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: Read after cancel = %v, want context.Canceled", i, err)
+		}
+		// The same context, read after read, then a record.
+		for range 2 {
+			if _, err := q.Read(rctx, buf); !errors.Is(err, context.Canceled) {
+				t.Fatalf("round %d: Read with a cancelled context = %v", i, err)
+			}
+		}
+		ip.Devices.Post(blockErrorRecord(record.BlockErrorIO, uint64(i)))
+		n, err := q.Read(ctx, buf)
+		if err != nil || n != 24 {
+			t.Fatalf("round %d: Read = %d, %v; want the record", i, n, err)
+		}
+	}
+}

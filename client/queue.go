@@ -55,7 +55,7 @@ type Queue struct {
 	// immutable.
 	readSize int
 
-	// rmu serialises readers and guards pending and scratch.
+	// rmu serialises readers and guards pending, scratch, rn and rerr.
 	rmu sync.Mutex
 	// pending is what is left of the last packet read from the pipe, in
 	// scratch: records that did not fit the caller's buffer. The pipe is
@@ -64,7 +64,7 @@ type Queue struct {
 	// scratch receives packets: protocol.MaxPacket bytes, the most the
 	// daemon packs, so no packet is ever truncated.
 	scratch [protocol.MaxPacket]byte
-	// rn and rerr are readOnce's results.
+	// rn and rerr are readOnce's results, for readPacket.
 	rn   int
 	rerr error
 

@@ -40,18 +40,17 @@ func (n *note) setLost(c uint64) bool {
 	return true
 }
 
-// lost returns the count setLost stored.
-func (n *note) lost() uint64 {
-	l := n.size()
+// lost returns the count setLost stored; l is n.size().
+func (n *note) lost(l int) uint64 {
 	if l < record.NoteSize-1 {
 		return uint64(binary.LittleEndian.Uint16(n[l:]))
 	}
 	return uint64(n[l])
 }
 
-// clearLost sets n's count to zero.
-func (n *note) clearLost() {
-	if l := n.size(); l < record.NoteSize-1 {
+// clearLost sets the count to zero; l is n.size().
+func (n *note) clearLost(l int) {
+	if l < record.NoteSize-1 {
 		binary.LittleEndian.PutUint16(n[l:], 0)
 	} else {
 		n[l] = 0
@@ -214,9 +213,9 @@ func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
 	}
 	wasReadable := q.readableLocked()
 	n := &q.notes[q.slotLocked(q.count)]
-	copy(n[:], rec)
+	l := copy(n[:], rec)
 	record.SetTag(n[:], tag)
-	n.clearLost()
+	n.clearLost(l)
 	q.count++
 	q.posted++
 	return !wasReadable || q.readers > 0

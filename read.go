@@ -52,7 +52,7 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 		if q.count == 1 {
 			q.lossPending, q.newestLost = q.newestLost, 0
 		} else {
-			q.lossPending = n.lost()
+			q.lossPending = n.lost(l)
 		}
 		if q.first++; q.first == len(q.notes) {
 			q.first = 0

@@ -175,6 +175,10 @@ func BenchmarkPostIdleWatches(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			b.StopTimer()
+			if s := q.Stats(); s.Lost != 0 || s.Delivered != s.Posted {
+				b.Fatalf("stats %+v: every record posted must be read, none lost", s)
+			}
 		})
 	}
 }

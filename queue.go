@@ -18,26 +18,36 @@ import (
 // buffer, with a count instead of a flag) once a later record is queued
 // behind it; until then the count is Queue.newestLost. Two bytes hold any
 // count a loss record can report (record.PutLoss saturates at 0xffff);
-// the one byte behind a 127-byte record holds counts up to 0xff (see
-// Queue.postLocked for the rest).
+// the one byte behind a 127-byte record saturates at 0xff. The kernel
+// keeps only a flag (its loss record says "some were lost"), so either
+// saturation is within what it promises; Stats().Lost stays exact.
 type note [record.NoteSize]byte
 
 // size returns the length of the record in n.
 func (n *note) size() int { return record.HeaderAt(n[:]).Len() }
 
-// setLost stores c, saturated as a loss record saturates it, as the count
-// of records lost after n's record, or reports false, storing nothing, when
-// c does not fit the one byte behind a 127-byte record.
-func (n *note) setLost(c uint64) bool {
-	c = min(c, 0xffff)
-	if l := n.size(); l < record.NoteSize-1 {
+// setLost stores c as the count of records lost after n's record,
+// saturated at what its free bytes hold: 0xffff (as a loss record
+// saturates it), or 0xff behind a 127-byte record.
+func (n *note) setLost(c uint64) {
+	l := n.size()
+	c = min(c, maxLost(l))
+	if l < record.NoteSize-1 {
 		binary.LittleEndian.PutUint16(n[l:], uint16(c))
-	} else if c <= 0xff {
-		n[l] = byte(c)
 	} else {
-		return false
+		n[l] = byte(c)
 	}
-	return true
+}
+
+// maxLost is the largest count a note holding a record of l bytes keeps
+// (note.setLost); the reader saturates the newest record's count, which
+// is still in Queue.newestLost, the same way, so a count never depends on
+// whether a record was queued behind it.
+func maxLost(l int) uint64 {
+	if l < record.NoteSize-1 {
+		return 0xffff
+	}
+	return 0xff
 }
 
 // lost returns the count setLost stored; l is n.size().
@@ -184,12 +194,8 @@ func (q *Queue) Filter() *record.Filter { return q.filter.Load() }
 //
 // The queued copy carries tag in its WATCH_INFO_ID byte.
 //
-// Queuing rec behind a note moves newestLost into that note's slot. When
-// that note is a 127-byte record and more than 255 records were lost after
-// it, its one free byte cannot hold the count: rec is lost too, counted
-// with the others, until the reader takes that note. The count stays exact
-// and in place; only a queue that has already lost 256 records behind such
-// a record loses a few more than the kernel would.
+// Queuing rec behind a note moves newestLost into that note's slot (see
+// note.setLost for how large a count it keeps).
 //
 // Preconditions: q.mu is held; 8 <= len(rec) <= 127.
 func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
@@ -204,11 +210,7 @@ func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
 		return false
 	}
 	if q.newestLost > 0 {
-		if !q.notes[q.slotLocked(q.count-1)].setLost(q.newestLost) {
-			q.lost++
-			q.newestLost++
-			return false
-		}
+		q.notes[q.slotLocked(q.count-1)].setLost(q.newestLost)
 		q.newestLost = 0
 	}
 	wasReadable := q.readableLocked()

@@ -11,9 +11,8 @@ import (
 // lossModel is the reference a queue's loss placement is checked against:
 // a plain slice of records, each with an unbounded count of the records
 // lost after it, and the rule of post_one_notification (a full ring
-// flags the newest record) plus the engine's one documented difference
-// (queue.go, postLocked: no record is queued behind a 127-byte record that
-// has lost more than 255).
+// flags the newest record) with the engine's counts, saturated as
+// note.setLost saturates them (0xff behind a 127-byte record).
 type lossModel struct {
 	ring    []modelRec
 	pending uint64 // loss to report before the next record
@@ -29,9 +28,6 @@ func (m *lossModel) post(rec []byte, capacity int) {
 	last := len(m.ring) - 1
 	switch {
 	case len(m.ring) == capacity:
-		m.ring[last].lost++
-		m.lost++
-	case last >= 0 && len(m.ring[last].rec) == record.MaxRecordSize && m.ring[last].lost > 0xff:
 		m.ring[last].lost++
 		m.lost++
 	default:
@@ -72,6 +68,9 @@ func (m *lossModel) read(size int) ([]byte, error) {
 		}
 		out = append(out, m.ring[0].rec...)
 		m.pending = m.ring[0].lost
+		if len(m.ring[0].rec) == record.MaxRecordSize {
+			m.pending = min(m.pending, 0xff)
+		}
 		m.ring = m.ring[1:]
 	}
 	switch {

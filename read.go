@@ -50,7 +50,7 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 		}
 		off += copy(buf[off:], n[:l])
 		if q.count == 1 {
-			q.lossPending, q.newestLost = q.newestLost, 0
+			q.lossPending, q.newestLost = min(q.newestLost, maxLost(l)), 0
 		} else {
 			q.lossPending = n.lost(l)
 		}

@@ -170,7 +170,7 @@ func rawPublish(b *testing.B, js *jsServer, jsc jetstream.JetStream, rec []byte,
 			fleet.HeaderMsgID: {host + "/boot/" + seq}, fleet.HeaderHost: {host}, fleet.HeaderBoot: {"boot"},
 			fleet.HeaderSeq: {seq}, fleet.HeaderTime: {now},
 		}}
-		if _, err := pub.PublishMsgAsync(m); err != nil {
+		if _, err := pub.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -117,6 +117,15 @@ type Forwarder struct {
 	// for: the window is full.
 	resumeAt uint64
 	wake     chan struct{} // acks, failures, connection changes
+	// batch is the fast batch being published, when the stream takes
+	// them (batch.go).
+	batch batchState
+	// lastSubject is the subject of the last record published: the end
+	// of a batch goes there.
+	lastSubject string
+	// inbox is the prefix of the reply subjects of fast batch messages;
+	// set once by Run.
+	inbox string
 }
 
 // New checks cfg and opens the backlog, recovering what an earlier run
@@ -234,6 +243,13 @@ func (f *Forwarder) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
+	f.inbox = nc.NewInbox()
+	f.batch.on = true
+	sub, err := nc.Subscribe(f.inbox+".>", f.onBatchReply)
+	if err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
+	defer sub.Unsubscribe()
 
 	// The reader and the publisher share one context: a fatal error in
 	// either stops both.
@@ -478,8 +494,9 @@ func (f *Forwarder) publishLoop(ctx context.Context, nc *nats.Conn, js jetstream
 	defer saveTick.Stop()
 	streamOK := !f.cfg.CreateStream
 	var e entry
+	quick := false // the last round ended on errReprobe: no failure
 	for round := 0; ; round++ {
-		if round > 0 {
+		if round > 0 && !quick {
 			f.resends.Add(1)
 			if !backoff.wait(ctx) {
 				return f.finish()
@@ -506,11 +523,20 @@ func (f *Forwarder) publishLoop(ctx context.Context, nc *nats.Conn, js jetstream
 		// Failures still to come for the last round's messages must not
 		// end this one.
 		clear(f.slot)
+		f.batch = batchState{on: f.batch.on, probe: true}
+		batching := f.batch.on
 		f.pmu.Unlock()
 		if err := cur.seek(next); err != nil {
 			return err
 		}
-		if err := f.round(ctx, nc, js, cur, &e, next, saveTick, backoff); err != nil {
+		var err error
+		if batching {
+			err = f.batchRound(ctx, nc, cur, &e, next, saveTick, backoff)
+		} else {
+			err = f.round(ctx, nc, js, cur, &e, next, saveTick, backoff)
+		}
+		quick = errors.Is(err, errReprobe)
+		if err != nil && !quick {
 			var fe fatalError
 			if errors.As(err, &fe) {
 				return fe.error

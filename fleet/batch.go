@@ -97,8 +97,7 @@ func (f *Forwarder) onBatchReply(m *nats.Msg) {
 		}
 		f.failLocked(fmt.Errorf("batch %s: %s (%d)", id, r.Error.Description, r.Error.Code))
 	case r.Type == "ack":
-		f.ackedLocked(b.start - 1 + r.Seq)
-		wake = f.resumeAt != 0 && f.acked >= f.resumeAt
+		wake = f.ackedLocked(b.start - 1 + r.Seq)
 	case r.Type != "":
 		f.failLocked(fmt.Errorf("batch %s: %s", id, m.Data))
 	case r.Batch == "":
@@ -142,16 +141,19 @@ func (f *Forwarder) failLocked(err error) {
 	f.batch.id = ""
 }
 
-// ackedLocked records that every sequence up to seq is in the stream.
-// f.pmu is held.
-func (f *Forwarder) ackedLocked(seq uint64) {
+// ackedLocked records that every sequence up to seq is in the stream,
+// and reports whether the publisher waits for that: the window had been
+// full. f.pmu is held.
+func (f *Forwarder) ackedLocked(seq uint64) (wake bool) {
 	if seq > f.acked {
 		f.acked = seq
 		f.ackedCopy.Store(seq)
 	}
 	if f.resumeAt != 0 && f.acked >= f.resumeAt {
 		f.resumeAt = 0
+		return true
 	}
+	return false
 }
 
 // batchRound publishes from sequence next on in fast batches until a

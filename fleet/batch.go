@@ -162,6 +162,8 @@ func (f *Forwarder) ackedLocked(seq uint64) (wake bool) {
 func (f *Forwarder) batchRound(ctx context.Context, nc *nats.Conn, cur *cursor, e *entry, next uint64, saveTick *time.Ticker, backoff *backoff) error {
 	caughtUp := false
 	lastAcked, lastProgress := uint64(0), time.Now()
+	var msg reusedMsg // nats.go copies a plain publish at once
+	lastSubject := "" // of the last record published: a batch's end goes there
 	publish := func(m *nats.Msg) error {
 		if err := nc.PublishMsg(m); err != nil {
 			f.pmu.Lock()
@@ -181,7 +183,7 @@ func (f *Forwarder) batchRound(ctx context.Context, nc *nats.Conn, cur *cursor, 
 			return nil
 		}
 		b.commit = true
-		m := &nats.Msg{Subject: f.lastSubject, Reply: f.reply(b.id, b.n+1, opCommitEOB)}
+		m := &nats.Msg{Subject: lastSubject, Reply: string(f.appendReply(nil, b.id, b.n+1, opCommitEOB))}
 		f.pmu.Unlock()
 		return publish(m)
 	}
@@ -217,7 +219,6 @@ func (f *Forwarder) batchRound(ctx context.Context, nc *nats.Conn, cur *cursor, 
 				return fatalError{fmt.Errorf("fleet: backlog: record %d where %d belongs", e.seq, next)}
 			}
 			next++
-			m := f.message(e)
 			f.pmu.Lock()
 			b := &f.batch
 			if b.id == "" {
@@ -231,10 +232,11 @@ func (f *Forwarder) batchRound(ctx context.Context, nc *nats.Conn, cur *cursor, 
 			case b.n == 1:
 				op = opStart
 			}
-			m.Reply = f.reply(b.id, b.n, op)
+			id, n := b.id, b.n
 			f.high = max(f.high, e.seq)
-			f.lastSubject = m.Subject
 			f.pmu.Unlock()
+			m := f.message(e, &msg, id, n, op)
+			lastSubject = m.Subject
 			if err := publish(m); err != nil {
 				return fmt.Errorf("record %d: %w", e.seq, err)
 			}
@@ -280,9 +282,8 @@ func (f *Forwarder) batchRound(ctx context.Context, nc *nats.Conn, cur *cursor, 
 	}
 }
 
-// reply is the reply subject of a fast batch message.
-func (f *Forwarder) reply(id string, seq uint64, op int) string {
-	b := make([]byte, 0, len(f.inbox)+len(id)+40)
+// appendReply appends the reply subject of a fast batch message.
+func (f *Forwarder) appendReply(b []byte, id string, seq uint64, op int) []byte {
 	b = append(b, f.inbox...)
 	b = append(b, '.')
 	b = append(b, id...)
@@ -290,6 +291,5 @@ func (f *Forwarder) reply(id string, seq uint64, op int) string {
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, '.')
 	b = strconv.AppendInt(b, int64(op), 10)
-	b = append(b, ".$FI"...)
-	return string(b)
+	return append(b, ".$FI"...)
 }

@@ -3,6 +3,8 @@ package fleet_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -36,8 +38,13 @@ func BenchmarkFleet(b *testing.B) {
 	_, jsc := js.connect(b)
 	rec := watchqtest.Rec(record.BlockNotification{Subtype: record.BlockErrorIO, Dev: 7 << 20, Sector: 42})
 	run := 0
+	type sub struct {
+		name string
+		f    func(*testing.B)
+	}
+	var subs []sub
 
-	b.Run("watchq", func(b *testing.B) {
+	subs = append(subs, sub{"watchq", func(b *testing.B) {
 		run++
 		host := fmt.Sprintf("bench%d", run)
 		d := watchqtest.StartDaemon(b, rules)
@@ -85,9 +92,9 @@ func BenchmarkFleet(b *testing.B) {
 		if s := f.Stats(); s.Resends > 0 {
 			b.Logf("forwarder: %+v", s)
 		}
-	})
+	}})
 
-	b.Run("forward", func(b *testing.B) {
+	subs = append(subs, sub{"forward", func(b *testing.B) {
 		run++
 		host := fmt.Sprintf("bench%d", run)
 		d := watchqtest.StartDaemon(b, rules)
@@ -113,10 +120,19 @@ func BenchmarkFleet(b *testing.B) {
 		if s := f.Stats(); s.Resends > 0 {
 			b.Logf("forwarder: %+v", s)
 		}
-	})
+	}})
 
-	b.Run("jetstream", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, false) })
-	b.Run("jetstream-consumed", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, true) })
+	subs = append(subs,
+		sub{"jetstream", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, false) }},
+		sub{"jetstream-consumed", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, true) }})
+	// scripts/bench-fleet alternates the order between runs, so that
+	// neither side always runs first in a fresh process.
+	if os.Getenv("WATCHQ_BENCH_REVERSE") != "" {
+		slices.Reverse(subs)
+	}
+	for _, s := range subs {
+		b.Run(s.name, s.f)
+	}
 }
 
 // rawPublish publishes b.N messages like the forwarder's with nats.go's

@@ -23,16 +23,21 @@ import (
 //
 //   - watchq: a 24-byte block error record posted to watchqd's device
 //     list (policy checked), pumped into the forwarder's queue pipe, read,
-//     spooled, published asynchronously to the stream, and received by a
-//     fleet consumer (Watch, ephemeral); one op is one record received.
+//     spooled, published to the stream in fast batches (batch.go), and
+//     received by a fleet consumer (Watch, ephemeral); one op is one
+//     record received.
 //   - forward: the same without the consumer: one op is one record
 //     posted to watchqd and acknowledged by the stream.
 //   - jetstream: the same messages (subject, headers, 24-byte payload)
 //     published with nats.go's PublishMsgAsync and the same window of
 //     acknowledgements outstanding; one op is one message acknowledged.
-//     This is the bar's baseline.
+//     This is the bar's baseline. The stream is the same for all four
+//     (fleet.StreamConfig: allow_batched does not change a plain publish).
 //   - jetstream-consumed: the same, received by a plain pull consumer:
 //     the raw equivalent of watchq's path, for comparison.
+//
+// Run it with scripts/bench-fleet: go test's -count repeats each
+// sub-benchmark in a row; the script alternates them run by run.
 func BenchmarkFleet(b *testing.B) {
 	js := startJetStream(b)
 	_, jsc := js.connect(b)

@@ -106,16 +106,18 @@ func (f *Forwarder) onBatchReply(m *nats.Msg) {
 		b.on = false
 		f.failLocked(errors.New("the server does not take fast batches"))
 	default:
-		// The PubAck: the batch is over.
+		// The PubAck: the batch is over, and the stream holds its first
+		// Count records.
 		f.ackedLocked(b.start - 1 + r.Count)
-		if r.Duplicate && r.Count == 1 && b.n > 1 {
+		switch {
+		case r.Duplicate && r.Count == 1 && b.n > 1:
 			// The first message was a duplicate: the stream ended the
 			// batch there.
 			b.probe = true
-			if f.failed == nil {
-				f.failed = errReprobe
-			}
-		} else if !r.Duplicate {
+			f.failLocked(errReprobe)
+		case r.Count < b.n:
+			f.failLocked(fmt.Errorf("batch %s ended after %d of %d records", id, r.Count, b.n))
+		case !r.Duplicate:
 			b.probe = false
 		}
 		b.id, b.commit = "", false
@@ -218,8 +220,15 @@ func (f *Forwarder) batchRound(ctx context.Context, nc *nats.Conn, cur *cursor, 
 			if e.seq != next {
 				return fatalError{fmt.Errorf("fleet: backlog: record %d where %d belongs", e.seq, next)}
 			}
-			next++
 			f.pmu.Lock()
+			if f.failed != nil {
+				// The batch failed: no record may go after it in this
+				// round, not even in a new batch, or the stream would
+				// hold them ahead of the ones it did not store.
+				f.pmu.Unlock()
+				break
+			}
+			next++
 			b := &f.batch
 			if b.id == "" {
 				b.id, b.start, b.n, b.commit = nats.NewInbox()[len(nats.InboxPrefix):], e.seq, 0, probe

@@ -89,6 +89,13 @@ func (f *Forwarder) onBatchReply(m *nats.Msg) {
 	}
 	wake := false
 	switch {
+	case len(m.Data) == 0:
+		// A status, 503: no responders (no stream takes the subject).
+		st := "status " + m.Header.Get("Status")
+		if st == "status 503" {
+			st = "no responders: no stream takes the subjects"
+		}
+		f.failLocked(fmt.Errorf("batch %s: %s", id, st))
 	case err != nil:
 		f.failLocked(fmt.Errorf("batch reply %q: %w", m.Data, err))
 	case r.Error != nil:
@@ -123,16 +130,11 @@ func (f *Forwarder) onBatchReply(m *nats.Msg) {
 		b.id, b.commit = "", false
 		wake = true
 	}
+	wake = wake || f.failed != nil
 	f.pmu.Unlock()
-	if wake || f.failedNow() {
+	if wake {
 		f.poke()
 	}
-}
-
-func (f *Forwarder) failedNow() bool {
-	f.pmu.Lock()
-	defer f.pmu.Unlock()
-	return f.failed != nil
 }
 
 // failLocked ends the round. f.pmu is held.

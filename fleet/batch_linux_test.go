@@ -154,3 +154,44 @@ func TestNoFastBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamLater: with no stream yet, the server answers the forwarder's
+// first fast batch with "no responders"; the records wait in the backlog,
+// and once an administrator creates the stream they all go in, once, in
+// order.
+func TestStreamLater(t *testing.T) {
+	d := watchqtest.StartDaemon(t, rules)
+	js := startJetStream(t)
+	nc, err := nats.Connect(js.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	jsc, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startForwarder(t, fleet.Config{Socket: d.Path, Publishers: []record.Type{pubType}, Host: "early", BootID: "b",
+		Dir: t.TempDir(), NATS: fleet.NATS{URL: js.url()}})
+	waitFor(t, 10*time.Second, "the forwarder's watch", func() bool { return f.Stats().Watching })
+	const n = 50
+	newPublisher(t, d).publish(t, f, 1, n+1)
+	waitFor(t, 10*time.Second, "a refused publish", func() bool { return f.Stats().Resends > 0 })
+	if s := f.Stats(); s.Acked != 0 {
+		t.Fatalf("acknowledged without a stream: %+v", s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := jsc.CreateStream(ctx, fleet.StreamConfig("", "", 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the acknowledgements", func() bool { return f.Stats().Acked == n })
+	checkPublisherRun(t, collect(t, jsc, fleet.ConsumerConfig{Hosts: []string{"early"}}, n, 20*time.Second), "early", 1, 1)
+	info, err := mustStream(t, jsc).Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Errorf("the stream holds %d messages, want %d", info.State.Msgs, n)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/keys"
 )
 
@@ -106,6 +107,10 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 			src.Close()
 			return nil, "", fmt.Errorf("keys: watch %s: %w", k.spec, err)
 		}
+		if o.keyWatches == nil {
+			o.keyWatches = map[record.Tag]int{}
+		}
+		o.keyWatches[k.tag]++
 		d := fmt.Sprintf("%08x", uint32(serial))
 		if k.spec != fmt.Sprint(serial) {
 			d = k.spec + " " + d

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/watchq/watchq/internal/testenv"
 )
@@ -145,5 +148,36 @@ func TestWatchWait(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.wait(); code != 0 {
 		t.Errorf("exit status %d after SIGINT", code)
+	}
+}
+
+// TestWatchKeysLastRemoval: like keyctl watch on gc, "watchq watch keys"
+// ends with status 0 once a removal record has ended its last watch. With
+// two keys watched, x unlinked (collected: its removal) leaves the watch
+// running -- y's update still prints -- and y invalidated ends it after
+// y's removal line.
+func TestWatchKeysLastRemoval(t *testing.T) {
+	keySession(t)
+	x := addKey(t, "user", "watchq-x", "x", unix.KEY_SPEC_SESSION_KEYRING)
+	y := addKey(t, "user", "watchq-y", "y", unix.KEY_SPEC_SESSION_KEYRING)
+	p := start(t, "watch", "keys", "--backend=poll", "--interval=50ms", "--timeout=60s",
+		fmt.Sprintf("%d=5", x), fmt.Sprintf("%d=6", y))
+	p.waitReady()
+
+	keyctl(t, "unlink x", unix.KEYCTL_UNLINK, x, unix.KEY_SPEC_SESSION_KEYRING)
+	p.waitFor("x's removal", 20*time.Second, func(out, _ []string) bool { return findLine(out, "REMOVAL of watchpoint 00000005", "") != "" })
+	if _, err := unix.AddKey("user", "watchq-y", []byte("y2"), unix.KEY_SPEC_SESSION_KEYRING); err != nil {
+		t.Fatal(err)
+	}
+	updated := fmt.Sprintf("KEY %08x change=1[updated] aux=0", y)
+	p.waitFor("y's update after x's removal", 20*time.Second, func(out, _ []string) bool { return findLine(out, updated, "") != "" })
+
+	keyctl(t, "invalidate y", unix.KEYCTL_INVALIDATE, y, 0)
+	if code := p.wait(); code != 0 {
+		t.Errorf("exit status %d after the last removal, want 0", code)
+	}
+	out := p.lines()
+	if len(out) == 0 || out[len(out)-1] != "REMOVAL of watchpoint 00000006" {
+		t.Errorf("output does not end with y's removal:\n%s", strings.Join(out, "\n"))
 	}
 }

@@ -173,7 +173,7 @@ func TestStatNoDaemon(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	for _, args := range [][]string{{"stat"}, {"stat", "--json"}} {
 		r := run(t, nil, append(args, "--socket", sock)...)
-		if want := "watchq: watchqd at " + sock + ": not running (no such file or directory)\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
+		if want := "watchq: watchqd at " + sock + ": not running (no such file or directory; start it: systemctl start watchqd.socket)\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 1, stderr %q", args, r.code, r.stdout, r.stderr, want)
 		}
 	}

@@ -57,6 +57,13 @@ func (d *watchqd) start() {
 	}
 	d.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(d.cmd, d.exited)
+	d.waitAnswer()
+}
+
+// waitAnswer waits until stat answers at the socket, failing if the
+// daemon exits first.
+func (d *watchqd) waitAnswer() {
+	d.t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); run(d.t, nil, "stat", "--socket", d.sock).code != 0; {
 		select {
 		case <-d.exited:

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/watchq/watchq"
@@ -28,17 +27,25 @@ func (o *watchOptions) watchDevices(ctx context.Context, eng *watchq.Engine, q *
 		fmt.Fprintf(stderr, "watchq: devices: watchqd at %s (in-process source not used)\n", o.socket)
 		return src, desc, nil
 	}
-	daemonWhy := fmt.Sprintf("watchqd at %s: %s", o.socket, dialWhy(derr))
+	daemonWhy := dialError(o.socket, derr).Error()
+	cfg := device.Config{Engine: eng}
 	if os.Geteuid() != 0 {
-		return nil, "", fmt.Errorf("%s; in-process device source needs root", daemonWhy)
+		// The kobject uevent netlink socket needs no privilege
+		// (lib/kobject_uevent.c: NL_CFG_F_NONROOT_RECV); the tracers
+		// (BPF) do, and they are not tried.
+		cfg.NoBlockErrors, cfg.NoUSBReset = true, true
 	}
-	ds, err := device.Open(ctx, device.Config{Engine: eng})
+	ds, err := device.Open(ctx, cfg)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s; in-process device source: %w", daemonWhy, err)
 	}
 	if err := ds.Watch(q, o.deviceTag, nil); err != nil {
 		ds.Close()
 		return nil, "", fmt.Errorf("%s; in-process device watch: %w", daemonWhy, err)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintf(stderr, "watchq: devices: in-process, uevents only (device lifecycle); block I/O errors and USB resets need watchqd or root; %s\n", daemonWhy)
+		return ds, fmt.Sprintf("devices tag %d", o.deviceTag), nil
 	}
 	fmt.Fprintf(stderr, "watchq: devices: in-process (%s); %s\n", capsText(ds.Capabilities()), daemonWhy)
 	return ds, fmt.Sprintf("devices tag %d", o.deviceTag), nil
@@ -210,18 +217,4 @@ func relay(ctx context.Context, dq *client.Queue, wl *watchq.WatchList) error {
 		}
 	}
 	return client.ErrDaemonGone // not reached: Records ends with an error
-}
-
-// dialWhy says briefly why the daemon did not answer: the errno of a failed
-// connect ("not running: connection refused"), or the whole error.
-func dialWhy(err error) string {
-	var errno syscall.Errno
-	var ce *client.Error
-	switch {
-	case errors.As(err, &ce):
-		return err.Error()
-	case errors.As(err, &errno):
-		return "not running (" + errno.Error() + ")"
-	}
-	return err.Error()
 }

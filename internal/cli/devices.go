@@ -20,7 +20,8 @@ import (
 func defaultSocket() string { return client.DefaultSocket }
 
 // watchDevices watches the device list for q: through the daemon if it
-// answers at --socket, else in-process when running as root.
+// answers at --socket, else in-process: the whole source as root, its
+// uevents alone (device lifecycle) as another user.
 func (o *watchOptions) watchDevices(ctx context.Context, eng *watchq.Engine, q *watchq.Queue, stderr io.Writer) (source, string, error) {
 	src, desc, derr := o.watchDevicesDaemon(ctx, eng, q, stderr)
 	if derr == nil {

@@ -392,7 +392,7 @@ func (f *Forwarder) watch(ctx context.Context, again bool, ready chan<- error) e
 	for {
 		n, err := q.Read(ctx, buf)
 		if err != nil {
-			if errors.Is(err, watchq.ErrClosed) {
+			if errors.Is(err, watchq.ErrClosed) || errors.Is(err, client.ErrDaemonGone) {
 				return errors.New("watchqd closed the queue")
 			}
 			return err

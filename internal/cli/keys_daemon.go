@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 
@@ -157,4 +158,23 @@ func daemonFirst(b keys.Backend, euid int) bool {
 		return errors.Is(kernel.Probe(), kernel.ErrNotSupported)
 	}
 	return false
+}
+
+// writeStatKeys is stat's line about the daemon's key source: which
+// backend serves watch-key and what it cannot see.
+func writeStatKeys(ctx context.Context, w io.Writer, c *client.Client) error {
+	kb, err := c.KeyBackend(ctx)
+	if err != nil {
+		return fmt.Errorf("stat: %w", err)
+	}
+	switch kb {
+	case protocol.KeyBackendTraced:
+		_, err = fmt.Fprintln(w, "key source traced (BPF on keyctl/add_key/request_key; View checked in the watcher's context, "+
+			"keys viewable only as possessor refused; gc and the kernel's own changes seen only for keys watchqd may view)")
+	case protocol.KeyBackendNone:
+		_, err = fmt.Fprintln(w, "key source not running (watch-key: ENODEV)")
+	default:
+		_, err = fmt.Fprintf(w, "key source backend %d\n", kb)
+	}
+	return err
 }

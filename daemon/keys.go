@@ -50,6 +50,9 @@ func (c *conn) watchKey(r protocol.WatchKey) ([]byte, int, error) {
 		q.unhold(0, 1)
 		return nil, -1, nil
 	}
+	// TODO: a watch the key source ends itself (the key was garbage
+	// collected: a removal record) stays charged to q and the uid until
+	// q closes; the kernel gives the user's nr_watches back at once.
 	return nil, -1, c.watch(q, func() error { return ks.WatchAs(q.q, r.Key, tag, c.cred) })
 }
 

@@ -29,6 +29,7 @@ func init() {
 	attackRoles["keys-owner"] = keysOwnerRole
 	attackRoles["keys-watcher"] = keysWatcherRole
 	attackRoles["keys-storm"] = keysStormRole
+	attackRoles["keys-gc"] = keysGCRole
 }
 
 // requireTraced skips unless the traced key backend loads here (root, BPF,
@@ -389,4 +390,89 @@ func keyEvent(sub uint8) string {
 		return "updated"
 	}
 	return fmt.Sprintf("subtype%d", sub)
+}
+
+// TestDaemonKeysGCReturnsWatch: a watch the key's garbage collection ends
+// (a removal record) gives its charge back, as the kernel gives back the
+// user's nr_watches: with a limit of one watch, a second key can be
+// watched once the first was invalidated and collected.
+func TestDaemonKeysGCReturnsWatch(t *testing.T) {
+	requireTraced(t)
+	u := newUser(t, "kg")
+	e := startDaemon(t, fmt.Sprintf("limits user=%s watches=1\n", u.name))
+	c := e.spawn(t, u, "keys-gc")
+	expectPrefix(t, c, "WATCH1 OK")
+	if l := expectPrefix(t, c, "WATCH2 "); !strings.HasPrefix(l, "WATCH2 ERR "+unix.EAGAIN.Error()) {
+		t.Fatalf("second watch past the limit: %q, want EAGAIN", l)
+	}
+	expectPrefix(t, c, "REMOVED")
+	if l := c.next(t); l != "WATCH2 OK" {
+		t.Fatalf("second watch after the first key's gc: %q", l)
+	}
+}
+
+// keysGCRole: args socket. Watches key 1, fails to watch key 2 (limit),
+// invalidates key 1, waits for its removal record, watches key 2.
+func keysGCRole(args []string) int {
+	out := bufio.NewWriter(os.Stdout)
+	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...); out.Flush() }
+	sayErr := func(what string, err error) {
+		var ce *client.Error
+		if errors.As(err, &ce) {
+			say("%s ERR %s %s", what, ce.Errno.Error(), ce.Reason)
+		} else {
+			say("%s ERR %v", what, err)
+		}
+	}
+	if err := joinSession(); err != nil {
+		say("ERR join %v", err)
+		return 1
+	}
+	k1, err1 := unix.AddKey("user", "wq-gc-1", []byte("1"), unix.KEY_SPEC_SESSION_KEYRING)
+	k2, err2 := unix.AddKey("user", "wq-gc-2", []byte("2"), unix.KEY_SPEC_SESSION_KEYRING)
+	if err := errors.Join(err1, err2); err != nil {
+		say("ERR %v", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, args[0])
+	if err != nil {
+		sayErr("DIAL", err)
+		return 1
+	}
+	defer c.Close()
+	q, err := c.CreateQueue(ctx, 64)
+	if err != nil {
+		sayErr("QUEUE", err)
+		return 1
+	}
+	if err := q.WatchKey(ctx, int32(k1), 1); err != nil {
+		sayErr("WATCH1", err)
+		return 1
+	}
+	say("WATCH1 OK")
+	if err := q.WatchKey(ctx, int32(k2), 2); err != nil {
+		sayErr("WATCH2", err)
+	} else {
+		say("WATCH2 OK")
+	}
+	unix.KeyctlInt(unix.KEYCTL_INVALIDATE, k1, 0, 0, 0)
+	for {
+		r, err := q.Next(ctx)
+		if err != nil {
+			sayErr("READ", err)
+			return 1
+		}
+		if r.IsRemoval() {
+			break
+		}
+	}
+	say("REMOVED")
+	if err := q.WatchKey(ctx, int32(k2), 2); err != nil {
+		sayErr("WATCH2", err)
+	} else {
+		say("WATCH2 OK")
+	}
+	return 0
 }

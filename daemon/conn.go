@@ -353,6 +353,8 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		c.s.pub.Post(r.Record, c.cred, record.ObjectID(t))
 		c.s.published.Add(1)
 		return nil, -1, nil
+	case protocol.WatchKey:
+		return c.watchKey(r)
 	case protocol.StatsRequest:
 		return c.stats(r)
 	case protocol.ServerStatsRequest:
@@ -482,7 +484,8 @@ func (c *conn) serverStats(r protocol.ServerStatsRequest) ([]byte, int, error) {
 	st := protocol.ServerStats{UID: c.cred.UID,
 		Connections: uint64(conns), Queues: uint64(queues), Pages: uint64(pages), Watches: uint64(watches),
 		MaxConnections: uint64(lim.Connections), MaxQueues: uint64(lim.Queues), MaxPages: uint64(lim.Pages),
-		MaxWatches: uint64(lim.Watches), PublishRate: uint64(lim.PublishRate), PublishBurst: uint64(lim.PublishBurst)}
+		MaxWatches: uint64(lim.Watches), PublishRate: uint64(lim.PublishRate), PublishBurst: uint64(lim.PublishBurst),
+		KeyBackend: c.s.keyBackend()}
 	if root {
 		ss := c.s.Stats()
 		st.Internal = true

@@ -58,6 +58,8 @@ type Config struct {
 	Policy *policy.Policy
 	// Devices is the device source; nil makes WatchDevices ENODEV.
 	Devices DeviceSource
+	// Keys is the key source; nil makes WatchKey ENODEV.
+	Keys KeySource
 	// Logger receives one line per denial and per client; nil discards.
 	Logger *slog.Logger
 	// MaxClients bounds concurrent connections of all users; 0 means

@@ -69,6 +69,12 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 		}
 		return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf(
 			"%s is granted none of usb, block-errors, block-lifecycle by %s", who(w), rs.Source)}
+	case watchq.KindKey:
+		// The key source has made the kernel's own check, View in the
+		// watcher's context (keys.Source.WatchAs, as keyctl_watch_key's
+		// lookup_user_key(..., KEY_NEED_VIEW)); the kernel asks nothing
+		// more, and neither does watchqd by default.
+		return nil
 	case watchq.KindPublisher:
 		t := record.Type(obj.ID)
 		if obj.ID <= record.ObjectID(record.TypeMax) && rs.MayWatch(w, t) {
@@ -91,6 +97,13 @@ func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
 		if gen == nil || !rs.MayPublish(gen, t) {
 			return errPostPublisher
 		}
+		return nil
+	}
+	if t == record.TypeKey {
+		// Only key lists carry key records, and a watch on a key list
+		// passed View when it was set: the kernel posts to it from then
+		// on (kernel/watch_queue.c:__post_watch_notification checks
+		// only the filter and the LSM's security_post_notification).
 		return nil
 	}
 	c := Class(t, rec.Subtype())

@@ -53,6 +53,16 @@ type WatchPublisher struct {
 	Tag   int32
 }
 
+// WatchKey is KEYCTL_WATCH_KEY: Tag 0..255 watches key Key, -1 removes
+// the watch. Key is a serial (> 0): the client resolves special ids (@s,
+// @u...) in its own context (KEYCTL_GET_KEYRING_ID), as the kernel's
+// lookup_user_key would in the caller's.
+type WatchKey struct {
+	Queue uint32
+	Key   int32
+	Tag   int32
+}
+
 // Publish posts Record, one whole record of a publisher type.
 type Publish struct{ Record []byte }
 
@@ -90,6 +100,7 @@ func (Publish) Op() Op            { return OpPublish }
 func (StatsRequest) Op() Op       { return OpStats }
 func (CloseQueue) Op() Op         { return OpCloseQueue }
 func (ServerStatsRequest) Op() Op { return OpServerStats }
+func (WatchKey) Op() Op           { return OpWatchKey }
 
 func u32s(b []byte, vs ...uint32) []byte {
 	for _, v := range vs {
@@ -116,6 +127,9 @@ func (m StatsRequest) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.
 func (m CloseQueue) AppendBinary(b []byte) ([]byte, error)   { return u32s(b, m.Queue), nil }
 func (m ServerStatsRequest) AppendBinary(b []byte) ([]byte, error) {
 	return u32s(b, m.Flags), nil
+}
+func (m WatchKey) AppendBinary(b []byte) ([]byte, error) {
+	return u32s(b, m.Queue, uint32(m.Key), uint32(m.Tag)), nil
 }
 
 // fixed checks that body is exactly n bytes and returns its n/4 words.
@@ -202,6 +216,15 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, errInval("%v: unknown flags %#x", op, w[0]&^statsFlags)
 		}
 		return ServerStatsRequest{Flags: w[0]}, nil
+	case OpWatchKey:
+		w, err := fixed(op, body, 12)
+		if err != nil {
+			return nil, err
+		}
+		if int32(w[1]) <= 0 {
+			return nil, errInval("%v: key %d is not a serial (resolve special ids with KEYCTL_GET_KEYRING_ID first)", op, int32(w[1]))
+		}
+		return WatchKey{Queue: w[0], Key: int32(w[1]), Tag: int32(w[2])}, nil
 	}
 	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
 }

@@ -206,7 +206,24 @@ type ServerStats struct {
 	AcceptErrors, Rejected, TimedOut, Throttled, CloseLost uint64
 	// The daemon-wide bounds in force: connections, queues, pages.
 	MaxClients, MaxAllQueues, MaxAllPages uint64
+
+	// KeyBackend is the backend of the daemon's key source, which
+	// WatchKey uses: one of the KeyBackend constants (everyone sees it).
+	// A reply from a daemon without the field parses as KeyBackendNone.
+	KeyBackend uint64
 }
+
+// ServerStats.KeyBackend values; the numbers are source/keys.Backend's.
+const (
+	KeyBackendNone   = 0 // no key source: WatchKey is ENODEV
+	KeyBackendKernel = 1 // the kernel's own facility
+	KeyBackendPoll   = 2 // /proc/keys polling
+	KeyBackendTraced = 3 // BPF on the key system calls
+)
+
+// serverStatsOptional is how many of the last fields a reply may lack:
+// those added after the first daemons (KeyBackend).
+const serverStatsOptional = 1
 
 // fields lists s's values in wire order.
 func (s *ServerStats) fields() []*uint64 {
@@ -216,7 +233,8 @@ func (s *ServerStats) fields() []*uint64 {
 		&internal, &s.Clients, &s.AllQueues, &s.AllPages, &s.AllWatches, &s.Users,
 		&s.Goroutines, &s.Heap, &s.RSS, &s.FDs,
 		&s.AcceptErrors, &s.Rejected, &s.TimedOut, &s.Throttled, &s.CloseLost,
-		&s.MaxClients, &s.MaxAllQueues, &s.MaxAllPages}
+		&s.MaxClients, &s.MaxAllQueues, &s.MaxAllPages,
+		&s.KeyBackend}
 }
 
 // AppendBinary encodes s.
@@ -245,10 +263,10 @@ func ParseServerStats(b []byte) (ServerStats, error) {
 		return s, errInval("server-stats reply: %d values in %d bytes", n, len(b))
 	}
 	fs := s.fields()
-	if int(n) < len(fs) {
-		return s, errInval("server-stats reply: %d values, want at least %d", n, len(fs))
+	if int(n) < len(fs)-serverStatsOptional {
+		return s, errInval("server-stats reply: %d values, want at least %d", n, len(fs)-serverStatsOptional)
 	}
-	for i, f := range fs {
+	for i, f := range fs[:min(int(n), len(fs))] {
 		*f = binary.NativeEndian.Uint64(b[8*i:])
 	}
 	s.UID = uint32(*fs[0])

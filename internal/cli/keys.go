@@ -61,6 +61,23 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 	if o.interval <= 0 {
 		return nil, "", usageError{fmt.Errorf("--interval %v: must be positive", o.interval)}
 	}
+	daemonWhy := ""
+	if daemonFirst(b, os.Geteuid()) {
+		d, serials, derr := o.watchKeysDaemon(ctx, eng, q, ks)
+		if derr == nil {
+			fmt.Fprintf(stderr, "watchq: keys: traced backend through watchqd at %s (BPF on keyctl/add_key/request_key; "+
+				"keys viewable only as possessor refused; gc and the kernel's own changes seen only for keys watchqd may view)\n", o.socket)
+			var descs []string
+			for i, k := range ks {
+				descs = append(descs, o.keyDesc(k, serials[i]))
+			}
+			return d, "keys " + strings.Join(descs, ", "), nil
+		}
+		daemonWhy = dialError(o.socket, derr).Error()
+		if b == keys.Traced {
+			return nil, "", fmt.Errorf("keys: traced backend: %s; in-process it needs root", daemonWhy)
+		}
+	}
 	src, err := keys.Open(ctx, keys.Config{Engine: eng, Backend: b, Interval: o.interval})
 	if err != nil {
 		if errors.Is(err, kernel.ErrNotSupported) {
@@ -92,7 +109,9 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		} else if os.Getenv(keys.BackendEnv) == "poll" {
 			why = "$" + keys.BackendEnv + "=poll"
 		}
-		if ferr := src.Fallback(); ferr != nil {
+		if daemonWhy != "" {
+			why += "; traced: " + daemonWhy
+		} else if ferr := src.Fallback(); ferr != nil {
 			why += "; traced: " + ferr.Error()
 		}
 		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (%s)%s\n", o.interval, why, pollCaveat)
@@ -114,19 +133,25 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 			src.Close()
 			return nil, "", fmt.Errorf("keys: watch %s: %w", k.spec, err)
 		}
-		if o.keyWatches == nil {
-			o.keyWatches = map[record.Tag]int{}
-		}
-		o.keyWatches[k.tag]++
-		d := fmt.Sprintf("%08x", uint32(serial))
-		if k.spec != fmt.Sprint(serial) {
-			d = k.spec + " " + d
-		}
-		descs = append(descs, fmt.Sprintf("%s tag %d", d, k.tag))
-		o.names[k.tag] = fmt.Sprintf("key %d (%s)", serial, k.spec)
-		if k.spec == fmt.Sprint(serial) {
-			o.names[k.tag] = fmt.Sprintf("key %d", serial)
-		}
+		descs = append(descs, o.keyDesc(k, serial))
 	}
 	return src, "keys " + strings.Join(descs, ", "), nil
+}
+
+// keyDesc describes the watch of k (resolved to serial) for the banner,
+// and names its tag for removal lines.
+func (o *watchOptions) keyDesc(k keyArg, serial int32) string {
+	if o.keyWatches == nil {
+		o.keyWatches = map[record.Tag]int{}
+	}
+	o.keyWatches[k.tag]++
+	d := fmt.Sprintf("%08x", uint32(serial))
+	if k.spec != fmt.Sprint(serial) {
+		d = k.spec + " " + d
+	}
+	o.names[k.tag] = fmt.Sprintf("key %d (%s)", serial, k.spec)
+	if k.spec == fmt.Sprint(serial) {
+		o.names[k.tag] = fmt.Sprintf("key %d", serial)
+	}
+	return fmt.Sprintf("%s tag %d", d, k.tag)
 }

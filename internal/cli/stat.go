@@ -49,7 +49,10 @@ status 1.`,
 			if asJSON {
 				return writeStatJSON(cmd.OutOrStdout(), socket, s)
 			}
-			return writeStatText(cmd.OutOrStdout(), socket, s)
+			if err := writeStatText(cmd.OutOrStdout(), socket, s); err != nil {
+				return err
+			}
+			return writeStatKeys(ctx, cmd.OutOrStdout(), c)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the statistics as one JSON object")

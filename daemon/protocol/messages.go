@@ -202,6 +202,18 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, errInval("%v: unknown flags %#x", op, w[0]&^statsFlags)
 		}
 		return ServerStatsRequest{Flags: w[0]}, nil
+	case OpWatchMount:
+		q, tag, p, err := parsePathRequest(op, body)
+		if err != nil {
+			return nil, err
+		}
+		return WatchMount{Queue: q, Tag: tag, Path: p}, nil
+	case OpWatchSuperblock:
+		q, tag, p, err := parsePathRequest(op, body)
+		if err != nil {
+			return nil, err
+		}
+		return WatchSuperblock{Queue: q, Tag: tag, Path: p}, nil
 	}
 	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
 }

@@ -353,6 +353,10 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		c.s.pub.Post(r.Record, c.cred, record.ObjectID(t))
 		c.s.published.Add(1)
 		return nil, -1, nil
+	case protocol.WatchMount:
+		return c.mountWatch(false, r.Queue, r.Tag, r.Path)
+	case protocol.WatchSuperblock:
+		return c.mountWatch(true, r.Queue, r.Tag, r.Path)
 	case protocol.StatsRequest:
 		return c.stats(r)
 	case protocol.ServerStatsRequest:

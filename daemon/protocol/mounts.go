@@ -66,3 +66,45 @@ func parsePathRequest(op Op, body []byte) (queue uint32, tag int32, p string, er
 	}
 	return binary.NativeEndian.Uint32(body), int32(binary.NativeEndian.Uint32(body[4:])), string(raw), nil
 }
+
+// MountWatchReply is the reply to WatchMount and WatchSuperblock.
+type MountWatchReply struct {
+	// Flags is a set of MountNoFSErrors.
+	Flags uint32
+	// Reason says why, when a flag is set.
+	Reason string
+}
+
+// MountWatchReply flags.
+const (
+	// MountNoFSErrors: the superblock watch is in place, but the
+	// filesystem's errors cannot be watched (no FAN_FS_ERROR for it);
+	// it reports read-only transitions only.
+	MountNoFSErrors uint32 = 1 << iota
+
+	mountReplyFlags = MountNoFSErrors
+)
+
+// maxReason bounds a reply's reason text.
+const maxReason = 1024
+
+// AppendBinary appends the reply: flags, then the reason's bytes.
+func (r MountWatchReply) AppendBinary(b []byte) ([]byte, error) {
+	return append(u32s(b, r.Flags), r.Reason[:min(len(r.Reason), maxReason)]...), nil
+}
+
+// ParseMountWatchReply decodes a MountWatchReply; an empty body (a removal)
+// is the zero reply.
+func ParseMountWatchReply(body []byte) (MountWatchReply, error) {
+	if len(body) == 0 {
+		return MountWatchReply{}, nil
+	}
+	if len(body) < 4 || len(body) > 4+maxReason {
+		return MountWatchReply{}, errInval("mount watch reply of %d bytes, want 4..%d", len(body), 4+maxReason)
+	}
+	r := MountWatchReply{Flags: binary.NativeEndian.Uint32(body), Reason: string(body[4:])}
+	if r.Flags&^mountReplyFlags != 0 {
+		return MountWatchReply{}, errInval("mount watch reply: unknown flags %#x", r.Flags&^mountReplyFlags)
+	}
+	return r, nil
+}

@@ -45,6 +45,9 @@ func (*Source) WatchSuperblock(*watchq.Queue, string, record.Tag, *watchq.Cred) 
 // UnwatchSuperblock fails with ErrNotSupported.
 func (*Source) UnwatchSuperblock(*watchq.Queue, string) error { return ErrNotSupported }
 
+// Watches fails with ErrNotSupported.
+func (*Source) Watches() (int, error) { return 0, ErrNotSupported }
+
 // Sync fails with ErrNotSupported.
 func (*Source) Sync(context.Context) error { return ErrNotSupported }
 

@@ -323,4 +323,3 @@ func TestFSErrorsThroughDaemon(t *testing.T) {
 	}
 	expectPrefix(t, c, "DONE")
 }
-

@@ -23,7 +23,7 @@ func TestParsePathRequest(t *testing.T) {
 			{body(2, "/"), 0},
 			{body(-1, "/srv/../x"), 0},
 			{body(2, long), 0},
-			{body(2, long + "b"), syscall.ENAMETOOLONG},
+			{body(2, long+"b"), syscall.ENAMETOOLONG},
 			{body(2, ""), syscall.EINVAL},
 			{body(2, "srv"), syscall.EINVAL},
 			{body(2, "/a\x00b"), syscall.EINVAL},

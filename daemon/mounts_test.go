@@ -251,10 +251,13 @@ func TestMountsThroughDaemon(t *testing.T) {
 
 // TestMountsRefused: a user the policy does not grant watch=mounts is
 // refused with EACCES and the reason; one granted mounts but not
-// fs-errors is refused a superblock watch; nothing is left charged.
+// fs-errors is refused a superblock watch; the directory's search bits
+// still rule; and each watch is charged to the uid: at its limit of one,
+// a second watch (from another process of the uid) is EAGAIN, while
+// refused ones were given back.
 func TestMountsRefused(t *testing.T) {
 	u, other := newUser(t, "mok"), newUser(t, "mno")
-	e := startDaemon(t, fmt.Sprintf("user=%d watch=mounts\n", u.uid))
+	e := startDaemon(t, fmt.Sprintf("user=%d watch=mounts\nlimits user=%d watches=1\n", u.uid, u.uid))
 	ns := newTestNS(t)
 	l := expectPrefix(t, ns.spawn(e, other, "mounts", ns.root, "1"), "WATCH ERR")
 	if want := fmt.Sprintf("WATCH ERR EACCES uid %d", other.uid); !strings.HasPrefix(l, want) || !strings.Contains(l, "not granted watch=mounts") {
@@ -264,12 +267,17 @@ func TestMountsRefused(t *testing.T) {
 	if !strings.HasPrefix(l, "WATCH ERR EACCES") || !strings.Contains(l, "not granted watch=fs-errors") {
 		t.Errorf("superblock watch with mounts only: %q", l)
 	}
-	expectPrefix(t, ns.spawn(e, u, "mounts", ns.root, "1"), "WATCH OK")
 	// The directory's search bits still rule: 0700 root's.
 	ns.do(func() error { return os.Mkdir(ns.p("closed"), 0o700) })
 	l = expectPrefix(t, ns.spawn(e, u, "mounts", ns.p("closed"), "1"), "WATCH ERR")
 	if !strings.HasPrefix(l, "WATCH ERR EACCES") {
 		t.Errorf("watch on a 0700 directory of root's: %q", l)
+	}
+	expectPrefix(t, ns.spawn(e, u, "mounts", ns.root, "1"), "WATCH OK")
+	ns.do(func() error { return os.Mkdir(ns.p("open"), 0o755) })
+	l = expectPrefix(t, ns.spawn(e, u, "mounts", ns.p("open"), "1"), "WATCH ERR")
+	if !strings.HasPrefix(l, "WATCH ERR EAGAIN") || !strings.Contains(l, "watches=1") {
+		t.Errorf("second watch at a limit of one: %q", l)
 	}
 }
 

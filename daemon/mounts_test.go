@@ -28,9 +28,11 @@ import (
 func init() { attackRoles["mountwatch"] = mountWatchRole }
 
 // mountWatchRole is a client that watches through watchqd: args are the
-// socket, "mounts" or "fs", a path and how many records to print. It says
-// "WATCH OK", "WATCH NOFSERR reason" or "WATCH ERR ERRNO reason", then
-// "REC hex" per record, then "DONE", and stays until stdin closes.
+// socket, "mounts" or "fs", a path, how many records to print and,
+// optionally, a second directory to watch (mounts, on the same queue)
+// after them. It says "WATCH OK", "WATCH NOFSERR reason" or "WATCH ERR
+// ERRNO reason", then "REC hex" per record, then "DONE" (or the second
+// watch's "WATCH2 OK" or "WATCH2 ERR ..."), and stays until stdin closes.
 func mountWatchRole(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -75,6 +77,14 @@ func mountWatchRole(args []string) int {
 			return fail("READ", err)
 		}
 		say("REC %s", hex.EncodeToString(r))
+	}
+	if len(args) > 4 {
+		if err := q.WatchMount(ctx, args[4], 4); err != nil {
+			return fail("WATCH2", err)
+		}
+		say("WATCH2 OK")
+		io.Copy(io.Discard, os.Stdin)
+		return 0
 	}
 	say("DONE")
 	io.Copy(io.Discard, os.Stdin)
@@ -273,11 +283,22 @@ func TestMountsRefused(t *testing.T) {
 	if !strings.HasPrefix(l, "WATCH ERR EACCES") {
 		t.Errorf("watch on a 0700 directory of root's: %q", l)
 	}
-	expectPrefix(t, ns.spawn(e, u, "mounts", ns.root, "1"), "WATCH OK")
+	// A watch ended by its mount's unmount is given back: the same
+	// client then watches another directory at its limit of one.
+	ns.mount("tmpfs", ns.p("m"), "tmpfs", 0, "mode=0755")
 	ns.do(func() error { return os.Mkdir(ns.p("open"), 0o755) })
+	c := ns.spawn(e, u, "mounts", ns.p("m"), "1", ns.p("open"))
+	expectPrefix(t, c, "WATCH OK")
 	l = expectPrefix(t, ns.spawn(e, u, "mounts", ns.p("open"), "1"), "WATCH ERR")
 	if !strings.HasPrefix(l, "WATCH ERR EAGAIN") || !strings.Contains(l, "watches=1") {
 		t.Errorf("second watch at a limit of one: %q", l)
+	}
+	ns.umount(ns.p("m"))
+	if r, err := parseRec(t, expectPrefix(t, c, "REC ")).Removal(); err != nil || r.Tag != 2 {
+		t.Fatalf("after the unmount: %+v, %v, want the watch's removal", r, err)
+	}
+	if l := c.next(t); l != "WATCH2 OK" {
+		t.Errorf("a watch after the unmount ended the first, at a limit of one: %q", l)
 	}
 }
 

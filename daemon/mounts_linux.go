@@ -47,11 +47,6 @@ func (c *conn) namespace() (Namespace, error) {
 	}); err != nil {
 		return ns, err
 	}
-	if perr != nil {
-		return ns, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf(
-			"SO_PEERPIDFD: %v: mount watches need Linux 6.5 to know the client's mount namespace", perr)}
-	}
-	defer unix.Close(pidfd)
 	gone := func(err error) error {
 		if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
 			return &watchq.Errno{Errno: syscall.ESRCH, Reason: fmt.Sprintf(
@@ -59,6 +54,18 @@ func (c *conn) namespace() (Namespace, error) {
 		}
 		return &watchq.Errno{Errno: syscall.EIO, Reason: fmt.Sprintf("the mount namespace of pid %d: %v", c.cred.PID, err)}
 	}
+	switch {
+	case errors.Is(perr, unix.ENOPROTOOPT):
+		return ns, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf(
+			"SO_PEERPIDFD: %v: mount watches need Linux 6.5 to know the client's mount namespace", perr)}
+	case errors.Is(perr, unix.EINVAL):
+		// Kernels that make no pidfd of a reaped process
+		// (pidfd_prepare: the pid has no task left).
+		return ns, gone(unix.ESRCH)
+	case perr != nil:
+		return ns, gone(perr)
+	}
+	defer unix.Close(pidfd)
 	nsfd, err := unix.IoctlRetInt(pidfd, pidfdGetMntNamespace)
 	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
 		// Before 6.11: /proc, then the check that the pid was still

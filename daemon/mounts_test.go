@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/internal/devtest"
 	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/record"
@@ -351,4 +354,87 @@ func TestFSErrorsThroughDaemon(t *testing.T) {
 		t.Fatalf("second record %v (%+v, %v), want the removal of %#x", r, rm, err, loop.Dev)
 	}
 	expectPrefix(t, c, "DONE")
+}
+
+func init() { attackRoles["connect-pass"] = connectPassRole }
+
+// connectPassRole connects to the socket (args[0]), hands the connection to
+// its parent over fd 3 (SCM_RIGHTS) and exits: a connection whose
+// connecting process is gone.
+func connectPassRole(args []string) int {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: args[0], Net: "unixpacket"})
+	if err != nil {
+		fmt.Println("DIAL ERR", err)
+		return 1
+	}
+	f, err := c.File()
+	if err != nil {
+		return 1
+	}
+	if err := unix.Sendmsg(3, []byte{1}, unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		fmt.Println("SEND ERR", err)
+		return 1
+	}
+	return 0
+}
+
+// TestMountsConnectorGone: a connection whose connecting process has
+// exited (and been reaped: its pid free for reuse) is refused mount
+// watches with ESRCH and the reason, instead of watching in whatever
+// namespace a process that took its pid lives in; its other requests
+// still work.
+func TestMountsConnectorGone(t *testing.T) {
+	testenv.RequireRoot(t)
+	e := startDaemon(t, "* watch=mounts\n")
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs := os.NewFile(uintptr(sp[0]), "mine"), os.NewFile(uintptr(sp[1]), "theirs")
+	defer mine.Close()
+	cmd := exec.Command(e.bin)
+	cmd.Env = childEnv(roleEnv+"=connect-pass", "WATCHQD_ARGS="+e.sock)
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	buf, oob := make([]byte, 8), make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(sp[0], buf, oob, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil { // reaped
+		t.Fatalf("connect-pass: %v", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("no fd from the child: %v", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("no fd from the child: %v", err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "conn")
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &raw{c: fc.(*net.UnixConn)}
+	t.Cleanup(func() {
+		r.c.Close()
+		for _, fd := range r.fds {
+			unix.Close(fd)
+		}
+	})
+	r.expect(t, rawMsg(uint16(protocol.OpHello), 1, u32(protocol.Version)), 0)
+	q := r.createQueue(t)
+	body, _ := protocol.WatchMount{Queue: q, Tag: 2, Path: "/"}.AppendBinary(nil)
+	rest := r.expect(t, rawMsg(uint16(protocol.OpWatchMount), 2, body), syscall.ESRCH)
+	if !strings.Contains(string(rest), "has exited") {
+		t.Errorf("reason %q does not say the connecting process exited", rest)
+	}
+	r.expect(t, rawMsg(uint16(protocol.OpCloseQueue), 3, u32(q)), 0)
 }

@@ -96,3 +96,29 @@ func closeNamespace(ns Namespace) {
 		unix.Close(ns.FD)
 	}
 }
+
+// reclaimDeadWatches gives back the charge of watches the engine has
+// removed by itself since they were added: a mount watch ends when its
+// mount is unmounted (a superblock watch when the filesystem's last mount
+// goes), without a request the daemon would see. A queue holds the charge
+// of every watch added through it; the engine queue counts the watches
+// still delivering into it; the difference is dead. Called from serve's
+// goroutine, the only one that adds watches to the connection's queues, so
+// no watch is between its charge and its addition meanwhile.
+func (c *conn) reclaimDeadWatches() {
+	c.mu.Lock()
+	qs := make([]*queue, 0, len(c.queues))
+	for _, q := range c.queues {
+		qs = append(qs, q)
+	}
+	c.mu.Unlock()
+	for _, q := range qs {
+		live := q.q.Stats().Watches
+		q.mu.Lock()
+		dead := q.watches - live
+		q.mu.Unlock()
+		if dead > 0 {
+			q.unhold(0, dead)
+		}
+	}
+}

@@ -15,3 +15,6 @@ func (c *conn) namespace() (Namespace, error) {
 
 // closeNamespace does nothing off Linux.
 func closeNamespace(Namespace) {}
+
+// reclaimDeadWatches has nothing to do off Linux: no watch is ever added.
+func (c *conn) reclaimDeadWatches() {}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/keys"
 )
 
@@ -43,6 +44,13 @@ func kernelWhy(err error) string {
 	}
 	return s
 }
+
+// pollCaveat ends the poll backend's banner: what it coalesces or
+// cannot see within one interval, the rows of docs/keys.md's table
+// (source/keys poll.go diffs /proc/keys and KEYCTL_READ between passes).
+const pollCaveat = "; within one interval it coalesces updates and attribute changes, and misses" +
+	" same-payload updates, same-value chown/setperm, an unlink and re-link, keyring_restrict" +
+	" and most invalidations (seen as the gc removal); see docs/keys.md"
 
 // watchKeys opens the key source and watches every key in ks with q.
 func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *watchq.Queue, ks []keyArg, stderr io.Writer) (source, string, error) {
@@ -76,7 +84,7 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		}
 		fmt.Fprintf(stderr, "watchq: keys: traced backend (BPF on keyctl/add_key/request_key; gc and the kernel's own changes polled every %v) (%s)\n", o.interval, why)
 	case b == keys.Poll:
-		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (--backend=poll)\n", o.interval)
+		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (--backend=poll)%s\n", o.interval, pollCaveat)
 	default:
 		why := "kernel backend not chosen"
 		if perr := kernel.Probe(); perr != nil {
@@ -87,7 +95,7 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		if ferr := src.Fallback(); ferr != nil {
 			why += "; traced: " + ferr.Error()
 		}
-		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (%s)\n", o.interval, why)
+		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (%s)%s\n", o.interval, why, pollCaveat)
 	}
 	var descs []string
 	for _, k := range ks {
@@ -106,6 +114,10 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 			src.Close()
 			return nil, "", fmt.Errorf("keys: watch %s: %w", k.spec, err)
 		}
+		if o.keyWatches == nil {
+			o.keyWatches = map[record.Tag]int{}
+		}
+		o.keyWatches[k.tag]++
 		d := fmt.Sprintf("%08x", uint32(serial))
 		if k.spec != fmt.Sprint(serial) {
 			d = k.spec + " " + d

@@ -39,7 +39,7 @@ status 1.`,
 			defer cancel()
 			c, err := client.Dial(ctx, socket)
 			if err != nil {
-				return fmt.Errorf("watchqd at %s: %s", socket, dialWhy(err))
+				return dialError(socket, err)
 			}
 			defer c.Close()
 			s, err := c.Stats(ctx)

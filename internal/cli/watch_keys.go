@@ -72,6 +72,10 @@ collection, the kernel's own changes); the poll backend diffs /proc/keys and
 KEYCTL_READ every --interval. --backend=auto picks kernel, else traced where
 its programs load, else poll.
 
+Like keyctl watch, the command ends (status 0) when its last watch is
+removed: the watched key was unlinked from everything and collected, or
+invalidated; the removal record is printed first.
+
 ` + FilterSyntax + "\n\n" + FormatHelp,
 		Example: `  watchq watch keys                       # @s tag 1, @u tag 2
   watchq watch keys @u=7 0x2ffc2e5d=8 --backend=poll --interval=100ms
@@ -82,6 +86,7 @@ its programs load, else poll.
 			if err != nil {
 				return err
 			}
+			o.exitOnLastKey = true
 			return o.run(cmd, ks, devicesOff)
 		},
 	}

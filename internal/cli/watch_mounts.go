@@ -134,7 +134,7 @@ func (o *watchOptions) watchMounts(ctx context.Context, eng *watchq.Engine, q *w
 		if !errors.As(err, &absent) {
 			return nil, "", err
 		}
-		daemonWhy = fmt.Sprintf("; watchqd at %s: %s", o.socket, dialWhy(absent.err))
+		daemonWhy = fmt.Sprintf("; watchqd at %s: %s", o.socket, dialWhy(o.socket, absent.err))
 	}
 	b, err := mount.ParseBackend(o.backend)
 	if err != nil {

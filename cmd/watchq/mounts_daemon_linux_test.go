@@ -80,3 +80,33 @@ func TestWatchMountsThroughDaemon(t *testing.T) {
 		t.Errorf("watch fs without the grant: %v\n%s", err, out)
 	}
 }
+
+// TestWatchMountsDaemonGone: when watchqd goes away under "watchq watch
+// mounts" run through it, the watch ends with its removal record and the
+// command with status 1 and a line saying so, as watch devices does.
+func TestWatchMountsDaemonGone(t *testing.T) {
+	testenv.RequireRoot(t)
+	sock, d := startDaemonConf(t, "* watch=mounts\n")
+	dir := t.TempDir()
+	for _, x := range []string{dir, filepath.Dir(dir), filepath.Dir(sock)} {
+		if err := os.Chmod(x, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(watchqBin, "watch", "mounts", "--socket", sock, dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS,
+		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	p := startCmd(t, cmd)
+	p.waitReady()
+	d.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	if p.err == nil {
+		t.Fatalf("watchq exited 0 after watchqd went away:\n%s", strings.Join(p.errLines(), "\n"))
+	}
+	if !strings.Contains(strings.Join(p.errLines(), "\n"), "went away") {
+		t.Errorf("stderr does not say watchqd went away:\n%s", strings.Join(p.errLines(), "\n"))
+	}
+	if !strings.Contains(p.out(), "REMOVAL") {
+		t.Errorf("no removal record:\n%s", p.out())
+	}
+}

@@ -18,7 +18,8 @@ import (
 // own queue with its filter and read sizes, as daemonDevices does.
 // Removal records are relayed as they come (each ends its watch); when
 // the daemon goes, the watches not yet removed end with a removal record
-// (id 0: the daemon did not say).
+// (id 0: the daemon did not say) and the command with an error. There is
+// no --wait reconnection for mounts yet.
 type daemonMounts struct {
 	c      *client.Client
 	cancel context.CancelFunc
@@ -92,9 +93,19 @@ func (o *watchOptions) watchMountsDaemon(ctx context.Context, eng *watchq.Engine
 		buf := make([]byte, record.NoteSize)
 		for rec, err := range dq.Records(rctx) {
 			if err != nil {
-				// The daemon went away or we are stopping.
+				// The daemon went away or we are stopping: the
+				// watches end, as when their mounts go; a daemon
+				// gone ends the command too, as for devices.
 				for _, wl := range lists {
 					wl.Destroy()
+				}
+				if rctx.Err() == nil {
+					if errors.Is(err, client.ErrDaemonGone) {
+						err = fmt.Errorf("mounts: watchqd at %s went away; start it again (systemctl start watchqd.socket)", o.socket)
+					} else {
+						err = fmt.Errorf("mounts: watchqd at %s: %w", o.socket, err)
+					}
+					o.fail(err)
 				}
 				return
 			}

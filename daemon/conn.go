@@ -355,6 +355,10 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		return nil, -1, nil
 	case protocol.WatchKey:
 		return c.watchKey(r)
+	case protocol.WatchMount:
+		return c.mountWatch(false, r.Queue, r.Tag, r.Path)
+	case protocol.WatchSuperblock:
+		return c.mountWatch(true, r.Queue, r.Tag, r.Path)
 	case protocol.StatsRequest:
 		return c.stats(r)
 	case protocol.ServerStatsRequest:
@@ -376,6 +380,7 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 // (EAGAIN past its limit) and to q, which gives the charge back when it
 // closes.
 func (c *conn) watch(q *queue, add func() error) error {
+	c.reclaimDeadWatches()
 	if err := c.s.chargeWatch(c); err != nil {
 		return err
 	}
@@ -496,4 +501,26 @@ func (c *conn) serverStats(r protocol.ServerStatsRequest) ([]byte, int, error) {
 	}
 	b, _ := st.AppendBinary(nil)
 	return b, -1, nil
+}
+
+// reclaimDeadWatches gives back the charge of watches the engine has
+// removed by itself since they were added, as the kernel gives a user's
+// nr_watches back when a watch list dies (remove_watch_list →
+// free_watch): a garbage-collected key's list, a mount watch whose mount
+// is unmounted (a superblock watch when the filesystem's last mount
+// goes), with no request the daemon would see. Called from serve's
+// goroutine, the only one that adds watches to the connection's queues, so
+// no watch is between its charge and its addition meanwhile; another
+// connection of the uid reclaims its own at its next watch, or when its
+// queues close.
+func (c *conn) reclaimDeadWatches() {
+	c.mu.Lock()
+	qs := make([]*queue, 0, len(c.queues))
+	for _, q := range c.queues {
+		qs = append(qs, q)
+	}
+	c.mu.Unlock()
+	for _, q := range qs {
+		q.reclaimDead()
+	}
 }

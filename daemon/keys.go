@@ -50,33 +50,7 @@ func (c *conn) watchKey(r protocol.WatchKey) ([]byte, int, error) {
 		q.unhold(0, 1)
 		return nil, -1, nil
 	}
-	c.settleWatches()
 	return nil, -1, c.watch(q, func() error { return ks.WatchAs(q.q, r.Key, tag, c.cred) })
-}
-
-// settleWatches gives back the charges of the connection's watches that
-// the engine ended on its own: a garbage-collected key's list is
-// destroyed (its watchers get a removal record), and the kernel then gives
-// the user's nr_watches back at once (remove_watch_list → free_watch). The
-// connection's requests run one at a time, so no watch is being added
-// meanwhile; another connection of the uid settles its own at its next
-// watch-key, or when its queues close.
-func (c *conn) settleWatches() {
-	c.mu.Lock()
-	qs := make([]*queue, 0, len(c.queues))
-	for _, q := range c.queues {
-		qs = append(qs, q)
-	}
-	c.mu.Unlock()
-	for _, q := range qs {
-		n := q.q.Stats().Watches
-		q.mu.Lock()
-		d := q.watches - n
-		q.mu.Unlock()
-		if d > 0 {
-			q.unhold(0, d)
-		}
-	}
 }
 
 // keyBackend is the server-stats KeyBackend value for the daemon's key

@@ -60,6 +60,9 @@ type Config struct {
 	Devices DeviceSource
 	// Keys is the key source; nil makes WatchKey ENODEV.
 	Keys KeySource
+	// Mounts is the mount source; nil makes WatchMount and
+	// WatchSuperblock ENODEV.
+	Mounts MountSource
 	// Logger receives one line per denial and per client; nil discards.
 	Logger *slog.Logger
 	// MaxClients bounds concurrent connections of all users; 0 means

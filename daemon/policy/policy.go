@@ -19,7 +19,10 @@ import (
 // block errors, subtypes 1..10; block lifecycle, the other block
 // subtypes). A publisher record passes only if the watcher may watch its
 // type and its generator may publish it. Meta records bypass the policy
-// (the engine never asks). Rules are read afresh for every decision, so a
+// (the engine never asks). Mount and superblock watches need the mounts
+// and fs-errors classes and the watched directory's search permission;
+// their records pass while the watcher still holds the class. Rules are
+// read afresh for every decision, so a
 // reload changes what existing watches receive at once.
 type Policy struct {
 	rules atomic.Pointer[Rules]
@@ -82,6 +85,8 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 		}
 		return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf(
 			"%s may not watch publisher type %#x under %s", who(w), obj.ID, rs.Source)}
+	case watchq.KindMount, watchq.KindSuperblock:
+		return mountWatchAllowed(rs, w, obj)
 	}
 	return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf("watchqd serves no %v watches", obj.Kind)}
 }
@@ -104,6 +109,12 @@ func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
 		// passed View when it was set: the kernel posts to it from then
 		// on (kernel/watch_queue.c:__post_watch_notification checks
 		// only the filter and the LSM's security_post_notification).
+		return nil
+	}
+	if mc := classOf(0, t); mc != 0 {
+		if rs.MountClasses(w)&mc == 0 {
+			return errPostMount
+		}
 		return nil
 	}
 	c := Class(t, rec.Subtype())

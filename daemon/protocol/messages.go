@@ -225,6 +225,18 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, errInval("%v: key %d is not a serial (resolve special ids with KEYCTL_GET_KEYRING_ID first)", op, int32(w[1]))
 		}
 		return WatchKey{Queue: w[0], Key: int32(w[1]), Tag: int32(w[2])}, nil
+	case OpWatchMount:
+		q, tag, p, err := parsePathRequest(op, body)
+		if err != nil {
+			return nil, err
+		}
+		return WatchMount{Queue: q, Tag: tag, Path: p}, nil
+	case OpWatchSuperblock:
+		q, tag, p, err := parsePathRequest(op, body)
+		if err != nil {
+			return nil, err
+		}
+		return WatchSuperblock{Queue: q, Tag: tag, Path: p}, nil
 	}
 	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
 }

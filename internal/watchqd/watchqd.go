@@ -166,7 +166,8 @@ func Run(ctx context.Context, o *Options) error {
 		}
 	}
 
-	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: devices, Keys: openKeys(ctx, eng, log), Logger: log,
+	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
+		Keys: openKeys(ctx, eng, log), Mounts: newMountSource(ctx, eng, log),
 		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, MaxTotalQueues: o.MaxTotalQueues, MaxTotalPages: o.MaxTotalPages,
 		PipeSlots: o.PipeSlots, HelloTimeout: o.HelloTimeout, RequestTimeout: o.RequestTimeout})
 	if err != nil {

@@ -18,13 +18,19 @@ import (
 // lets root watch devices, and returns the socket path once stat answers.
 func startDaemon(t *testing.T) (string, *exec.Cmd) {
 	t.Helper()
+	return startDaemonConf(t, "user=0 watch=devices\n")
+}
+
+// startDaemonConf is startDaemon with the policy conf.
+func startDaemonConf(t *testing.T, policy string) (string, *exec.Cmd) {
+	t.Helper()
 	if watchqdErr != nil {
 		t.Fatal(watchqdErr)
 	}
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "watchqd.sock")
 	conf := filepath.Join(dir, "watchqd.conf")
-	if err := os.WriteFile(conf, []byte("user=0 watch=devices\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(watchqdBin, "-socket", sock, "-config", conf, "-devices", "on")

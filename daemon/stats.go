@@ -60,3 +60,22 @@ func (s *Server) QueueStats() []protocol.QueueStats {
 	}
 	return out
 }
+
+// Usage is what one uid holds, charged by the accounting (account.go).
+type Usage struct {
+	UID                                 uint32
+	Connections, Queues, Pages, Watches int
+}
+
+// Usages returns what every uid holding anything holds, in no order.
+func (s *Server) Usages() []Usage {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	var out []Usage
+	for uid, a := range s.accounts {
+		if a.conns+a.queues+a.pages+a.watches > 0 {
+			out = append(out, Usage{UID: uid, Connections: a.conns, Queues: a.queues, Pages: a.pages, Watches: a.watches})
+		}
+	}
+	return out
+}

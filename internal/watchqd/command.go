@@ -160,8 +160,20 @@ func legacyArgs(f *pflag.FlagSet, args []string) []string {
 // Main is watchqd's main function: it parses args, runs the daemon until
 // SIGINT or SIGTERM, and returns the exit status (ExitOK...).
 func Main(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	// The signal is the context's cause: the stop line gives it as the
+	// reason.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case sig := <-sigs:
+			cancel(fmt.Errorf("signal %v", sig))
+		case <-ctx.Done():
+		}
+	}()
 	cmd := NewCommand(Run)
 	cmd.SetArgs(legacyArgs(cmd.Flags(), args))
 	err := cmd.ExecuteContext(ctx)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,5 +165,11 @@ func TestMetrics(t *testing.T) {
 	p.stop(t)
 	if _, err := os.Lstat(msock); !os.IsNotExist(err) {
 		t.Errorf("metrics socket left behind: %v", err)
+	}
+	// The start and stop lines.
+	for _, w := range []string{`msg="watchqd ready" version="watchqd `, ` metrics=unix:` + msock, `msg="watchqd stopping" reason="signal terminated"`, ` uptime=`} {
+		if !strings.Contains(p.Log(), w) {
+			t.Errorf("log lacks %q:\n%s", w, p.Log())
+		}
 	}
 }

@@ -146,8 +146,8 @@ func Run(ctx context.Context, o *Options) error {
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	err = srv.Serve(ctx, l)
 	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
-	reason := "signal"
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+	reason := "stopped"
+	if cause := context.Cause(ctx); cause != nil {
 		reason = cause.Error()
 	}
 	if err != nil {

@@ -41,3 +41,26 @@ func TestCounts(t *testing.T) {
 		t.Errorf("PostAllowed allocates %v times", n)
 	}
 }
+
+// BenchmarkPostAllowed measures what counting costs on the post path:
+// PostAllowed (decide and count) beside postAllowed (decide only), in
+// the same run. Run alternately with -count and compare with benchstat.
+func BenchmarkPostAllowed(b *testing.B) {
+	rs, err := Parse(strings.NewReader("user=1001 watch=usb,block-errors\n"), "bench.conf", stubLookup)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := New(rs)
+	w := &watchq.Cred{UID: 1001, GID: 1001}
+	r := rec(record.TypeBlock, 1)
+	b.Run("variant=uncounted", func(b *testing.B) {
+		for b.Loop() {
+			p.postAllowed(w, watchq.SystemCred, r)
+		}
+	})
+	b.Run("variant=counted", func(b *testing.B) {
+		for b.Loop() {
+			p.PostAllowed(w, watchq.SystemCred, r)
+		}
+	})
+}

@@ -10,8 +10,10 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 )
 
-// journalSocket is journald's native socket (sd_journal_sendv's).
-const journalSocket = "/run/systemd/journal/socket"
+// journalSocket is journald's native socket (sd_journal_sendv's). Like
+// go-systemd's own journal.journalSocket it is a variable only so that a
+// test can build a watchqd that logs to a socket of its own (-ldflags -X).
+var journalSocket = "/run/systemd/journal/socket"
 
 // underJournal says whether watchqd was started by systemd with its
 // output going to the journal: stderr is the stream JOURNAL_STREAM names

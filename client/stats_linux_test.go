@@ -35,14 +35,14 @@ func TestStatsCounters(t *testing.T) {
 	classes := map[string]bool{}
 	for _, g := range s.Counters {
 		if g.Kind == protocol.GroupClass {
-			if _, ok := g.Value("allowed"); ok {
+			if _, ok := g.Value("posted"); ok {
 				classes[g.Name] = true
 			}
 		}
 	}
 	for _, want := range []string{"usb", "block-errors", "block-lifecycle", "publisher"} {
 		if !classes[want] {
-			t.Errorf("no class %q with allowed in %v", want, s.Counters)
+			t.Errorf("no class %q with posted in %v", want, s.Counters)
 		}
 	}
 

@@ -30,8 +30,9 @@ func DeviceCounters(st device.Stats) []protocol.Counter {
 }
 
 // Counters returns the sources' counters (kind GroupSource; the device
-// source's while it runs) and the policy's post decisions by record class
-// (GroupClass: allowed, denied). They are the server's own counters, read
+// source's while it runs) and what became of posted records by record
+// class (GroupClass: posted, lost, filtered, denied, as per queue; the
+// policy counts them, given as the engine's Config.Counter). They are the server's own counters, read
 // afresh: stat's counters section and the metrics endpoint both come
 // from here.
 func (s *Server) Counters() []protocol.CounterGroup {
@@ -41,7 +42,8 @@ func (s *Server) Counters() []protocol.CounterGroup {
 	}
 	for i, c := range s.cfg.Policy.Counts() {
 		gs = append(gs, protocol.CounterGroup{Kind: protocol.GroupClass, Name: policy.ClassNames[i],
-			Counters: []protocol.Counter{{Name: "allowed", Value: c.Allowed}, {Name: "denied", Value: c.Denied}}})
+			Counters: []protocol.Counter{{Name: "posted", Value: c.Posted}, {Name: "lost", Value: c.Lost},
+				{Name: "filtered", Value: c.Filtered}, {Name: "denied", Value: c.Denied}}})
 	}
 	return gs
 }

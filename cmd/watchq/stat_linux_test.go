@@ -61,10 +61,18 @@ func TestStatOwnQueues(t *testing.T) {
 		t.Errorf("nobody's queue row %v, want uid %d and one watch", q, nobody)
 	}
 	for _, w := range []string{"\ndevice source: uevents_received ", ", spoofed_dropped ", ", socket_overruns ", ", ring_drops ",
-		"\nCLASS ", "\nblock-lifecycle ", "\nusb ", "\npublisher ", " QUEUED "} {
+		"\nblock-lifecycle ", "\nusb ", "\npublisher ", " QUEUED "} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("stat as nobody lacks %q:\n%s", w, r.stdout)
 		}
+	}
+
+	classHead := false
+	for _, l := range strings.Split(r.stdout, "\n") {
+		classHead = classHead || strings.Join(strings.Fields(l), " ") == "CLASS POSTED LOST FILTERED DENIED"
+	}
+	if !classHead {
+		t.Errorf("stat as nobody has no CLASS POSTED LOST FILTERED DENIED head:\n%s", r.stdout)
 	}
 
 	r = runAs(t, nobody, "stat", "--json", "--socket", sock)
@@ -85,8 +93,10 @@ func TestStatOwnQueues(t *testing.T) {
 	if _, ok := js.Sources["device"]["uevents_received"]; !ok {
 		t.Errorf("no sources.device.uevents_received:\n%s", r.stdout)
 	}
-	if _, ok := js.Classes["block-lifecycle"]["allowed"]; !ok {
-		t.Errorf("no classes.block-lifecycle.allowed:\n%s", r.stdout)
+	for _, f := range []string{"posted", "lost", "filtered", "denied"} {
+		if _, ok := js.Classes["block-lifecycle"][f]; !ok {
+			t.Errorf("no classes.block-lifecycle.%s:\n%s", f, r.stdout)
+		}
 	}
 
 	// Another uid sees none of nobody's queues; root sees them.

@@ -3,11 +3,13 @@ package policy
 import (
 	"sync/atomic"
 
+	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/record"
 )
 
-// Record classes the policy counts its post decisions by: the three device
-// classes of watchqd.conf(5) and publisher records (every type together).
+// Record classes the policy counts posts by: the three device classes of
+// watchqd.conf(5) and publisher records (every type together: per type
+// would let publishers grow the table).
 const (
 	ClassUSB = iota
 	ClassBlockErrors
@@ -20,19 +22,17 @@ const (
 // ones; stat and the metrics endpoint use them.
 var ClassNames = [NumClasses]string{"usb", "block-errors", "block-lifecycle", "publisher"}
 
-// ClassCount is how many copies of a class's records PostAllowed let
-// through to a watcher's queue (where they are queued, or lost if the
-// queue is full) and how many it kept out. The engine asks only after the
-// queue's filter passed a record, so filtered records are not counted
-// here (they are per queue, Filtered).
-type ClassCount struct{ Allowed, Denied uint64 }
+// ClassCount is what became of the copies of one class's records that the
+// engine offered to watches: the per-queue figures of QueueStats (posted,
+// lost, filtered, denied), summed over every queue, by class.
+type ClassCount struct{ Posted, Lost, Filtered, Denied uint64 }
 
-// classCounters are the policy's post decisions by class. Each counter is
-// atomic; no lock.
-type classCounters [NumClasses]struct{ allowed, denied atomic.Uint64 }
+// classCounters are the counts by class and outcome
+// (watchq.PostQueued...). Each is atomic; no lock.
+type classCounters [NumClasses][watchq.PostDenied + 1]atomic.Uint64
 
 // classIndex returns the counting class of a record of type t and subtype
-// s, or -1 for records PostAllowed refuses on any list.
+// s, or -1 for records of no class.
 func classIndex(t record.Type, s uint8) int {
 	switch {
 	case t.IsPublisher():
@@ -47,24 +47,22 @@ func classIndex(t record.Type, s uint8) int {
 	return -1
 }
 
-// count notes one post decision on a record of type t, subtype s.
-func (p *Policy) count(t record.Type, s uint8, allowed bool) {
-	i := classIndex(t, s)
-	if i < 0 {
-		return
-	}
-	if allowed {
-		p.counts[i].allowed.Add(1)
-	} else {
-		p.counts[i].denied.Add(1)
+// CountPost implements watchq.PostCounter: the engine reports each copy's
+// outcome (give the Policy as watchq.Config.Counter). It does not
+// allocate.
+func (p *Policy) CountPost(h record.Header, o watchq.PostOutcome) {
+	if i := classIndex(h.Type, h.Subtype); i >= 0 && int(o) < len(p.counts[i]) {
+		p.counts[i][o].Add(1)
 	}
 }
 
-// Counts returns the post decisions made so far, by class (ClassUSB...).
+// Counts returns the outcomes counted so far, by class (ClassUSB...).
 func (p *Policy) Counts() [NumClasses]ClassCount {
 	var out [NumClasses]ClassCount
 	for i := range p.counts {
-		out[i] = ClassCount{Allowed: p.counts[i].allowed.Load(), Denied: p.counts[i].denied.Load()}
+		c := &p.counts[i]
+		out[i] = ClassCount{Posted: c[watchq.PostQueued].Load(), Lost: c[watchq.PostLost].Load(),
+			Filtered: c[watchq.PostFiltered].Load(), Denied: c[watchq.PostDenied].Load()}
 	}
 	return out
 }

@@ -23,7 +23,7 @@ import (
 // reload changes what existing watches receive at once.
 type Policy struct {
 	rules  atomic.Pointer[Rules]
-	counts classCounters // PostAllowed's decisions by class (counts.go)
+	counts classCounters // posts' outcomes by class (counts.go, CountPost)
 }
 
 // New returns a policy enforcing rs.
@@ -81,15 +81,8 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 	return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf("watchqd serves no %v watches", obj.Kind)}
 }
 
-// PostAllowed implements watchq.Policy (security_post_notification). It
-// counts each decision by record class (Counts).
+// PostAllowed implements watchq.Policy (security_post_notification).
 func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
-	err := p.postAllowed(w, gen, rec)
-	p.count(rec.Type(), rec.Subtype(), err == nil)
-	return err
-}
-
-func (p *Policy) postAllowed(w, gen *watchq.Cred, rec record.Record) error {
 	rs := p.rules.Load()
 	t := rec.Type()
 	if t.IsPublisher() {

@@ -28,8 +28,9 @@ func newStatCommand() *cobra.Command {
 clients, open queues, whether the device source runs, records published
 and requests refused; each source's counters (the device source's uevents
 received, spoofed datagrams dropped, socket overruns, ring-buffer drops...);
-the policy's decisions by record class (usb, block-errors, block-lifecycle,
-publisher: copies allowed into a queue, copies denied); and for each queue
+what became of each record class's records (usb, block-errors,
+block-lifecycle, publisher: copies posted, lost, filtered and denied, over
+all queues); and for each queue
 the caller may see (those of every process of the caller's user, or every
 client's for root) its owner, capacity, and records queued, watches, and
 records posted, lost, filtered, denied and written to the client's pipe.
@@ -149,11 +150,20 @@ func writeStatText(w io.Writer, socket string, s *client.Stats) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	if len(classes) > 0 {
-		fmt.Fprintln(tw, "CLASS\tALLOWED\tDENIED")
+		// The daemon names the figures; the columns are its names, in
+		// its order.
+		var cols []string
+		for _, c := range classes[0].Counters {
+			cols = append(cols, c.Name)
+		}
+		fmt.Fprintf(tw, "CLASS\t%s\n", strings.ToUpper(strings.Join(cols, "\t")))
 		for _, g := range classes {
-			a, _ := g.Value("allowed")
-			d, _ := g.Value("denied")
-			fmt.Fprintf(tw, "%s\t%d\t%d\n", g.Name, a, d)
+			fmt.Fprint(tw, g.Name)
+			for _, c := range cols {
+				v, _ := g.Value(c)
+				fmt.Fprintf(tw, "\t%d", v)
+			}
+			fmt.Fprintln(tw)
 		}
 		fmt.Fprintln(tw)
 	}

@@ -164,7 +164,7 @@ func groupDescs(gs []protocol.CounterGroup) map[string]*prometheus.Desc {
 				continue
 			}
 			if g.Kind == protocol.GroupClass {
-				out[name] = prometheus.NewDesc(name, fmt.Sprintf("Copies of the class's records the policy %s (watchqd.conf classes; publisher: every publisher type).", k.Name), []string{"class"}, nil)
+				out[name] = prometheus.NewDesc(name, fmt.Sprintf("Copies of the class's records offered to watches that were %s, over all queues (classes: watchqd.conf's device classes; publisher: every publisher type).", k.Name), []string{"class"}, nil)
 			} else {
 				out[name] = prometheus.NewDesc(name, fmt.Sprintf("The %s source's %s counter (watchq stat's name: %s).", g.Name, strings.ReplaceAll(k.Name, "_", " "), k.Name), nil, nil)
 			}

@@ -77,7 +77,7 @@ next:
 // client with a queue watching a publisher type and two records
 // published, scrapes the endpoint, parses it with the Prometheus text
 // parser and checks the figures (clients, queues, depth, posted per uid,
-// allowed per class, the device source's counters when it runs), then
+// posted per class, the device source's counters when it runs), then
 // runs promtool check metrics on the scrape (skipped without promtool).
 // When the daemon stops, the endpoint's socket goes.
 func TestMetrics(t *testing.T) {
@@ -134,7 +134,9 @@ func TestMetrics(t *testing.T) {
 		{"watchqd_uid_clients", uid, 1},
 		{"watchqd_uid_queues", uid, 1},
 		{"watchqd_uid_posted", uid, 2},
-		{"watchqd_class_allowed_total", map[string]string{"class": "publisher"}, 2},
+		{"watchqd_class_posted_total", map[string]string{"class": "publisher"}, 2},
+		{"watchqd_class_lost_total", map[string]string{"class": "publisher"}, 0},
+		{"watchqd_class_filtered_total", map[string]string{"class": "publisher"}, 0},
 		{"watchqd_class_denied_total", map[string]string{"class": "usb"}, 0},
 	} {
 		if got := value(t, fams, tc.name, tc.labels); got != tc.want {

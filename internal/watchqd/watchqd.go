@@ -69,7 +69,7 @@ func Run(ctx context.Context, o *Options) error {
 	pol := policy.New(rules)
 	// The daemon charges watches to uids under watchqd.conf's limits;
 	// the engine's own per-user bound is only the ceiling behind them.
-	eng := watchq.NewEngine(watchq.Config{Policy: pol, MaxWatchesPerUser: policy.MaxLimits().Watches})
+	eng := watchq.NewEngine(watchq.Config{Policy: pol, Counter: pol, MaxWatchesPerUser: policy.MaxLimits().Watches})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

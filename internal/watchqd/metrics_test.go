@@ -108,6 +108,22 @@ func TestMetrics(t *testing.T) {
 	if err := q.WatchPublisher(ctx, typ, 1); err != nil {
 		t.Fatal(err)
 	}
+	// A second queue whose filter keeps only USB records: the
+	// publishes are filtered there.
+	q2, err := c.CreateQueue(ctx, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := record.NewFilter(record.FilterEntry{Type: record.TypeUSB, Subtypes: record.AllSubtypes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.SetFilter(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if err := q2.WatchPublisher(ctx, typ, 2); err != nil {
+		t.Fatal(err)
+	}
 	rec := make([]byte, 8)
 	record.Header{Type: typ, Info: record.MakeInfo(8, 0, 0)}.Put(rec)
 	for range 2 {
@@ -129,14 +145,15 @@ func TestMetrics(t *testing.T) {
 		want   float64
 	}{
 		{"watchqd_clients", nil, 1},
-		{"watchqd_queues", nil, 1},
+		{"watchqd_queues", nil, 2},
 		{"watchqd_published_total", nil, 2},
 		{"watchqd_uid_clients", uid, 1},
-		{"watchqd_uid_queues", uid, 1},
+		{"watchqd_uid_queues", uid, 2},
+		{"watchqd_uid_filtered", uid, 2},
 		{"watchqd_uid_posted", uid, 2},
 		{"watchqd_class_posted_total", map[string]string{"class": "publisher"}, 2},
 		{"watchqd_class_lost_total", map[string]string{"class": "publisher"}, 0},
-		{"watchqd_class_filtered_total", map[string]string{"class": "publisher"}, 0},
+		{"watchqd_class_filtered_total", map[string]string{"class": "publisher"}, 2},
 		{"watchqd_class_denied_total", map[string]string{"class": "usb"}, 0},
 	} {
 		if got := value(t, fams, tc.name, tc.labels); got != tc.want {
@@ -163,6 +180,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	q.Close()
+	q2.Close()
 	c.Close()
 	p.stop(t)
 	if _, err := os.Lstat(msock); !os.IsNotExist(err) {

@@ -259,20 +259,23 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 
 // postThrough delivers one record to the queue through w, stamped with
 // tag, unless w has left the queue: then its removal record has been
-// posted (or the queue closed), and nothing may follow it. It reports
-// whether the record was queued or lost for lack of room.
-func (q *Queue) postThrough(w *watch, rec []byte, tag record.Tag) bool {
+// posted (or the queue closed), and nothing may follow it. ok reports
+// whether the record reached the queue, queued or lost for lack of room;
+// queued and lost say which (neither if the queue has closed).
+func (q *Queue) postThrough(w *watch, rec []byte, tag record.Tag) (ok, queued, lost bool) {
 	q.mu.Lock()
 	if !w.onQueue {
 		q.mu.Unlock()
-		return false
+		return false, false, false
 	}
+	posted, was := q.posted, q.lost
 	wake := q.postLocked(rec, tag)
+	queued, lost = q.posted != posted, q.lost != was
 	q.mu.Unlock()
 	if wake {
 		q.notify()
 	}
-	return true
+	return true, queued, lost
 }
 
 // notify wakes one blocked reader and tells the ReadySet.

@@ -277,11 +277,18 @@ func (c *Client) Publish(ctx context.Context, rec []byte) error {
 }
 
 // Stats returns the daemon's counters and the queues the caller may see:
-// its own, or every client's for root.
+// those of every connection of its uid, or every client's for root. It
+// asks for the sources' and classes' counters too (Stats.Counters) and goes
+// without them from a daemon too old to send them.
 func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	var all *Stats
+	flags := protocol.StatsCounters
 	for off := uint32(0); ; {
-		body, _, err := c.do(ctx, protocol.StatsRequest{Offset: off})
+		body, _, err := c.do(ctx, protocol.StatsRequest{Offset: off, Flags: flags})
+		if e := (*Error)(nil); flags != 0 && errors.As(err, &e) && e.Errno == syscall.EINVAL {
+			flags = 0 // an older daemon: the 4-byte request
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -291,7 +298,8 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 		}
 		if all == nil {
 			all = &Stats{Clients: int(s.Clients), Queues: int(s.Queues), Devices: s.Devices != 0,
-				Published: s.Published, Refused: s.Refused}
+				Published: s.Published, Refused: s.Refused, Counters: s.Counters}
+			flags = 0 // the counters come once
 		}
 		for _, e := range s.Entries {
 			all.Entries = append(all.Entries, QueueStats(e))
@@ -311,7 +319,14 @@ type Stats struct {
 	Published uint64 // records accepted from publishers
 	Refused   uint64 // requests the policy refused
 	Entries   []QueueStats
+	// Counters are the sources' counters and the policy's decisions by
+	// record class (docs/daemon.md lists the names); nil from a daemon
+	// that does not send them.
+	Counters []CounterGroup
 }
+
+// CounterGroup is one source's or record class's counters.
+type CounterGroup = protocol.CounterGroup
 
 // QueueStats is one queue as the daemon sees it.
 type QueueStats protocol.QueueStats

@@ -433,28 +433,25 @@ func (c *conn) createQueue(r protocol.CreateQueue) ([]byte, int, error) {
 	return b, rfd, nil
 }
 
-// stats answers StatsRequest: the caller's own queues, or every queue for
-// root.
+// stats answers StatsRequest: the queues of every connection of the
+// caller's uid (not only this connection's: `watchq stat` is a connection
+// of its own), or every queue for root.
 func (c *conn) stats(r protocol.StatsRequest) ([]byte, int, error) {
 	var all []*queue
 	s := c.s
-	if c.cred.UID == 0 {
-		s.mu.Lock()
-		for o := range s.conns {
-			o.mu.Lock()
-			for _, q := range o.queues {
-				all = append(all, q)
-			}
-			o.mu.Unlock()
+	root := c.cred.UID == 0
+	s.mu.Lock()
+	for o := range s.conns {
+		if !root && o.cred.UID != c.cred.UID {
+			continue
 		}
-		s.mu.Unlock()
-	} else {
-		c.mu.Lock()
-		for _, q := range c.queues {
+		o.mu.Lock()
+		for _, q := range o.queues {
 			all = append(all, q)
 		}
-		c.mu.Unlock()
+		o.mu.Unlock()
 	}
+	s.mu.Unlock()
 	slices.SortFunc(all, func(a, b *queue) int { return cmp.Compare(a.id, b.id) })
 	ss := s.Stats()
 	st := protocol.Stats{Clients: uint32(ss.Clients), Queues: uint32(ss.Queues), Total: uint32(len(all)),
@@ -469,6 +466,9 @@ func (c *conn) stats(r protocol.StatsRequest) ([]byte, int, error) {
 	}
 	for _, q := range all[:min(len(all), protocol.MaxStatsQueues)] {
 		st.Entries = append(st.Entries, q.stats())
+	}
+	if r.Flags&protocol.StatsCounters != 0 {
+		st.Counters = s.Counters()
 	}
 	b, _ := st.AppendBinary(nil)
 	return b, -1, nil

@@ -25,7 +25,8 @@ import (
 // read afresh for every decision, so a
 // reload changes what existing watches receive at once.
 type Policy struct {
-	rules atomic.Pointer[Rules]
+	rules  atomic.Pointer[Rules]
+	counts classCounters // posts' outcomes by class (counts.go, CountPost)
 }
 
 // New returns a policy enforcing rs.
@@ -91,7 +92,7 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 	return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf("watchqd serves no %v watches", obj.Kind)}
 }
 
-// PostAllowed implements watchq.Policy.
+// PostAllowed implements watchq.Policy (security_post_notification).
 func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
 	rs := p.rules.Load()
 	t := rec.Type()

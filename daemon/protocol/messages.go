@@ -67,8 +67,10 @@ type WatchKey struct {
 type Publish struct{ Record []byte }
 
 // StatsRequest asks for the daemon's counters and queue entries from
-// Offset on: the caller's own queues, or every queue for root.
-type StatsRequest struct{ Offset uint32 }
+// Offset on: the queues of the caller's uid, or every queue for root.
+// Flags (StatsCounters) asks for more; a request without flags is the
+// original 4-byte body, one with flags 8 bytes.
+type StatsRequest struct{ Offset, Flags uint32 }
 
 // CloseQueue closes queue Queue: its watches go and its pipe's write end
 // is closed, so the reader sees end of file.
@@ -122,9 +124,14 @@ func (m WatchDevices) AppendBinary(b []byte) ([]byte, error) {
 func (m WatchPublisher) AppendBinary(b []byte) ([]byte, error) {
 	return u32s(b, m.Queue, m.Type, uint32(m.Tag)), nil
 }
-func (m Publish) AppendBinary(b []byte) ([]byte, error)      { return append(b, m.Record...), nil }
-func (m StatsRequest) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Offset), nil }
-func (m CloseQueue) AppendBinary(b []byte) ([]byte, error)   { return u32s(b, m.Queue), nil }
+func (m Publish) AppendBinary(b []byte) ([]byte, error) { return append(b, m.Record...), nil }
+func (m StatsRequest) AppendBinary(b []byte) ([]byte, error) {
+	if m.Flags == 0 {
+		return u32s(b, m.Offset), nil
+	}
+	return u32s(b, m.Offset, m.Flags), nil
+}
+func (m CloseQueue) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Queue), nil }
 func (m ServerStatsRequest) AppendBinary(b []byte) ([]byte, error) {
 	return u32s(b, m.Flags), nil
 }
@@ -196,6 +203,13 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 		}
 		return Publish{Record: append([]byte(nil), body...)}, nil
 	case OpStats:
+		if len(body) == 8 {
+			w, _ := fixed(op, body, 8)
+			if w[1] == 0 || w[1]&^statsRequestFlags != 0 {
+				return nil, errInval("%v: flags %#x: want a set of %#x (no flags: the 4-byte body)", op, w[1], statsRequestFlags)
+			}
+			return StatsRequest{Offset: w[0], Flags: w[1]}, nil
+		}
 		w, err := fixed(op, body, 4)
 		if err != nil {
 			return nil, err

@@ -137,9 +137,14 @@ type Stats struct {
 	Published uint64 // records accepted from publishers
 	Refused   uint64 // requests the policy refused
 	Entries   []QueueStats
+	// Counters is the counters section, present when the request asked
+	// for it (StatsCounters): nil otherwise. A daemon sends it only then,
+	// so a client that never asks parses every reply as before.
+	Counters []CounterGroup
 }
 
-// AppendBinary encodes s.
+// AppendBinary encodes s: the fixed part, the entries and, when
+// s.Counters is not nil, the counters section.
 func (s Stats) AppendBinary(b []byte) ([]byte, error) {
 	ne := binary.NativeEndian
 	b = u32s(b, s.Clients, s.Queues, s.Total, s.Devices, uint32(len(s.Entries)))
@@ -150,10 +155,14 @@ func (s Stats) AppendBinary(b []byte) ([]byte, error) {
 			b = ne.AppendUint64(b, v)
 		}
 	}
+	if s.Counters != nil {
+		b = appendCounters(b, s.Counters)
+	}
 	return b, nil
 }
 
-// ParseStats decodes a Stats reply.
+// ParseStats decodes a Stats reply; bytes after the entries are the
+// counters section.
 func ParseStats(b []byte) (Stats, error) {
 	ne := binary.NativeEndian
 	if len(b) < 36 {
@@ -163,10 +172,17 @@ func ParseStats(b []byte) (Stats, error) {
 	n := ne.Uint32(b[16:])
 	s.Published, s.Refused = ne.Uint64(b[20:]), ne.Uint64(b[28:])
 	b = b[36:]
-	if uint64(n)*queueStatsSize != uint64(len(b)) {
+	if uint64(n)*queueStatsSize > uint64(len(b)) {
 		return Stats{}, errInval("stats reply: %d entries in %d bytes", n, len(b))
 	}
-	for ; len(b) > 0; b = b[queueStatsSize:] {
+	if rest := b[int(n)*queueStatsSize:]; len(rest) > 0 {
+		gs, err := parseCounters(rest)
+		if err != nil {
+			return Stats{}, err
+		}
+		s.Counters = gs
+	}
+	for b = b[:int(n)*queueStatsSize]; len(b) > 0; b = b[queueStatsSize:] {
 		q := QueueStats{Queue: ne.Uint32(b), PID: int32(ne.Uint32(b[4:])), UID: ne.Uint32(b[8:]),
 			Capacity: ne.Uint32(b[12:]), Queued: ne.Uint32(b[16:]), Watches: ne.Uint32(b[20:])}
 		v := b[24:]

@@ -13,6 +13,7 @@ import (
 
 	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/source/keys"
 )
 
 func newStatCommand() *cobra.Command {
@@ -55,7 +56,11 @@ status 1.`,
 				return fmt.Errorf("stat: %w", err)
 			}
 			if asJSON {
-				return writeStatJSON(cmd.OutOrStdout(), socket, s)
+				kb, err := c.KeyBackend(ctx)
+				if err != nil {
+					return fmt.Errorf("stat: %w", err)
+				}
+				return writeStatJSON(cmd.OutOrStdout(), socket, s, kb)
 			}
 			if err := writeStatText(cmd.OutOrStdout(), socket, s); err != nil {
 				return err
@@ -71,15 +76,18 @@ status 1.`,
 
 // statJSON is stat's JSON form.
 type statJSON struct {
-	Socket    string                       `json:"socket"`
-	Clients   int                          `json:"clients"`
-	Queues    int                          `json:"queues"`
-	Devices   bool                         `json:"devices"`
-	Published uint64                       `json:"published"`
-	Refused   uint64                       `json:"refused"`
-	Sources   map[string]map[string]uint64 `json:"sources"`
-	Classes   map[string]map[string]uint64 `json:"classes"`
-	Entries   []statQueueJSON              `json:"queue_list"`
+	Socket    string `json:"socket"`
+	Clients   int    `json:"clients"`
+	Queues    int    `json:"queues"`
+	Devices   bool   `json:"devices"`
+	Published uint64 `json:"published"`
+	Refused   uint64 `json:"refused"`
+	// KeyBackend is the daemon's key source backend, as --backend names
+	// it ("traced"), or "none" when watch-key is ENODEV.
+	KeyBackend string                       `json:"key_backend"`
+	Sources    map[string]map[string]uint64 `json:"sources"`
+	Classes    map[string]map[string]uint64 `json:"classes"`
+	Entries    []statQueueJSON              `json:"queue_list"`
 }
 
 // statQueueJSON is one queue in stat's JSON form.
@@ -122,11 +130,14 @@ func groupMap(gs []client.CounterGroup) map[string]map[string]uint64 {
 	return m
 }
 
-func writeStatJSON(w io.Writer, socket string, s *client.Stats) error {
+func writeStatJSON(w io.Writer, socket string, s *client.Stats, keyBackend uint64) error {
 	sources, classes := statGroups(s)
 	j := statJSON{Socket: socket, Clients: s.Clients, Queues: s.Queues, Devices: s.Devices,
-		Published: s.Published, Refused: s.Refused, Sources: groupMap(sources), Classes: groupMap(classes),
-		Entries: []statQueueJSON{}}
+		Published: s.Published, Refused: s.Refused, KeyBackend: "none",
+		Sources: groupMap(sources), Classes: groupMap(classes), Entries: []statQueueJSON{}}
+	if keyBackend != protocol.KeyBackendNone {
+		j.KeyBackend = keys.Backend(keyBackend).String()
+	}
 	for _, q := range s.Entries {
 		j.Entries = append(j.Entries, statQueueJSON(q))
 	}

@@ -238,7 +238,7 @@ func (q *Queue) Close() error {
 	if cerr := q.f.Close(); err == nil {
 		err = cerr
 	}
-	if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
+	if errors.Is(err, ErrDaemonGone) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
 		err = nil
 	}
 	return err
@@ -271,7 +271,13 @@ func (q *Queue) readPacket(ctx context.Context) error {
 	case rerr != nil:
 		return fmt.Errorf("watchq client: read queue %d: %w", q.id, rerr)
 	case n == 0:
-		return watchq.ErrClosed // the daemon closed the write end
+		// The daemon closed the write end: at our request (Close, or
+		// Client.Close, both set their flag first), or because it went
+		// away.
+		if q.closed.Load() || q.c.closed.Load() {
+			return watchq.ErrClosed
+		}
+		return fmt.Errorf("watchq client: read queue %d: %w", q.id, ErrDaemonGone)
 	}
 	recs := 0
 	for _, err := range record.Records(q.scratch[:n]) {
@@ -341,9 +347,10 @@ func (q *Queue) follow(ctx context.Context) {
 // read(2) of the pipe per packet, and none while records of the last
 // packet are left. It returns watchq.ErrBufferTooSmall (ENOBUFS) if the
 // next record does not fit in buf (the record is kept for the next read),
-// ctx.Err() when ctx ends, and watchq.ErrClosed once the daemon has closed
-// the queue and every record has been read. An empty buf returns 0 at
-// once, as read(2) of 0 bytes does.
+// ctx.Err() when ctx ends, and, once every record has been read,
+// watchq.ErrClosed if this program closed the queue or its Client, or an
+// error matching ErrDaemonGone if the daemon went away. An empty buf
+// returns 0 at once, as read(2) of 0 bytes does.
 func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 	if len(buf) == 0 {
 		return 0, nil
@@ -371,7 +378,8 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 	return off, nil
 }
 
-// Next blocks for the next record and returns a copy of it.
+// Next blocks for the next record and returns a copy of it. Its errors
+// are Read's.
 func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
@@ -387,8 +395,9 @@ func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 }
 
 // Records iterates over the queue's records, blocking for each, until ctx
-// ends or the queue is closed; the final error (ctx.Err() or
-// watchq.ErrClosed) is yielded once with a nil record.
+// ends or the queue is closed; the final error (ctx.Err(),
+// watchq.ErrClosed, or one matching ErrDaemonGone) is yielded once with a
+// nil record.
 func (q *Queue) Records(ctx context.Context) iter.Seq2[record.Record, error] {
 	return record.Each(ctx, q)
 }

@@ -96,6 +96,10 @@ type Identity struct {
 type Client struct {
 	conn *net.UnixConn // immutable
 	id   Identity      // immutable after Dial
+	// version is the protocol version the daemon accepted in hello:
+	// protocol.Version, or MinVersion from an older daemon; immutable
+	// after Dial.
+	version uint32
 
 	closed atomic.Bool // set by the first Close; later ones do nothing
 
@@ -117,7 +121,15 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 		return nil, fmt.Errorf("watchq client: dial %s: %w", path, err)
 	}
 	c := &Client{conn: nc.(*net.UnixConn), buf: make([]byte, protocol.MaxReply+1), oob: make([]byte, unix.CmsgSpace(4*4))}
-	body, _, err := c.do(ctx, protocol.Hello{Version: protocol.Version})
+	c.version = protocol.Version
+	body, _, err := c.do(ctx, protocol.Hello{Version: c.version})
+	if errors.Is(err, syscall.EPROTONOSUPPORT) {
+		// A daemon older than packed delivery: speak version 1, whose
+		// queues carry one record per packet (the connection stays
+		// usable after a refused hello).
+		c.version = protocol.MinVersion
+		body, _, err = c.do(ctx, protocol.Hello{Version: c.version})
+	}
 	if err != nil {
 		c.conn.Close()
 		return nil, err
@@ -270,6 +282,9 @@ func (c *Client) CreateQueue(ctx context.Context, size int, opts ...QueueOption)
 	cfg := queueConfig{readSize: protocol.MaxPacket}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if c.version < 2 {
+		cfg.readSize = 0 // version 1 cannot declare: one record per packet
 	}
 	body, fds, err := c.do(ctx, protocol.CreateQueue{Size: uint32(size), ReadSize: uint32(cfg.readSize)})
 	if err != nil {

@@ -78,7 +78,7 @@ func TestJournal(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "--config", conf, "--devices", "off", "--socket", filepath.Join(sdir, "watchqd.sock"))
 	cmd.Env = append(os.Environ(), "INVOCATION_ID=0123456789abcdef0123456789abcdef")
-	cmd.Env = append(cmd.Env, "JOURNAL_STREAM=")
+	cmd.Env = append(cmd.Env, "JOURNAL_STREAM=", "WATCHQD_KEYS=off")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -97,7 +97,7 @@ func TestJournal(t *testing.T) {
 		return parseJournal(t, buf[:n])
 	}
 	start := next("the start line")
-	for k, v := range map[string]string{"MESSAGE": "watchqd ready", "PRIORITY": "6", "SYSLOG_IDENTIFIER": "watchqd", "CONFIG": conf, "RULES": "1", "SOURCES": "none"} {
+	for k, v := range map[string]string{"MESSAGE": "watchqd ready", "PRIORITY": "6", "SYSLOG_IDENTIFIER": "watchqd", "CONFIG": conf, "RULES": "1", "SOURCES": "mounts"} {
 		if start[k] != v {
 			t.Errorf("start entry %s=%q, want %q (entry %v)", k, start[k], v, start)
 		}

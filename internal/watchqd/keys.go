@@ -30,6 +30,5 @@ func openKeys(ctx context.Context, eng *watchq.Engine, log *slog.Logger) daemon.
 		log.Warn("running without the key source", "err", err)
 		return nil
 	}
-	log.Info("key source", "backend", src.Backend().String())
-	return src
+	return src // the ready line names it with its backend
 }

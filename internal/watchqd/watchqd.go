@@ -89,8 +89,9 @@ func Run(ctx context.Context, o *Options) error {
 		}
 	}
 
+	keySrc := openKeys(ctx, eng, log)
 	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
-		Keys: openKeys(ctx, eng, log), Mounts: newMountSource(ctx, eng, log),
+		Keys: keySrc, Mounts: newMountSource(ctx, eng, log),
 		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, MaxTotalQueues: o.MaxTotalQueues, MaxTotalPages: o.MaxTotalPages,
 		PipeSlots: o.PipeSlots, HelloTimeout: o.HelloTimeout, RequestTimeout: o.RequestTimeout})
 	if err != nil {
@@ -138,10 +139,18 @@ func Run(ctx context.Context, o *Options) error {
 		defer stopMetrics()
 	}
 
-	sources := "none"
+	// sources names what serves watches besides the publishers: the
+	// device source, the key source with its backend, the mount sources
+	// (opened per client namespace on demand).
+	var srcNames []string
 	if devices != nil {
-		sources = "device"
+		srcNames = append(srcNames, "device")
 	}
+	if keySrc != nil {
+		srcNames = append(srcNames, "keys:"+keySrc.Backend().String())
+	}
+	srcNames = append(srcNames, "mounts")
+	sources := strings.Join(srcNames, ",")
 	log.Info("watchqd ready", "version", version.String("watchqd"), "socket", l.Addr().String(), "config", o.Config,
 		"rules", rules.Len(), "devices", devices != nil, "sources", sources, "metrics", o.Metrics)
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)

@@ -35,7 +35,10 @@ const (
 type Queue struct {
 	c  *Client  // immutable
 	id uint32   // immutable
-	f  *os.File // the pipe's read end; immutable
+	f  *os.File // the pipe's read end; nil for a ring queue; immutable
+	// rg is a ring queue's reader (ring_linux.go), nil for a pipe queue;
+	// its fields are guarded by rmu.
+	rg *ringReader
 
 	mu       sync.Mutex // guards capacity
 	capacity int
@@ -58,7 +61,7 @@ type Queue struct {
 func (q *Queue) ID() uint32 { return q.id }
 
 // File returns the pipe's read end, in non-blocking mode (the runtime's
-// poller reads it). Reading it directly while also using Read loses
+// poller reads it); nil for a ring queue (CreateRingQueue). Reading it directly while also using Read loses
 // records to whichever reader gets them. To hand the pipe to another
 // program, use OpenFile.
 func (q *Queue) File() *os.File { return q.f }
@@ -193,7 +196,12 @@ func (q *Queue) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, _, err := q.c.do(ctx, protocol.CloseQueue{Queue: q.id})
-	if cerr := q.f.Close(); err == nil {
+	if q.rg != nil {
+		q.rg.wakeClose() // wakes a blocked reader, which lets go of rmu
+		q.rmu.Lock()
+		q.rg.close()
+		q.rmu.Unlock()
+	} else if cerr := q.f.Close(); err == nil {
 		err = cerr
 	}
 	if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
@@ -260,6 +268,9 @@ func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
+	if q.rg != nil {
+		return q.ringRead(ctx, buf, false)
+	}
 	off := 0
 	for {
 		var rec []byte
@@ -299,6 +310,13 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
+	if q.rg != nil {
+		n, err := q.ringRead(ctx, q.scratch[:], true)
+		if err != nil {
+			return nil, err
+		}
+		return record.Record(append([]byte(nil), q.scratch[:n]...)), nil
+	}
 	if p := q.pending; p != nil {
 		q.pending = nil
 		return record.Record(p), nil

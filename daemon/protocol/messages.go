@@ -202,6 +202,8 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, errInval("%v: unknown flags %#x", op, w[0]&^statsFlags)
 		}
 		return ServerStatsRequest{Flags: w[0]}, nil
+	case OpCreateRing:
+		return parseCreateRing(body)
 	}
 	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
 }

@@ -61,6 +61,7 @@ const (
 	OpStats          Op = 8  // daemon and queue counters
 	OpCloseQueue     Op = 9  // close a queue and its pipe
 	OpServerStats    Op = 10 // the caller's usage and limits; the daemon's internals for root
+	OpCreateRing     Op = 14 // a new queue delivered through a shared-memory ring; the reply carries its fds (ring.go)
 
 	// ReplyFlag is set in the op of every reply.
 	ReplyFlag Op = 0x8000
@@ -71,6 +72,7 @@ var opNames = [...]string{
 	OpSetFilter: "set-filter", OpWatchDevices: "watch-devices",
 	OpWatchPublisher: "watch-publisher", OpPublish: "publish", OpStats: "stats",
 	OpCloseQueue: "close-queue", OpServerStats: "server-stats",
+	OpCreateRing: "create-ring",
 }
 
 func (o Op) String() string {

@@ -22,6 +22,8 @@ import (
 //     posted to the device watch list (policy checked), pumped into the
 //     client's pipe and read back by package client.
 //   - watchqd-16clients: the same record fanned out to 16 clients.
+//   - watchqd-ring: watchqd's path through a shared-memory ring
+//     (create-ring) instead of a pipe; see benchRing.
 //   - rawpipe: one 16-byte write(2) per record into a pipe2(O_DIRECT) pipe
 //     with the same number of slots, one read(2) per record on the other
 //     side: the floor the daemon's pump is built on.
@@ -31,6 +33,7 @@ import (
 func BenchmarkDaemonDelivery(b *testing.B) {
 	b.Run("watchqd", func(b *testing.B) { benchDaemon(b, 1) })
 	b.Run("watchqd-16clients", func(b *testing.B) { benchDaemon(b, 16) })
+	b.Run("watchqd-ring", benchRing) // bench_ring_test.go
 	b.Run("rawpipe", benchRawPipe)
 }
 

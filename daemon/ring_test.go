@@ -3,11 +3,15 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +22,7 @@ import (
 	"github.com/watchq/watchq/client"
 	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/internal/shmring"
+	"github.com/watchq/watchq/internal/testenv"
 	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
@@ -212,7 +217,7 @@ type rawRing struct {
 }
 
 // createRawRing says hello on a new connection and creates a ring queue
-// of pages pages watching the device list.
+// of pages pages and 512 notes watching the device list.
 func createRawRing(t *testing.T, path string, pages uint32) (*net.UnixConn, *rawRing) {
 	t.Helper()
 	nc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -249,7 +254,7 @@ func createRawRing(t *testing.T, path string, pages uint32) (*net.UnixConn, *raw
 		return rest, fds
 	}
 	rt(protocol.OpHello, 1, u32(protocol.Version))
-	body, fds := rt(protocol.OpCreateRing, 2, u32(64, pages))
+	body, fds := rt(protocol.OpCreateRing, 2, u32(512, pages))
 	rr, err := protocol.ParseRingReply(body)
 	if err != nil || len(fds) != protocol.RingFDs {
 		t.Fatalf("create-ring: %+v %v, %d fds", rr, err, len(fds))
@@ -467,4 +472,112 @@ func TestRingCharged(t *testing.T) {
 	}
 	q.Close()
 	waitFor(t, "the ring's pages given back", func() bool { return root.serverStats(t, false).Pages == base.Pages })
+}
+
+// TestRingCReader: a C program built against include/watchq/ring.h reads
+// a ring queue: 700 publisher records (more than the one-page ring holds,
+// so it wraps; never more unread than the engine queue holds, so none can
+// be lost whatever the reader's or the pump's speed) in order, packed two
+// to a read, then the removal record, then end of file when the queue
+// closes.
+func TestRingCReader(t *testing.T) {
+	gcc := testenv.RequireCommand(t, "gcc")
+	testenv.RequireFile(t, "/usr/include/linux/watch_queue.h")
+	bin := filepath.Join(t.TempDir(), "readring")
+	if out, err := exec.Command(gcc, "-Wall", "-Werror", "-O2", "-I", "../include", "-o", bin, "../testdata/daemon/readring.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	ip := startInProcess(t, "* watch=devices,0x800020 publish=0x800020\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, r := createRawRing(t, ip.Path, 1)
+	pub, err := client.Dial(ctx, ip.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	// The raw connection's queue watches the device list; this test
+	// wants the publisher type instead.
+	rt := func(op protocol.Op, body []byte) {
+		if _, err := nc.Write(protocol.AppendMessage(nil, op, 9, body)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, protocol.MaxReply)
+		n, err := nc.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rb, _ := protocol.ParseMessage(buf[:n])
+		if errno, rest, _ := protocol.ParseReply(rb); errno != 0 {
+			t.Fatalf("%v: %v %s", op, errno, rest)
+		}
+	}
+	rt(protocol.OpWatchPublisher, u32(r.queue, 0x800020, 5))
+	publish := func(i int) {
+		rec := make([]byte, 16)
+		record.Header{Type: 0x800020, Info: record.MakeInfo(16, 0, 0)}.Put(rec)
+		binary.NativeEndian.PutUint64(rec[8:], uint64(i))
+		if err := pub.Publish(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 300 before the reader starts: the ring's 256 and 44 in the engine
+	// queue, so its first read finds two records to pack.
+	for i := range 300 {
+		publish(i)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(bin)
+	// Duplicates, each an os.File closed once the child has them (an
+	// os.File left to its finalizer would close a number the daemon in
+	// this process may have reused by then).
+	for _, fd := range r.fds {
+		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(d), "ring"))
+	}
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Start()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Start made the descriptions it passed blocking (os.File.Fd), the
+	// daemon's eventfds among them: make them non-blocking again.
+	for _, fd := range r.fds {
+		unix.SetNonblock(fd, true)
+	}
+	// The rest within 200 records of what the reader has consumed (its
+	// tail, in the index this test maps too): none can be lost.
+	tail := (*uint64)(unsafePointer(r.idx[shmring.OffTail:]))
+	for i := 300; i < 700; i++ {
+		for uint64(i-200)*16 > atomic.LoadUint64(tail) {
+			time.Sleep(time.Millisecond)
+			if ctx.Err() != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Logf("C: %s", out.String())
+				t.Fatalf("the reader consumed %d bytes of %d records; head %d closed %d waiting %d sleeping %d", atomic.LoadUint64(tail), i,
+					r.head(), r.mem[shmring.OffClosed], r.mem[shmring.OffWaiting], r.idx[shmring.OffSleeping])
+			}
+		}
+		publish(i)
+	}
+	rt(protocol.OpWatchPublisher, u32(r.queue, 0x800020, 0xffffffff))
+	// Closing flushes only what has room in the ring (as closing a pipe
+	// queue does): wait for the reader to take everything first.
+	for atomic.LoadUint64(tail) < 700*16+record.RemovalSize && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	rt(protocol.OpCloseQueue, u32(r.queue))
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("readring: %v\n%s\nhead %d closed %d", err, out.String(), r.head(), r.mem[shmring.OffClosed])
+	}
+	if got, want := out.String(), "records=700 removals=1 other=0 packed=1\n-- END --\n"; got != want {
+		t.Errorf("readring printed:\n%s\nwant:\n%s\nhead %d closed %d", got, want, r.head(), r.mem[shmring.OffClosed])
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 
 	"github.com/watchq/watchq"
@@ -94,6 +95,10 @@ func openRing(fds []int, pages uint32) (rr *ringReader, err error) {
 	return rr, unix.SetNonblock(rr.space, true)
 }
 
+// ringSpins is how many times a reader finding the ring empty yields the
+// processor (runtime.Gosched) before it sleeps on the wake eventfd.
+const ringSpins = 32
+
 // read is Read (one false) or Next's read (one true) of a ring queue.
 // With the ring empty it announces that it sleeps, looks again, and
 // blocks on the wake eventfd (shmring's Sleep; the daemon writes the
@@ -102,6 +107,7 @@ func openRing(fds []int, pages uint32) (rr *ringReader, err error) {
 // Preconditions: q.rmu is held.
 func (q *Queue) ringRead(ctx context.Context, buf []byte, one bool) (int, error) {
 	rr := q.rg
+	spins := 0
 	for {
 		if q.closed.Load() || rr.mem == nil {
 			return 0, watchq.ErrClosed
@@ -121,6 +127,15 @@ func (q *Queue) ringRead(ctx context.Context, buf []byte, one bool) (int, error)
 		if err != watchq.ErrWouldBlock {
 			return n, err
 		}
+		if spins < ringSpins {
+			// Yield to the daemon's pump (often in this process's
+			// neighbour on the same core) before paying for a sleep and
+			// a wake-up: the ring is refilled in batches.
+			spins++
+			runtime.Gosched()
+			continue
+		}
+		spins = 0
 		if rr.c.Sleep() {
 			continue
 		}

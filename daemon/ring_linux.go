@@ -208,9 +208,16 @@ func (q *queue) put(recs []byte) {
 	if q.rg.p.Put(recs) {
 		q.rg.kick()
 	}
-	for range record.Records(recs) {
-		q.written.Add(1)
+	// The engine's reads return only whole, valid records: count them by
+	// their length fields.
+	k := uint64(0)
+	for off, l := 0, 0; off+record.HeaderSize <= len(recs); off += l {
+		if l = record.HeaderAt(recs[off:]).Len(); l < record.HeaderSize {
+			break
+		}
+		k++
 	}
+	q.written.Add(k)
 }
 
 // ringFlush puts what the engine queue still holds into the ring as far

@@ -6,7 +6,9 @@
 // O_DIRECT): one whole record per packet, in the kernel's layout, so the
 // same fd can be handed to a program written for the kernel's notification
 // pipes. Queue.Read, Next and Records read it with the engine's semantics
-// and types.
+// and types. CreateRingQueue makes a queue delivered through a
+// shared-memory ring instead (docs/protocol.md, "Shared-memory ring"): the
+// same Read, Next and Records, without a system call per record.
 //
 //	c, err := client.Dial(ctx, client.DefaultSocket)
 //	q, err := c.CreateQueue(ctx, 256)

@@ -209,11 +209,11 @@ func TestRingLoss(t *testing.T) {
 // rawRing is a ring queue driven without package client: the descriptors
 // the daemon sent and the test's own mappings.
 type rawRing struct {
-	queue          uint32
-	fds            []int
-	mem, idx       []byte
-	dataFD, idxFD  int
-	wakeFD, spaceF int
+	queue           uint32
+	fds             []int
+	mem, idx        []byte
+	dataFD, idxFD   int
+	wakeFD, spaceFD int
 }
 
 // createRawRing says hello on a new connection and creates a ring queue
@@ -260,7 +260,7 @@ func createRawRing(t *testing.T, path string, pages uint32) (*net.UnixConn, *raw
 		t.Fatalf("create-ring: %+v %v, %d fds", rr, err, len(fds))
 	}
 	r := &rawRing{queue: rr.Queue, fds: fds, dataFD: fds[protocol.RingData], idxFD: fds[protocol.RingIndex],
-		wakeFD: fds[protocol.RingWake], spaceF: fds[protocol.RingSpace]}
+		wakeFD: fds[protocol.RingWake], spaceFD: fds[protocol.RingSpace]}
 	t.Cleanup(func() {
 		for _, fd := range fds {
 			unix.Close(fd)
@@ -382,7 +382,7 @@ func TestRingHostileIndex(t *testing.T) {
 				atomic.StoreUint64(tail, h) // honest, now and then
 			}
 			atomic.StoreUint32(sleeping, rng.Uint32())
-			unix.Write(r.spaceF, one[:])
+			unix.Write(r.spaceFD, one[:])
 			if i%64 == 0 {
 				time.Sleep(time.Millisecond)
 			}

@@ -59,9 +59,7 @@ bench:
 # (docs/benchmarks.md, "Fleet").
 .PHONY: bench-fleet
 bench-fleet:
-	go test -c -o /tmp/watchq-fleet.test ./fleet
-	cd fleet && /tmp/watchq-fleet.test -test.run '^$$' -test.bench Fleet -test.benchtime 20000x -test.count 10 | tee /tmp/watchq-fleet-bench.txt
-	benchstat /tmp/watchq-fleet-bench.txt
+	scripts/bench-fleet
 
 # vmtest: build (or reuse the cached) vmtest kernel, then run every
 # *_vmtest_test.go guest test inside qemu (see docs/testing.md).

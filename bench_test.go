@@ -12,7 +12,7 @@ import (
 //
 //	go test -run '^$' -bench 'Delivered|PostFiltered|Fanout' -benchmem ./...
 //
-// BenchmarkWatchAdd and BenchmarkPublishWithIdleWatches have no baseline:
+// BenchmarkWatchAdd and BenchmarkPostIdleWatches have no baseline:
 // what counts is that the per-op cost stays flat as the number of watches
 // grows (docs/benchmarks.md).
 
@@ -139,12 +139,15 @@ func BenchmarkWatchAdd(b *testing.B) {
 	}
 }
 
-// BenchmarkPublishWithIdleWatches measures a post (and its read, batched as
-// in BenchmarkDelivered) to an object with one watcher while n idle watches
-// sit on other objects of the same list, as other users' watches on other
-// publisher types do.
-func BenchmarkPublishWithIdleWatches(b *testing.B) {
-	for _, n := range []int{0, 10000} {
+// BenchmarkPostIdleWatches measures a post (and its read, batched as in
+// BenchmarkDelivered) to an object with one watcher while n idle watches
+// sit on n other objects of the same list: watchqd's publisher list, where
+// every watch is on one publisher type (object id) and a publish of one
+// type must not pay for the watches on the others. The bar is /10000 ≤ 2 ×
+// /1 (issue 13); Post walks only the posted object's chain, so the cost is
+// flat but for the cache misses of a larger object table.
+func BenchmarkPostIdleWatches(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			e := NewEngine(Config{MaxWatchesPerUser: n + 1})
 			wl := e.NewWatchList(Object{Kind: KindPublisher})
@@ -164,11 +167,17 @@ func BenchmarkPublishWithIdleWatches(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i += batch {
 				for range batch {
-					wl.Post(rec, SystemCred, 0)
+					if wl.Post(rec, SystemCred, 0) != 1 {
+						b.Fatal("post reached no queue")
+					}
 				}
 				if _, err := q.TryRead(buf); err != nil {
 					b.Fatal(err)
 				}
+			}
+			b.StopTimer()
+			if s := q.Stats(); s.Lost != 0 || s.Delivered != s.Posted {
+				b.Fatalf("stats %+v: every record posted must be read, none lost", s)
 			}
 		})
 	}

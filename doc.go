@@ -9,6 +9,31 @@
 // tag (0..255), checked against its queue's [record.Filter] and the
 // [Policy], and copied into the watcher's bounded [Queue].
 //
+// # A first program
+//
+// Watch a keyring and print what happens to it (Example_keyWatcher runs
+// this): an engine, a key source on it (package source/keys: the kernel's
+// notification pipe where the kernel has one, else a backend that follows
+// the key system calls or /proc/keys), a queue sized like a notification
+// pipe, one watch with tag 1, and a loop over the records.
+//
+//	eng := watchq.NewEngine(watchq.Config{})
+//	src, err := keys.Open(ctx, keys.Config{Engine: eng})
+//	if err != nil {
+//		return err
+//	}
+//	defer src.Close()
+//	q := watchq.NewQueue()
+//	q.SetSize(32) // nothing is kept until the queue is sized, as in the kernel
+//	src.Watch(q, keys.SpecSession, 1, nil)
+//	for rec, err := range q.Records(ctx) {
+//		fmt.Println(rec, err) // or printer.Line; rec.Key() decodes it
+//	}
+//
+// A device watcher is the same with package source/device (device.Open, Watch) in
+// process as root, or through watchqd with package client, whose doc shows
+// it; records, filters and errors are the same either way.
+//
 // # Who blocks and who drops
 //
 // Posting never blocks and never allocates. A queue holds a fixed number of

@@ -14,6 +14,9 @@ type Config struct {
 	// RLIMIT_NOFILE (29e44f4535fa); 0 means this process's RLIMIT_NOFILE
 	// soft limit.
 	MaxWatchesPerUser int
+	// Counter, if not nil, is told the outcome of every copy Post
+	// offers to a watch (postcount.go).
+	Counter PostCounter
 }
 
 // Engine holds what watch lists share: the policy and the per-user watch
@@ -24,6 +27,7 @@ type Engine struct {
 	// postAlwaysAllowed is set when the policy's PostAllowed is known to
 	// allow everything, so Post need not call it. Immutable.
 	postAlwaysAllowed bool
+	counter           PostCounter // Config.Counter; immutable
 
 	mu      sync.Mutex     // guards perUser; a leaf, taken under WatchList.mu
 	perUser map[uint32]int // watches held per uid
@@ -31,7 +35,7 @@ type Engine struct {
 
 // NewEngine returns an engine configured by cfg.
 func NewEngine(cfg Config) *Engine {
-	e := &Engine{policy: cfg.Policy, maxWatch: cfg.MaxWatchesPerUser, perUser: make(map[uint32]int)}
+	e := &Engine{policy: cfg.Policy, maxWatch: cfg.MaxWatchesPerUser, counter: cfg.Counter, perUser: make(map[uint32]int)}
 	if e.policy == nil {
 		e.policy = DefaultPolicy{}
 	}

@@ -1,6 +1,7 @@
 package watchq
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -8,13 +9,62 @@ import (
 	"github.com/watchq/watchq/record"
 )
 
-// note is one slot of a queue: a copy of one record and the count of
+// note is one slot of a queue: the kernel's 128-byte slot of a
+// notification page (WATCH_QUEUE_NOTE_SIZE; post_one_notification copies a
+// record into one), and nothing else. The record's length is its own
+// length field. A record is at most 127 bytes, so every slot has a free
+// byte or more behind its record: the first two of them hold the count of
 // records lost after it (the kernel's PIPE_BUF_FLAG_LOSS on the pipe
-// buffer, with a count instead of a flag).
-type note struct {
-	lost uint64 // records dropped while this was the newest queued record
-	len  uint8
-	data [record.NoteSize]byte
+// buffer, with a count instead of a flag) once a later record is queued
+// behind it; until then the count is Queue.newestLost. Two bytes hold any
+// count a loss record can report (record.PutLoss saturates at 0xffff);
+// the one byte behind a 127-byte record saturates at 0xff. The kernel
+// keeps only a flag (its loss record says "some were lost"), so either
+// saturation is within what it promises; Stats().Lost stays exact.
+type note [record.NoteSize]byte
+
+// size returns the length of the record in n.
+func (n *note) size() int { return record.HeaderAt(n[:]).Len() }
+
+// setLost stores c as the count of records lost after n's record,
+// saturated at what its free bytes hold: 0xffff (as a loss record
+// saturates it), or 0xff behind a 127-byte record.
+func (n *note) setLost(c uint64) {
+	l := n.size()
+	c = min(c, maxLost(l))
+	if l < record.NoteSize-1 {
+		binary.LittleEndian.PutUint16(n[l:], uint16(c))
+	} else {
+		n[l] = byte(c)
+	}
+}
+
+// maxLost is the largest count a note holding a record of l bytes keeps
+// (note.setLost); the reader saturates the newest record's count, which
+// is still in Queue.newestLost, the same way, so a count never depends on
+// whether a record was queued behind it.
+func maxLost(l int) uint64 {
+	if l < record.NoteSize-1 {
+		return 0xffff
+	}
+	return 0xff
+}
+
+// lost returns the count setLost stored; l is n.size().
+func (n *note) lost(l int) uint64 {
+	if l < record.NoteSize-1 {
+		return uint64(binary.LittleEndian.Uint16(n[l:]))
+	}
+	return uint64(n[l])
+}
+
+// clearLost sets the count to zero; l is n.size().
+func (n *note) clearLost(l int) {
+	if l < record.NoteSize-1 {
+		binary.LittleEndian.PutUint16(n[l:], 0)
+	} else {
+		n[l] = 0
+	}
 }
 
 // Queue is a bounded notification queue: the engine's counterpart of a
@@ -56,6 +106,11 @@ type Queue struct {
 	// next, before any further record: the count of a flagged note the
 	// reader has passed, or losses reported by PostLoss on an empty ring.
 	lossPending uint64
+	// newestLost counts the records lost after the newest queued note
+	// (the last pipe buffer's PIPE_BUF_FLAG_LOSS): moved into that note's
+	// slot when a record is queued behind it, or into lossPending when the
+	// reader takes it. Zero while the ring is empty.
+	newestLost uint64
 	// closed is set by Close; posts to a closed queue are dropped (the
 	// liveness check CVE-2022-1882 taught the kernel to make under the
 	// lock the destroyer takes).
@@ -139,6 +194,9 @@ func (q *Queue) Filter() *record.Filter { return q.filter.Load() }
 //
 // The queued copy carries tag in its WATCH_INFO_ID byte.
 //
+// Queuing rec behind a note moves newestLost into that note's slot (see
+// note.setLost for how large a count it keeps).
+//
 // Preconditions: q.mu is held; 8 <= len(rec) <= 127.
 func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
 	if q.closed {
@@ -147,15 +205,19 @@ func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
 	if q.count >= len(q.notes) {
 		q.lost++
 		if q.count > 0 {
-			q.notes[q.slotLocked(q.count-1)].lost++
+			q.newestLost++
 		}
 		return false
 	}
+	if q.newestLost > 0 {
+		q.notes[q.slotLocked(q.count-1)].setLost(q.newestLost)
+		q.newestLost = 0
+	}
 	wasReadable := q.readableLocked()
 	n := &q.notes[q.slotLocked(q.count)]
-	n.lost = 0
-	n.len = uint8(copy(n.data[:], rec))
-	record.SetTag(n.data[:], tag)
+	l := copy(n[:], rec)
+	record.SetTag(n[:], tag)
+	n.clearLost(l)
 	q.count++
 	q.posted++
 	return !wasReadable || q.readers > 0
@@ -187,7 +249,7 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 		return false // unsized
 	}
 	if q.count > 0 {
-		q.notes[q.slotLocked(q.count-1)].lost += n
+		q.newestLost += n
 		return false
 	}
 	wasReadable := q.readableLocked()
@@ -197,20 +259,23 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 
 // postThrough delivers one record to the queue through w, stamped with
 // tag, unless w has left the queue: then its removal record has been
-// posted (or the queue closed), and nothing may follow it. It reports
-// whether the record was queued or lost for lack of room.
-func (q *Queue) postThrough(w *watch, rec []byte, tag record.Tag) bool {
+// posted (or the queue closed), and nothing may follow it. ok reports
+// whether the record reached the queue, queued or lost for lack of room;
+// queued and lost say which (neither if the queue has closed).
+func (q *Queue) postThrough(w *watch, rec []byte, tag record.Tag) (ok, queued, lost bool) {
 	q.mu.Lock()
 	if !w.onQueue {
 		q.mu.Unlock()
-		return false
+		return false, false, false
 	}
+	posted, was := q.posted, q.lost
 	wake := q.postLocked(rec, tag)
+	queued, lost = q.posted != posted, q.lost != was
 	q.mu.Unlock()
 	if wake {
 		q.notify()
 	}
-	return true
+	return true, queued, lost
 }
 
 // notify wakes one blocked reader and tells the ReadySet.
@@ -241,7 +306,7 @@ func (q *Queue) Close() error {
 		ws = append(ws, q.watches)
 		q.unlinkWatchLocked(q.watches)
 	}
-	q.count, q.lossPending = 0, 0
+	q.count, q.lossPending, q.newestLost = 0, 0, 0
 	q.notes = nil
 	q.mu.Unlock()
 	close(q.done)

@@ -44,11 +44,16 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 			break
 		}
 		n := &q.notes[q.first]
-		if int(n.len) > len(buf)-off {
+		l := n.size()
+		if l > len(buf)-off {
 			break
 		}
-		off += copy(buf[off:], n.data[:n.len])
-		q.lossPending = n.lost
+		off += copy(buf[off:], n[:l])
+		if q.count == 1 {
+			q.lossPending, q.newestLost = min(q.newestLost, maxLost(l)), 0
+		} else {
+			q.lossPending = n.lost(l)
+		}
 		if q.first++; q.first == len(q.notes) {
 			q.first = 0
 		}

@@ -332,12 +332,19 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
 	meta := h.Type == record.TypeMeta
 	policy := wl.eng.policy
 	askPolicy := !meta && !wl.eng.postAlwaysAllowed
+	var counter PostCounter
+	if !meta {
+		counter = wl.eng.counter
+	}
 	delivered := 0
 	for w := c.head.Load(); w != nil; w = w.next.Load() {
 		q := w.queue
 		info := h.Info&^record.InfoID | w.infoID
 		if f := q.filter.Load(); f != nil && !meta && !f.Match(h.Type, h.Subtype, info) {
 			q.filtered.Add(1)
+			if counter != nil {
+				counter.CountPost(h, PostFiltered)
+			}
 			continue
 		}
 		if askPolicy {
@@ -348,11 +355,21 @@ func (wl *WatchList) Post(rec []byte, generator *Cred, id record.ObjectID) int {
 			record.SetTag(rec, h.Tag())
 			if err != nil {
 				q.denied.Add(1)
+				if counter != nil {
+					counter.CountPost(h, PostDenied)
+				}
 				continue
 			}
 		}
-		if q.postThrough(w, rec, record.Tag(info>>record.InfoIDShift)) {
+		if ok, queued, lost := q.postThrough(w, rec, record.Tag(info>>record.InfoIDShift)); ok {
 			delivered++
+			switch {
+			case counter == nil:
+			case queued:
+				counter.CountPost(h, PostQueued)
+			case lost:
+				counter.CountPost(h, PostLost)
+			}
 		}
 	}
 	return delivered

@@ -18,13 +18,22 @@
 // Errors from the daemon are *Error values wrapping the errno the kernel
 // would return (errors.Is(err, syscall.EACCES)), with the daemon's reason,
 // and the engine's sentinel where the refusal was one
-// (errors.Is(err, watchq.ErrWatchExists)), exactly as in-process. A closed
-// queue reads watchq.ErrClosed, which matches os.ErrClosed.
+// (errors.Is(err, watchq.ErrWatchExists)), exactly as in-process.
+//
+// Two ends are told apart. A queue or client this program closed reads
+// (and refuses requests with) watchq.ErrClosed, which matches os.ErrClosed.
+// When the daemon goes away instead -- it exited, was restarted, or
+// dropped the connection -- every Read, Next, Records and request returns
+// an error matching ErrDaemonGone once the records already in the pipe
+// have been read: the program may Dial again and watch again (records
+// posted meanwhile are lost), or end.
 package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -40,6 +49,14 @@ import (
 
 // DefaultSocket is where watchqd listens unless configured otherwise.
 const DefaultSocket = protocol.DefaultSocket
+
+// ErrDaemonGone is the error, matched with errors.Is, of every read and
+// request after the daemon went away: it exited or was restarted (its end
+// of the connection and of every queue pipe closed), or it dropped this
+// client's connection. It does not match watchq.ErrClosed, which is what
+// reads and requests return after this program closed the queue or the
+// Client itself.
+var ErrDaemonGone = errors.New("watchqd went away")
 
 // Error is a request the daemon refused.
 type Error struct {
@@ -139,8 +156,13 @@ func (c *Client) do(ctx context.Context, req protocol.Request) ([]byte, []int, e
 	id := c.nextID
 	defer followContext(ctx, c.conn.SetDeadline)()
 	wrap := func(err error) error {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return fmt.Errorf("watchq client: %v: %w", req.Op(), ctx.Err())
+		case c.closed.Load():
+			return fmt.Errorf("watchq client: %v: %w", req.Op(), watchq.ErrClosed)
+		case connGone(err):
+			return fmt.Errorf("watchq client: %v: %w (%w)", req.Op(), ErrDaemonGone, err)
 		}
 		return fmt.Errorf("watchq client: %v: %w", req.Op(), err)
 	}
@@ -171,6 +193,13 @@ func (c *Client) do(ctx context.Context, req protocol.Request) ([]byte, []int, e
 		}
 		return append([]byte(nil), rest...), fds, nil
 	}
+}
+
+// connGone reports whether err, from a write or read on the connection,
+// says the daemon's end is gone: end of file on the SOCK_SEQPACKET socket
+// (a zero-length read), EPIPE on a write, ECONNRESET.
+func connGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // followContext gives a connection or file ctx's deadline through set, and
@@ -250,11 +279,18 @@ func (c *Client) Publish(ctx context.Context, rec []byte) error {
 }
 
 // Stats returns the daemon's counters and the queues the caller may see:
-// its own, or every client's for root.
+// those of every connection of its uid, or every client's for root. It
+// asks for the sources' and classes' counters too (Stats.Counters) and goes
+// without them from a daemon too old to send them.
 func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	var all *Stats
+	flags := protocol.StatsCounters
 	for off := uint32(0); ; {
-		body, _, err := c.do(ctx, protocol.StatsRequest{Offset: off})
+		body, _, err := c.do(ctx, protocol.StatsRequest{Offset: off, Flags: flags})
+		if e := (*Error)(nil); flags != 0 && errors.As(err, &e) && e.Errno == syscall.EINVAL {
+			flags = 0 // an older daemon: the 4-byte request
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -264,7 +300,8 @@ func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 		}
 		if all == nil {
 			all = &Stats{Clients: int(s.Clients), Queues: int(s.Queues), Devices: s.Devices != 0,
-				Published: s.Published, Refused: s.Refused}
+				Published: s.Published, Refused: s.Refused, Counters: s.Counters}
+			flags = 0 // the counters come once
 		}
 		for _, e := range s.Entries {
 			all.Entries = append(all.Entries, QueueStats(e))
@@ -284,7 +321,14 @@ type Stats struct {
 	Published uint64 // records accepted from publishers
 	Refused   uint64 // requests the policy refused
 	Entries   []QueueStats
+	// Counters are the sources' counters and the policy's decisions by
+	// record class (docs/daemon.md lists the names); nil from a daemon
+	// that does not send them.
+	Counters []CounterGroup
 }
+
+// CounterGroup is one source's or record class's counters.
+type CounterGroup = protocol.CounterGroup
 
 // QueueStats is one queue as the daemon sees it.
 type QueueStats protocol.QueueStats

@@ -204,7 +204,7 @@ func (q *Queue) Close() error {
 	} else if cerr := q.f.Close(); err == nil {
 		err = cerr
 	}
-	if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
+	if errors.Is(err, ErrDaemonGone) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
 		err = nil
 	}
 	return err
@@ -247,7 +247,13 @@ func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 	case rerr != nil:
 		return nil, fmt.Errorf("watchq client: read queue %d: %w", q.id, rerr)
 	case n == 0:
-		return nil, watchq.ErrClosed // the daemon closed the write end
+		// The daemon closed the write end: at our request (Close, or
+		// Client.Close, both set their flag first), or because it went
+		// away.
+		if q.closed.Load() || q.c.closed.Load() {
+			return nil, watchq.ErrClosed
+		}
+		return nil, fmt.Errorf("watchq client: read queue %d: %w", q.id, ErrDaemonGone)
 	}
 	rec, err := record.ParseRecord(q.scratch[:n])
 	if err != nil {
@@ -263,8 +269,9 @@ func (q *Queue) readPacket(ctx context.Context, wait bool) ([]byte, error) {
 // whole records into buf as are available and fit, like read(2) on a
 // notification pipe. It returns watchq.ErrBufferTooSmall (ENOBUFS) if the
 // next record does not fit in buf (the record is kept for the next read),
-// ctx.Err() when ctx ends, and watchq.ErrClosed once the daemon has closed
-// the queue and every record has been read.
+// ctx.Err() when ctx ends, and, once every record has been read,
+// watchq.ErrClosed if this program closed the queue or its Client, or an
+// error matching ErrDaemonGone if the daemon went away.
 func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
@@ -306,7 +313,8 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 	}
 }
 
-// Next blocks for the next record and returns a copy of it.
+// Next blocks for the next record and returns a copy of it. Its errors
+// are Read's.
 func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
@@ -329,8 +337,9 @@ func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 }
 
 // Records iterates over the queue's records, blocking for each, until ctx
-// ends or the queue is closed; the final error (ctx.Err() or
-// watchq.ErrClosed) is yielded once with a nil record.
+// ends or the queue is closed; the final error (ctx.Err(),
+// watchq.ErrClosed, or one matching ErrDaemonGone) is yielded once with a
+// nil record.
 func (q *Queue) Records(ctx context.Context) iter.Seq2[record.Record, error] {
 	return record.Each(ctx, q)
 }

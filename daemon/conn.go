@@ -364,6 +364,12 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		c.s.pub.Post(r.Record, c.cred, record.ObjectID(t))
 		c.s.published.Add(1)
 		return nil, -1, nil
+	case protocol.WatchKey:
+		return c.watchKey(r)
+	case protocol.WatchMount:
+		return c.mountWatch(false, r.Queue, r.Tag, r.Path)
+	case protocol.WatchSuperblock:
+		return c.mountWatch(true, r.Queue, r.Tag, r.Path)
 	case protocol.StatsRequest:
 		return c.stats(r)
 	case protocol.ServerStatsRequest:
@@ -385,6 +391,7 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 // (EAGAIN past its limit) and to q, which gives the charge back when it
 // closes.
 func (c *conn) watch(q *queue, add func() error) error {
+	c.reclaimDeadWatches()
 	if err := c.s.chargeWatch(c); err != nil {
 		return err
 	}
@@ -437,28 +444,25 @@ func (c *conn) createQueue(r protocol.CreateQueue) ([]byte, int, error) {
 	return b, rfd, nil
 }
 
-// stats answers StatsRequest: the caller's own queues, or every queue for
-// root.
+// stats answers StatsRequest: the queues of every connection of the
+// caller's uid (not only this connection's: `watchq stat` is a connection
+// of its own), or every queue for root.
 func (c *conn) stats(r protocol.StatsRequest) ([]byte, int, error) {
 	var all []*queue
 	s := c.s
-	if c.cred.UID == 0 {
-		s.mu.Lock()
-		for o := range s.conns {
-			o.mu.Lock()
-			for _, q := range o.queues {
-				all = append(all, q)
-			}
-			o.mu.Unlock()
+	root := c.cred.UID == 0
+	s.mu.Lock()
+	for o := range s.conns {
+		if !root && o.cred.UID != c.cred.UID {
+			continue
 		}
-		s.mu.Unlock()
-	} else {
-		c.mu.Lock()
-		for _, q := range c.queues {
+		o.mu.Lock()
+		for _, q := range o.queues {
 			all = append(all, q)
 		}
-		c.mu.Unlock()
+		o.mu.Unlock()
 	}
+	s.mu.Unlock()
 	slices.SortFunc(all, func(a, b *queue) int { return cmp.Compare(a.id, b.id) })
 	ss := s.Stats()
 	st := protocol.Stats{Clients: uint32(ss.Clients), Queues: uint32(ss.Queues), Total: uint32(len(all)),
@@ -473,6 +477,9 @@ func (c *conn) stats(r protocol.StatsRequest) ([]byte, int, error) {
 	}
 	for _, q := range all[:min(len(all), protocol.MaxStatsQueues)] {
 		st.Entries = append(st.Entries, q.stats())
+	}
+	if r.Flags&protocol.StatsCounters != 0 {
+		st.Counters = s.Counters()
 	}
 	b, _ := st.AppendBinary(nil)
 	return b, -1, nil
@@ -493,7 +500,8 @@ func (c *conn) serverStats(r protocol.ServerStatsRequest) ([]byte, int, error) {
 	st := protocol.ServerStats{UID: c.cred.UID,
 		Connections: uint64(conns), Queues: uint64(queues), Pages: uint64(pages), Watches: uint64(watches),
 		MaxConnections: uint64(lim.Connections), MaxQueues: uint64(lim.Queues), MaxPages: uint64(lim.Pages),
-		MaxWatches: uint64(lim.Watches), PublishRate: uint64(lim.PublishRate), PublishBurst: uint64(lim.PublishBurst)}
+		MaxWatches: uint64(lim.Watches), PublishRate: uint64(lim.PublishRate), PublishBurst: uint64(lim.PublishBurst),
+		KeyBackend: c.s.keyBackend()}
 	if root {
 		ss := c.s.Stats()
 		st.Internal = true
@@ -504,4 +512,26 @@ func (c *conn) serverStats(r protocol.ServerStatsRequest) ([]byte, int, error) {
 	}
 	b, _ := st.AppendBinary(nil)
 	return b, -1, nil
+}
+
+// reclaimDeadWatches gives back the charge of watches the engine has
+// removed by itself since they were added, as the kernel gives a user's
+// nr_watches back when a watch list dies (remove_watch_list →
+// free_watch): a garbage-collected key's list, a mount watch whose mount
+// is unmounted (a superblock watch when the filesystem's last mount
+// goes), with no request the daemon would see. Called from serve's
+// goroutine, the only one that adds watches to the connection's queues, so
+// no watch is between its charge and its addition meanwhile; another
+// connection of the uid reclaims its own at its next watch, or when its
+// queues close.
+func (c *conn) reclaimDeadWatches() {
+	c.mu.Lock()
+	qs := make([]*queue, 0, len(c.queues))
+	for _, q := range c.queues {
+		qs = append(qs, q)
+	}
+	c.mu.Unlock()
+	for _, q := range qs {
+		q.reclaimDead()
+	}
 }

@@ -242,6 +242,20 @@ func (q *queue) hold(pages, watches int) bool {
 	return true
 }
 
+// reclaimDead gives back the charge of q's watches that the engine has
+// removed by itself: q holds the charge of every watch added through it,
+// the engine queue counts those still delivering into it, and the
+// difference is dead (conn.reclaimDeadWatches).
+func (q *queue) reclaimDead() {
+	live := q.q.Stats().Watches
+	q.mu.Lock()
+	dead := q.watches - live
+	q.mu.Unlock()
+	if dead > 0 {
+		q.unhold(0, dead)
+	}
+}
+
 // unhold gives back pages and watches held for the queue (a request that
 // failed, a watch removed), unless close has given them back already.
 func (q *queue) unhold(pages, watches int) {

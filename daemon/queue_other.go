@@ -27,6 +27,8 @@ func (q *queue) hold(pages, watches int) bool { return false }
 
 func (q *queue) unhold(pages, watches int) {}
 
+func (q *queue) reclaimDead() {}
+
 func (q *queue) close(fromWatcher bool) {}
 
 func (q *queue) stats() protocol.QueueStats { return protocol.QueueStats{} }

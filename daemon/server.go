@@ -58,6 +58,11 @@ type Config struct {
 	Policy *policy.Policy
 	// Devices is the device source; nil makes WatchDevices ENODEV.
 	Devices DeviceSource
+	// Keys is the key source; nil makes WatchKey ENODEV.
+	Keys KeySource
+	// Mounts is the mount source; nil makes WatchMount and
+	// WatchSuperblock ENODEV.
+	Mounts MountSource
 	// Logger receives one line per denial and per client; nil discards.
 	Logger *slog.Logger
 	// MaxClients bounds concurrent connections of all users; 0 means

@@ -13,6 +13,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
+	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/record"
 )
 
@@ -143,7 +144,7 @@ func TestMalformedMessages(t *testing.T) {
 	r.expect(t, []byte{1, 0, 0}, syscall.EINVAL)                            // truncated header
 	r.expect(t, rawMsg(2, 5, u32(0))[:14], syscall.EINVAL)                  // truncated body
 	r.expect(t, append(rawMsg(2, 6, u32(0)), 0), syscall.EINVAL)            // length mismatch
-	r.expect(t, make([]byte, 3000), syscall.EMSGSIZE)                       // oversized
+	r.expect(t, make([]byte, protocol.MaxRequest+1), syscall.EMSGSIZE)      // oversized
 	r.expect(t, rawMsg(99, 7, nil), syscall.EOPNOTSUPP)                     // unknown op
 	r.expect(t, rawMsg(4, 8, u32(12345)), syscall.EBADF)                    // no such queue
 	r.expect(t, rawMsg(3, 9, u32(1, 1)), syscall.EBADF)                     // set-size, no such queue

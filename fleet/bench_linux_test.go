@@ -3,6 +3,8 @@ package fleet_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -21,23 +23,33 @@ import (
 //
 //   - watchq: a 24-byte block error record posted to watchqd's device
 //     list (policy checked), pumped into the forwarder's queue pipe, read,
-//     spooled, published asynchronously to the stream, and received by a
-//     fleet consumer (Watch, ephemeral); one op is one record received.
+//     spooled, published to the stream in fast batches (batch.go), and
+//     received by a fleet consumer (Watch, ephemeral); one op is one
+//     record received.
 //   - forward: the same without the consumer: one op is one record
 //     posted to watchqd and acknowledged by the stream.
 //   - jetstream: the same messages (subject, headers, 24-byte payload)
 //     published with nats.go's PublishMsgAsync and the same window of
 //     acknowledgements outstanding; one op is one message acknowledged.
-//     This is the bar's baseline.
+//     This is the bar's baseline. The stream is the same for all four
+//     (fleet.StreamConfig: allow_batched does not change a plain publish).
 //   - jetstream-consumed: the same, received by a plain pull consumer:
 //     the raw equivalent of watchq's path, for comparison.
+//
+// Run it with scripts/bench-fleet: go test's -count repeats each
+// sub-benchmark in a row; the script alternates them run by run.
 func BenchmarkFleet(b *testing.B) {
 	js := startJetStream(b)
 	_, jsc := js.connect(b)
 	rec := watchqtest.Rec(record.BlockNotification{Subtype: record.BlockErrorIO, Dev: 7 << 20, Sector: 42})
 	run := 0
+	type sub struct {
+		name string
+		f    func(*testing.B)
+	}
+	var subs []sub
 
-	b.Run("watchq", func(b *testing.B) {
+	subs = append(subs, sub{"watchq", func(b *testing.B) {
 		run++
 		host := fmt.Sprintf("bench%d", run)
 		d := watchqtest.StartDaemon(b, rules)
@@ -85,9 +97,9 @@ func BenchmarkFleet(b *testing.B) {
 		if s := f.Stats(); s.Resends > 0 {
 			b.Logf("forwarder: %+v", s)
 		}
-	})
+	}})
 
-	b.Run("forward", func(b *testing.B) {
+	subs = append(subs, sub{"forward", func(b *testing.B) {
 		run++
 		host := fmt.Sprintf("bench%d", run)
 		d := watchqtest.StartDaemon(b, rules)
@@ -113,10 +125,19 @@ func BenchmarkFleet(b *testing.B) {
 		if s := f.Stats(); s.Resends > 0 {
 			b.Logf("forwarder: %+v", s)
 		}
-	})
+	}})
 
-	b.Run("jetstream", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, false) })
-	b.Run("jetstream-consumed", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, true) })
+	subs = append(subs,
+		sub{"jetstream", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, false) }},
+		sub{"jetstream-consumed", func(b *testing.B) { rawPublish(b, js, jsc, rec, &run, true) }})
+	// scripts/bench-fleet alternates the order between runs, so that
+	// neither side always runs first in a fresh process.
+	if os.Getenv("WATCHQ_BENCH_REVERSE") != "" {
+		slices.Reverse(subs)
+	}
+	for _, s := range subs {
+		b.Run(s.name, s.f)
+	}
 }
 
 // rawPublish publishes b.N messages like the forwarder's with nats.go's
@@ -170,7 +191,7 @@ func rawPublish(b *testing.B, js *jsServer, jsc jetstream.JetStream, rec []byte,
 			fleet.HeaderMsgID: {host + "/boot/" + seq}, fleet.HeaderHost: {host}, fleet.HeaderBoot: {"boot"},
 			fleet.HeaderSeq: {seq}, fleet.HeaderTime: {now},
 		}}
-		if _, err := pub.PublishMsgAsync(m); err != nil {
+		if _, err := pub.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -102,8 +102,9 @@ func (c NATS) Connect(extra ...nats.Option) (*nats.Conn, error) {
 
 // StreamConfig is the stream the forwarder creates with
 // Config.CreateStream: every subject under prefix, file storage, the
-// duplicate window that makes replays effectively-once, and the limits
-// given (0: none).
+// duplicate window that makes replays effectively-once, fast batch
+// publishing (allow_batched: the forwarder's batches, batch.go), and the
+// limits given (0: none).
 func StreamConfig(name, prefix string, maxBytes int64, maxAge time.Duration) jetstream.StreamConfig {
 	if name == "" {
 		name = DefaultStream
@@ -122,6 +123,8 @@ func StreamConfig(name, prefix string, maxBytes int64, maxAge time.Duration) jet
 		MaxBytes:    orUnlimited(maxBytes),
 		MaxAge:      maxAge,
 		MaxMsgs:     -1,
+
+		AllowBatchPublish: true,
 	}
 }
 

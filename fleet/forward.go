@@ -117,6 +117,12 @@ type Forwarder struct {
 	// for: the window is full.
 	resumeAt uint64
 	wake     chan struct{} // acks, failures, connection changes
+	// batch is the fast batch being published, when the stream takes
+	// them (batch.go).
+	batch batchState
+	// inbox is the prefix of the reply subjects of fast batch messages;
+	// set once by Run.
+	inbox string
 }
 
 // New checks cfg and opens the backlog, recovering what an earlier run
@@ -234,6 +240,13 @@ func (f *Forwarder) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
+	f.inbox = nc.NewInbox()
+	f.batch.on = true
+	sub, err := nc.Subscribe(f.inbox+".>", f.onBatchReply)
+	if err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
+	defer sub.Unsubscribe()
 
 	// The reader and the publisher share one context: a fatal error in
 	// either stops both.
@@ -379,7 +392,7 @@ func (f *Forwarder) watch(ctx context.Context, again bool, ready chan<- error) e
 	for {
 		n, err := q.Read(ctx, buf)
 		if err != nil {
-			if errors.Is(err, watchq.ErrClosed) {
+			if errors.Is(err, watchq.ErrClosed) || errors.Is(err, client.ErrDaemonGone) {
 				return errors.New("watchqd closed the queue")
 			}
 			return err
@@ -478,8 +491,9 @@ func (f *Forwarder) publishLoop(ctx context.Context, nc *nats.Conn, js jetstream
 	defer saveTick.Stop()
 	streamOK := !f.cfg.CreateStream
 	var e entry
+	quick := false // the last round ended on errReprobe: no failure
 	for round := 0; ; round++ {
-		if round > 0 {
+		if round > 0 && !quick {
 			f.resends.Add(1)
 			if !backoff.wait(ctx) {
 				return f.finish()
@@ -506,11 +520,20 @@ func (f *Forwarder) publishLoop(ctx context.Context, nc *nats.Conn, js jetstream
 		// Failures still to come for the last round's messages must not
 		// end this one.
 		clear(f.slot)
+		f.batch = batchState{on: f.batch.on, probe: true}
+		batching := f.batch.on
 		f.pmu.Unlock()
 		if err := cur.seek(next); err != nil {
 			return err
 		}
-		if err := f.round(ctx, nc, js, cur, &e, next, saveTick, backoff); err != nil {
+		var err error
+		if batching {
+			err = f.batchRound(ctx, nc, cur, &e, next, saveTick, backoff)
+		} else {
+			err = f.round(ctx, nc, js, cur, &e, next, saveTick, backoff)
+		}
+		quick = errors.Is(err, errReprobe)
+		if err != nil && !quick {
 			var fe fatalError
 			if errors.As(err, &fe) {
 				return fe.error
@@ -551,7 +574,7 @@ func (f *Forwarder) round(ctx context.Context, nc *nats.Conn, js jetstream.JetSt
 				return fatalError{fmt.Errorf("fleet: backlog: record %d where %d belongs", e.seq, next)}
 			}
 			next++
-			m := f.message(e)
+			m := f.message(e, nil, "", 0, 0)
 			f.pmu.Lock()
 			f.slot[e.seq%f.window] = m
 			f.high = max(f.high, e.seq)
@@ -596,15 +619,23 @@ func (f *Forwarder) round(ctx context.Context, nc *nats.Conn, js jetstream.JetSt
 }
 
 // message builds the NATS message for a spooled entry: the header values
-// share one string and one backing array, so that a message costs a
-// handful of allocations.
-func (f *Forwarder) message(e *entry) *nats.Msg {
+// (and, for a fast batch, the reply subject of its message n with
+// operation op) share one string. With reuse (fast batches: nats.go
+// copies a plain publish into its buffer at once) the message, its header
+// map and value slice are reuse's and its Data is the entry's record;
+// otherwise (PublishMsgAsync keeps the message until it is acknowledged)
+// they are new; either way the one string is.
+func (f *Forwarder) message(e *entry, reuse *reusedMsg, batch string, n uint64, op int) *nats.Msg {
 	class := ClassOf(e.rec)
-	n := 5
 	if e.kind == kindLoss {
-		class, n = ClassLoss, 7
+		class = ClassLoss
 	}
-	b := make([]byte, 0, 2*len(f.host)+2*len(e.boot)+len(f.cfg.Prefix)+len(f.token)+96)
+	var b []byte
+	if reuse != nil {
+		b = reuse.buf[:0]
+	} else {
+		b = make([]byte, 0, 2*len(f.host)+2*len(e.boot)+len(f.cfg.Prefix)+len(f.token)+96)
+	}
 	b = append(b, f.host...)
 	b = append(b, '/')
 	b = append(b, e.boot...)
@@ -625,15 +656,50 @@ func (f *Forwarder) message(e *entry) *nats.Msg {
 	b = append(b, f.token...)
 	b = append(b, '.')
 	b = append(b, class...)
+	replyAt := len(b)
+	if batch != "" {
+		b = f.appendReply(b, batch, n, op)
+	}
 	str := string(b)
-	v := make([]string, n)
+	if reuse != nil {
+		reuse.buf = b
+	}
+
+	var m *nats.Msg
+	var v []string
+	if reuse != nil {
+		m, v = &reuse.m, reuse.v[:]
+	} else {
+		m, v = &nats.Msg{}, make([]string, 7)
+	}
+	if m.Header == nil {
+		m.Header = make(nats.Header, 7)
+	}
+	h := m.Header
 	v[0], v[1], v[2], v[3], v[4] = str[:seqEnd], f.host, e.boot, str[seqAt:seqEnd], str[seqEnd:timeEnd]
-	h := nats.Header{HeaderMsgID: v[0:1:1], HeaderHost: v[1:2:2], HeaderBoot: v[2:3:3], HeaderSeq: v[3:4:4], HeaderTime: v[4:5:5]}
+	h[HeaderMsgID], h[HeaderHost], h[HeaderBoot], h[HeaderSeq], h[HeaderTime] = v[0:1:1], v[1:2:2], v[2:3:3], v[3:4:4], v[4:5:5]
 	if e.kind == kindLoss {
 		v[5], v[6] = str[timeEnd:lostEnd], e.cause.String()
 		h[HeaderLost], h[HeaderCause] = v[5:6:6], v[6:7:7]
+	} else {
+		delete(h, HeaderLost)
+		delete(h, HeaderCause)
 	}
-	return &nats.Msg{Subject: str[subjAt:], Header: h, Data: append([]byte(nil), e.rec...)}
+	m.Subject, m.Reply = str[subjAt:replyAt], str[replyAt:]
+	if reuse != nil {
+		m.Data = e.rec
+	} else {
+		m.Data = append([]byte(nil), e.rec...)
+	}
+	return m
+}
+
+// reusedMsg is a message and its header values, used again for each
+// message of a fast batch.
+type reusedMsg struct {
+	m   nats.Msg
+	v   [7]string
+	buf []byte // where the header values are put together
 }
 
 // ensureStream creates the stream unless it exists.

@@ -33,7 +33,7 @@ func StartDaemon(tb testing.TB, rules string) *Daemon {
 		tb.Fatalf("watchqtest: rules: %v", err)
 	}
 	pol := policy.New(rs)
-	eng := watchq.NewEngine(watchq.Config{Policy: pol})
+	eng := watchq.NewEngine(watchq.Config{Policy: pol, Counter: pol})
 	dev := NewDevices(eng)
 	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: dev})
 	if err != nil {

@@ -18,13 +18,19 @@ import (
 // lets root watch devices, and returns the socket path once stat answers.
 func startDaemon(t *testing.T) (string, *exec.Cmd) {
 	t.Helper()
+	return startDaemonConf(t, "user=0 watch=devices\n")
+}
+
+// startDaemonConf is startDaemon with the policy conf (watchqd.conf(5)).
+func startDaemonConf(t *testing.T, policy string) (string, *exec.Cmd) {
+	t.Helper()
 	if watchqdErr != nil {
 		t.Fatal(watchqdErr)
 	}
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "watchqd.sock")
 	conf := filepath.Join(dir, "watchqd.conf")
-	if err := os.WriteFile(conf, []byte("user=0 watch=devices\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(watchqdBin, "-socket", sock, "-config", conf, "-devices", "on")
@@ -144,9 +150,14 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("stat --json has no queue of pid %d:\n%s", p.cmd.Process.Pid, r.stdout)
 	}
 
-	// The daemon goes: the device watch ends with a removal record.
+	// The daemon goes: the device watch ends with a removal record, and
+	// the command with status 1 and the message (lifecycle_linux_test.go
+	// checks it closely).
 	daemon.Process.Signal(syscall.SIGTERM)
 	p.waitFor("the removal line", 20*time.Second, func(out, _ []string) bool { return findLine(out, "REMOVAL of watchpoint 00000004", "") != "" })
+	if code := p.wait(); code != 1 {
+		t.Errorf("watch exit status %d after the daemon went, want 1", code)
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		r = run(t, nil, "stat", "--socket", sock)
 		if r.code != 0 {
@@ -160,10 +171,6 @@ func TestDaemon(t *testing.T) {
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "watchq: watchqd at "+sock+": not running (") {
 		t.Errorf("stat without the daemon: exit %d, stderr %q", r.code, r.stderr)
 	}
-	p.cmd.Process.Signal(syscall.SIGINT)
-	if code := p.wait(); code != 0 {
-		t.Errorf("watch exit status %d after SIGINT", code)
-	}
 }
 
 // TestStatNoDaemon checks stat's message and exit status when nothing
@@ -172,7 +179,7 @@ func TestStatNoDaemon(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	for _, args := range [][]string{{"stat"}, {"stat", "--json"}} {
 		r := run(t, nil, append(args, "--socket", sock)...)
-		if want := "watchq: watchqd at " + sock + ": not running (no such file or directory)\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
+		if want := "watchq: watchqd at " + sock + ": not running (no such file or directory; start it: systemctl start watchqd.socket)\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 1, stderr %q", args, r.code, r.stdout, r.stderr, want)
 		}
 	}

@@ -40,8 +40,11 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("not installed: %v", err)
 		}
 	}
-	if out, err := exec.Command(filepath.Join(dest, "usr/bin/watchq"), "--version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "watchq ") {
-		t.Errorf("watchq --version: %v %q", err, out)
+	for _, b := range []string{"usr/bin/watchq", "usr/sbin/watchqd"} {
+		prog := filepath.Base(b)
+		if out, err := exec.Command(filepath.Join(dest, b), "--version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), prog+" ") {
+			t.Errorf("%s --version: %v %q", prog, err, out)
+		}
 	}
 
 	// The installed units name /usr/sbin/watchqd, which exists only under

@@ -73,6 +73,7 @@ user=backup     publish=0x800100
 	{"group-named", "group=adm watch=usb,block-lifecycle\n"},
 	{"label", "label=system_u:system_r:smartd_t:s0 watch=block-errors\n"},
 	{"everyone", "* watch=usb\n"},
+	{"mount-classes", "* watch=mounts\ngroup=adm watch=fs-errors,mounts,devices\n"},
 	{"comments-blank", "# only a comment\n\n   \t\nuser=1001 watch=0x800100 # trailing\n"},
 	{"tab-crlf", "group=4\twatch=block-errors,usb\r\nuser=0 watch=devices\r\n"},
 	{"no-final-newline", "user=root watch=devices"},

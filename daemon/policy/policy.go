@@ -19,10 +19,14 @@ import (
 // block errors, subtypes 1..10; block lifecycle, the other block
 // subtypes). A publisher record passes only if the watcher may watch its
 // type and its generator may publish it. Meta records bypass the policy
-// (the engine never asks). Rules are read afresh for every decision, so a
+// (the engine never asks). Mount and superblock watches need the mounts
+// and fs-errors classes and the watched directory's search permission;
+// their records pass while the watcher still holds the class. Rules are
+// read afresh for every decision, so a
 // reload changes what existing watches receive at once.
 type Policy struct {
-	rules atomic.Pointer[Rules]
+	rules  atomic.Pointer[Rules]
+	counts classCounters // posts' outcomes by class (counts.go, CountPost)
 }
 
 // New returns a policy enforcing rs.
@@ -69,6 +73,12 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 		}
 		return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf(
 			"%s is granted none of usb, block-errors, block-lifecycle by %s", who(w), rs.Source)}
+	case watchq.KindKey:
+		// The key source has made the kernel's own check, View in the
+		// watcher's context (keys.Source.WatchAs, as keyctl_watch_key's
+		// lookup_user_key(..., KEY_NEED_VIEW)); the kernel asks nothing
+		// more, and neither does watchqd by default.
+		return nil
 	case watchq.KindPublisher:
 		t := record.Type(obj.ID)
 		if obj.ID <= record.ObjectID(record.TypeMax) && rs.MayWatch(w, t) {
@@ -76,11 +86,13 @@ func (p *Policy) WatchAllowed(w *watchq.Cred, obj watchq.Object) error {
 		}
 		return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf(
 			"%s may not watch publisher type %#x under %s", who(w), obj.ID, rs.Source)}
+	case watchq.KindMount, watchq.KindSuperblock:
+		return mountWatchAllowed(rs, w, obj)
 	}
 	return &watchq.PermissionError{Op: "watch", Reason: fmt.Sprintf("watchqd serves no %v watches", obj.Kind)}
 }
 
-// PostAllowed implements watchq.Policy.
+// PostAllowed implements watchq.Policy (security_post_notification).
 func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
 	rs := p.rules.Load()
 	t := rec.Type()
@@ -90,6 +102,19 @@ func (p *Policy) PostAllowed(w, gen *watchq.Cred, rec record.Record) error {
 		}
 		if gen == nil || !rs.MayPublish(gen, t) {
 			return errPostPublisher
+		}
+		return nil
+	}
+	if t == record.TypeKey {
+		// Only key lists carry key records, and a watch on a key list
+		// passed View when it was set: the kernel posts to it from then
+		// on (kernel/watch_queue.c:__post_watch_notification checks
+		// only the filter and the LSM's security_post_notification).
+		return nil
+	}
+	if mc := classOf(0, t); mc != 0 {
+		if rs.MountClasses(w)&mc == 0 {
+			return errPostMount
 		}
 		return nil
 	}

@@ -43,6 +43,7 @@ type rule struct {
 	id      uint32
 	label   string
 	devices protocol.Sources // device record classes it may watch
+	classes MountClass       // mount source classes it may watch
 	watch   []typeRange      // publisher types it may watch
 	publish []typeRange      // publisher types it may publish
 }
@@ -113,7 +114,8 @@ func Load(path string) (*Rules, error) {
 //
 // where SUBJECT is user=NAME|UID, group=NAME|GID, label=LABEL or *, and
 // each GRANT is watch=ITEM[,ITEM...] or publish=TYPES[,TYPES...]. A watch
-// item is usb, block-errors, block-lifecycle, devices (all three), or a
+// item is usb, block-errors, block-lifecycle, devices (all three), mounts
+// (mount topology watches), fs-errors (superblock watches), or a
 // publisher type or range (0x800001, 0x800000-0x8000ff). A line
 //
 //	limits SUBJECT KEY=N...
@@ -172,6 +174,8 @@ func Parse(r io.Reader, name string, lookup LookupFunc) (*Rules, error) {
 						ru.devices |= protocol.SourceBlockLifecycle
 					case "devices":
 						ru.devices |= protocol.SourceDevices
+					case "mounts", "fs-errors":
+						ru.classes |= className[item]
 					default:
 						tr, err := parseRange(item)
 						if err != nil {

@@ -53,12 +53,24 @@ type WatchPublisher struct {
 	Tag   int32
 }
 
+// WatchKey is KEYCTL_WATCH_KEY: Tag 0..255 watches key Key, -1 removes
+// the watch. Key is a serial (> 0): the client resolves special ids (@s,
+// @u...) in its own context (KEYCTL_GET_KEYRING_ID), as the kernel's
+// lookup_user_key would in the caller's.
+type WatchKey struct {
+	Queue uint32
+	Key   int32
+	Tag   int32
+}
+
 // Publish posts Record, one whole record of a publisher type.
 type Publish struct{ Record []byte }
 
 // StatsRequest asks for the daemon's counters and queue entries from
-// Offset on: the caller's own queues, or every queue for root.
-type StatsRequest struct{ Offset uint32 }
+// Offset on: the queues of the caller's uid, or every queue for root.
+// Flags (StatsCounters) asks for more; a request without flags is the
+// original 4-byte body, one with flags 8 bytes.
+type StatsRequest struct{ Offset, Flags uint32 }
 
 // CloseQueue closes queue Queue: its watches go and its pipe's write end
 // is closed, so the reader sees end of file.
@@ -90,6 +102,7 @@ func (Publish) Op() Op            { return OpPublish }
 func (StatsRequest) Op() Op       { return OpStats }
 func (CloseQueue) Op() Op         { return OpCloseQueue }
 func (ServerStatsRequest) Op() Op { return OpServerStats }
+func (WatchKey) Op() Op           { return OpWatchKey }
 
 func u32s(b []byte, vs ...uint32) []byte {
 	for _, v := range vs {
@@ -111,11 +124,19 @@ func (m WatchDevices) AppendBinary(b []byte) ([]byte, error) {
 func (m WatchPublisher) AppendBinary(b []byte) ([]byte, error) {
 	return u32s(b, m.Queue, m.Type, uint32(m.Tag)), nil
 }
-func (m Publish) AppendBinary(b []byte) ([]byte, error)      { return append(b, m.Record...), nil }
-func (m StatsRequest) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Offset), nil }
-func (m CloseQueue) AppendBinary(b []byte) ([]byte, error)   { return u32s(b, m.Queue), nil }
+func (m Publish) AppendBinary(b []byte) ([]byte, error) { return append(b, m.Record...), nil }
+func (m StatsRequest) AppendBinary(b []byte) ([]byte, error) {
+	if m.Flags == 0 {
+		return u32s(b, m.Offset), nil
+	}
+	return u32s(b, m.Offset, m.Flags), nil
+}
+func (m CloseQueue) AppendBinary(b []byte) ([]byte, error) { return u32s(b, m.Queue), nil }
 func (m ServerStatsRequest) AppendBinary(b []byte) ([]byte, error) {
 	return u32s(b, m.Flags), nil
+}
+func (m WatchKey) AppendBinary(b []byte) ([]byte, error) {
+	return u32s(b, m.Queue, uint32(m.Key), uint32(m.Tag)), nil
 }
 
 // fixed checks that body is exactly n bytes and returns its n/4 words.
@@ -182,6 +203,13 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 		}
 		return Publish{Record: append([]byte(nil), body...)}, nil
 	case OpStats:
+		if len(body) == 8 {
+			w, _ := fixed(op, body, 8)
+			if w[1] == 0 || w[1]&^statsRequestFlags != 0 {
+				return nil, errInval("%v: flags %#x: want a set of %#x (no flags: the 4-byte body)", op, w[1], statsRequestFlags)
+			}
+			return StatsRequest{Offset: w[0], Flags: w[1]}, nil
+		}
 		w, err := fixed(op, body, 4)
 		if err != nil {
 			return nil, err
@@ -202,6 +230,27 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, errInval("%v: unknown flags %#x", op, w[0]&^statsFlags)
 		}
 		return ServerStatsRequest{Flags: w[0]}, nil
+	case OpWatchKey:
+		w, err := fixed(op, body, 12)
+		if err != nil {
+			return nil, err
+		}
+		if int32(w[1]) <= 0 {
+			return nil, errInval("%v: key %d is not a serial (resolve special ids with KEYCTL_GET_KEYRING_ID first)", op, int32(w[1]))
+		}
+		return WatchKey{Queue: w[0], Key: int32(w[1]), Tag: int32(w[2])}, nil
+	case OpWatchMount:
+		q, tag, p, err := parsePathRequest(op, body)
+		if err != nil {
+			return nil, err
+		}
+		return WatchMount{Queue: q, Tag: tag, Path: p}, nil
+	case OpWatchSuperblock:
+		q, tag, p, err := parsePathRequest(op, body)
+		if err != nil {
+			return nil, err
+		}
+		return WatchSuperblock{Queue: q, Tag: tag, Path: p}, nil
 	case OpCreateRing:
 		return parseCreateRing(body)
 	}

@@ -32,10 +32,11 @@ const Version = 1
 // Sizes and limits, in bytes.
 const (
 	HeaderSize = 12 // op u16, flags u16, id u32, len u32
-	// MaxRequest is the largest request the daemon accepts (a SetFilter
-	// with 16 entries is 12+4+8+16*44 = 728 bytes). Larger ones are
-	// EMSGSIZE.
-	MaxRequest = 1024
+	// MaxRequest is the largest request the daemon accepts: a
+	// WatchMount or WatchSuperblock with a path of MaxPath bytes is
+	// 12+8+4095 = 4115 bytes (a SetFilter with 16 entries, 728). Larger
+	// ones are EMSGSIZE.
+	MaxRequest = 4160
 	// MaxReply is the largest reply the daemon sends.
 	MaxReply = 16384
 	// MaxStatsQueues is the most queue entries one Stats reply holds;
@@ -51,17 +52,20 @@ type Op uint16
 // IOC_WATCH_QUEUE_SET_FILTER (SetFilter), watch_devices(2)
 // (WatchDevices), and watchq's own publisher channels.
 const (
-	OpHello          Op = 1  // first message: versions and the peer's identity
-	OpCreateQueue    Op = 2  // a new queue; the reply carries the pipe's read end
-	OpSetSize        Op = 3  // size a queue, once
-	OpSetFilter      Op = 4  // install or remove a queue's filter
-	OpWatchDevices   Op = 5  // watch the global device list with a tag, or -1 to remove
-	OpWatchPublisher Op = 6  // watch a publisher type with a tag, or -1 to remove
-	OpPublish        Op = 7  // post a record of a publisher type
-	OpStats          Op = 8  // daemon and queue counters
-	OpCloseQueue     Op = 9  // close a queue and its pipe
-	OpServerStats    Op = 10 // the caller's usage and limits; the daemon's internals for root
-	OpCreateRing     Op = 14 // a new queue delivered through a shared-memory ring; the reply carries its fds (ring.go)
+	OpHello           Op = 1  // first message: versions and the peer's identity
+	OpCreateQueue     Op = 2  // a new queue; the reply carries the pipe's read end
+	OpSetSize         Op = 3  // size a queue, once
+	OpSetFilter       Op = 4  // install or remove a queue's filter
+	OpWatchDevices    Op = 5  // watch the global device list with a tag, or -1 to remove
+	OpWatchPublisher  Op = 6  // watch a publisher type with a tag, or -1 to remove
+	OpPublish         Op = 7  // post a record of a publisher type
+	OpStats           Op = 8  // daemon and queue counters
+	OpCloseQueue      Op = 9  // close a queue and its pipe
+	OpServerStats     Op = 10 // the caller's usage and limits; the daemon's internals for root
+	OpWatchKey        Op = 11 // KEYCTL_WATCH_KEY: watch a key (a resolved serial) with a tag, or -1 to remove
+	OpWatchMount      Op = 12 // watch_mount(2): a directory's mounts in the client's namespace, or -1 to remove
+	OpWatchSuperblock Op = 13 // watch_sb(2): the filesystem a path is on, or -1 to remove
+	OpCreateRing      Op = 14 // a new queue delivered through a shared-memory ring; the reply carries its fds (ring.go)
 
 	// ReplyFlag is set in the op of every reply.
 	ReplyFlag Op = 0x8000
@@ -72,6 +76,8 @@ var opNames = [...]string{
 	OpSetFilter: "set-filter", OpWatchDevices: "watch-devices",
 	OpWatchPublisher: "watch-publisher", OpPublish: "publish", OpStats: "stats",
 	OpCloseQueue: "close-queue", OpServerStats: "server-stats",
+	OpWatchKey:   "watch-key",
+	OpWatchMount: "watch-mount", OpWatchSuperblock: "watch-sb",
 	OpCreateRing: "create-ring",
 }
 
@@ -107,6 +113,10 @@ func (h Header) Put(b []byte) {
 // with.
 func errInval(format string, args ...any) error {
 	return &watchq.Errno{Errno: syscall.EINVAL, Reason: fmt.Sprintf(format, args...)}
+}
+
+func errNameTooLong(format string, args ...any) error {
+	return &watchq.Errno{Errno: syscall.ENAMETOOLONG, Reason: fmt.Sprintf(format, args...)}
 }
 
 // ParseMessage splits one packet into its header and body, checking that

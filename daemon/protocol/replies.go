@@ -137,9 +137,14 @@ type Stats struct {
 	Published uint64 // records accepted from publishers
 	Refused   uint64 // requests the policy refused
 	Entries   []QueueStats
+	// Counters is the counters section, present when the request asked
+	// for it (StatsCounters): nil otherwise. A daemon sends it only then,
+	// so a client that never asks parses every reply as before.
+	Counters []CounterGroup
 }
 
-// AppendBinary encodes s.
+// AppendBinary encodes s: the fixed part, the entries and, when
+// s.Counters is not nil, the counters section.
 func (s Stats) AppendBinary(b []byte) ([]byte, error) {
 	ne := binary.NativeEndian
 	b = u32s(b, s.Clients, s.Queues, s.Total, s.Devices, uint32(len(s.Entries)))
@@ -150,10 +155,14 @@ func (s Stats) AppendBinary(b []byte) ([]byte, error) {
 			b = ne.AppendUint64(b, v)
 		}
 	}
+	if s.Counters != nil {
+		b = appendCounters(b, s.Counters)
+	}
 	return b, nil
 }
 
-// ParseStats decodes a Stats reply.
+// ParseStats decodes a Stats reply; bytes after the entries are the
+// counters section.
 func ParseStats(b []byte) (Stats, error) {
 	ne := binary.NativeEndian
 	if len(b) < 36 {
@@ -163,10 +172,17 @@ func ParseStats(b []byte) (Stats, error) {
 	n := ne.Uint32(b[16:])
 	s.Published, s.Refused = ne.Uint64(b[20:]), ne.Uint64(b[28:])
 	b = b[36:]
-	if uint64(n)*queueStatsSize != uint64(len(b)) {
+	if uint64(n)*queueStatsSize > uint64(len(b)) {
 		return Stats{}, errInval("stats reply: %d entries in %d bytes", n, len(b))
 	}
-	for ; len(b) > 0; b = b[queueStatsSize:] {
+	if rest := b[int(n)*queueStatsSize:]; len(rest) > 0 {
+		gs, err := parseCounters(rest)
+		if err != nil {
+			return Stats{}, err
+		}
+		s.Counters = gs
+	}
+	for b = b[:int(n)*queueStatsSize]; len(b) > 0; b = b[queueStatsSize:] {
 		q := QueueStats{Queue: ne.Uint32(b), PID: int32(ne.Uint32(b[4:])), UID: ne.Uint32(b[8:]),
 			Capacity: ne.Uint32(b[12:]), Queued: ne.Uint32(b[16:]), Watches: ne.Uint32(b[20:])}
 		v := b[24:]
@@ -206,7 +222,24 @@ type ServerStats struct {
 	AcceptErrors, Rejected, TimedOut, Throttled, CloseLost uint64
 	// The daemon-wide bounds in force: connections, queues, pages.
 	MaxClients, MaxAllQueues, MaxAllPages uint64
+
+	// KeyBackend is the backend of the daemon's key source, which
+	// WatchKey uses: one of the KeyBackend constants (everyone sees it).
+	// A reply from a daemon without the field parses as KeyBackendNone.
+	KeyBackend uint64
 }
+
+// ServerStats.KeyBackend values; the numbers are source/keys.Backend's.
+const (
+	KeyBackendNone   = 0 // no key source: WatchKey is ENODEV
+	KeyBackendKernel = 1 // the kernel's own facility
+	KeyBackendPoll   = 2 // /proc/keys polling
+	KeyBackendTraced = 3 // BPF on the key system calls
+)
+
+// serverStatsOptional is how many of the last fields a reply may lack:
+// those added after the first daemons (KeyBackend).
+const serverStatsOptional = 1
 
 // fields lists s's values in wire order.
 func (s *ServerStats) fields() []*uint64 {
@@ -216,7 +249,8 @@ func (s *ServerStats) fields() []*uint64 {
 		&internal, &s.Clients, &s.AllQueues, &s.AllPages, &s.AllWatches, &s.Users,
 		&s.Goroutines, &s.Heap, &s.RSS, &s.FDs,
 		&s.AcceptErrors, &s.Rejected, &s.TimedOut, &s.Throttled, &s.CloseLost,
-		&s.MaxClients, &s.MaxAllQueues, &s.MaxAllPages}
+		&s.MaxClients, &s.MaxAllQueues, &s.MaxAllPages,
+		&s.KeyBackend}
 }
 
 // AppendBinary encodes s.
@@ -245,10 +279,10 @@ func ParseServerStats(b []byte) (ServerStats, error) {
 		return s, errInval("server-stats reply: %d values in %d bytes", n, len(b))
 	}
 	fs := s.fields()
-	if int(n) < len(fs) {
-		return s, errInval("server-stats reply: %d values, want at least %d", n, len(fs))
+	if int(n) < len(fs)-serverStatsOptional {
+		return s, errInval("server-stats reply: %d values, want at least %d", n, len(fs)-serverStatsOptional)
 	}
-	for i, f := range fs {
+	for i, f := range fs[:min(int(n), len(fs))] {
 		*f = binary.NativeEndian.Uint64(b[8*i:])
 	}
 	s.UID = uint32(*fs[0])

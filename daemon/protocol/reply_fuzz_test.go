@@ -31,6 +31,12 @@ func parseResult(op Op, b []byte) (v any, re []byte, ok bool, err error) {
 	case OpStats:
 		r, e := ParseStats(b)
 		v, enc, err = r, r, e
+	case OpWatchMount, OpWatchSuperblock:
+		r, e := ParseMountWatchReply(b)
+		if e == nil && len(b) == 0 {
+			return r, nil, true, nil // a removal's empty reply
+		}
+		v, enc, err = r, r, e
 	default:
 		return nil, nil, false, nil
 	}
@@ -57,7 +63,17 @@ func replySeeds() []replySeed {
 	watch, _ := WatchReply{Sources: SourceBlockErrors | SourceUSB}.AppendBinary(nil)
 	stats, _ := Stats{Clients: 2, Queues: 1, Total: 1, Devices: 1, Published: 9, Refused: 1,
 		Entries: []QueueStats{{Queue: 1, PID: 77, UID: 1000, Capacity: 64, Queued: 2, Watches: 1, Posted: 5, Lost: 1, Filtered: 1, Denied: 0, Written: 3}}}.AppendBinary(nil)
+	mountOK, _ := MountWatchReply{}.AppendBinary(nil)
+	mountNoFS, _ := MountWatchReply{Flags: MountNoFSErrors, Reason: "fanotify_mark(FAN_MARK_FILESYSTEM, FAN_FS_ERROR): operation not supported"}.AppendBinary(nil)
+	counters, _ := Stats{Clients: 1, Queues: 1, Total: 1, Devices: 1,
+		Entries: []QueueStats{{Queue: 1, PID: 78, UID: 1000, Capacity: 64, Posted: 5}},
+		Counters: []CounterGroup{
+			{Kind: GroupSource, Name: "device", Counters: []Counter{{"uevents_received", 7}, {"spoofed_dropped", 1}}},
+			{Kind: GroupClass, Name: "usb", Counters: []Counter{{"allowed", 3}, {"denied", 2}}},
+		}}.AppendBinary(nil)
 	return []replySeed{
+		{"stats-counters", AppendReply(nil, OpStats, 14, counters, nil)},
+		{"stats-counters-cut", AppendReply(nil, OpStats, 15, counters[:len(counters)-3], nil)},
 		{"hello", AppendReply(nil, OpHello, 1, hello, nil)},
 		{"create-queue", AppendReply(nil, OpCreateQueue, 2, queue, nil)},
 		{"set-size", AppendReply(nil, OpSetSize, 3, queue, nil)},
@@ -71,8 +87,11 @@ func replySeeds() []replySeed {
 		{"short-hello", AppendReply(nil, OpHello, 11, hello[:19], nil)},
 		{"hello-too-many-groups", AppendReply(nil, OpHello, 12, append(hello[:16:16], 0xff, 0xff, 0xff, 0x7f), nil)},
 		{"stats-entries-mismatch", AppendReply(nil, OpStats, 13, stats[:len(stats)-1], nil)},
-		{"create-ring", AppendReply(nil, OpCreateRing, 14, ring, nil)},
-		{"create-ring-bad-pages", AppendReply(nil, OpCreateRing, 15, ring[:8:8], nil)},
+		{"watch-mount", AppendReply(nil, OpWatchMount, 14, mountOK, nil)},
+		{"watch-sb-no-fs-errors", AppendReply(nil, OpWatchSuperblock, 15, mountNoFS, nil)},
+		{"watch-mount-removed", AppendReply(nil, OpWatchMount, 16, nil, nil)},
+		{"create-ring", AppendReply(nil, OpCreateRing, 17, ring, nil)},
+		{"create-ring-bad-pages", AppendReply(nil, OpCreateRing, 18, ring[:8:8], nil)},
 	}
 }
 
@@ -162,6 +181,15 @@ func FuzzReplyEncode(f *testing.F) {
 		gs, err := ParseStats(b)
 		if err != nil || !reflect.DeepEqual(gs, s) {
 			t.Fatalf("stats %+v: decoded %+v, %v", s, gs, err)
+		}
+		// With a counters section whose names come from label.
+		if n := min(len(label), MaxCounterNameLen); n > 0 {
+			s.Counters = []CounterGroup{{Kind: uint8(q), Name: label[:n], Counters: []Counter{{label[:n], uint64(pid)}}}, {Kind: GroupClass, Name: "x"}}
+			bc, _ := s.AppendBinary(nil)
+			gs, err := ParseStats(bc)
+			if err != nil || !reflect.DeepEqual(gs, s) {
+				t.Fatalf("stats with counters %+v: decoded %+v, %v", s, gs, err)
+			}
 		}
 
 		// The whole reply, through the client's path.

@@ -96,11 +96,13 @@ const exitStatus = `.SH EXIT STATUS
 .TP
 .B 0
 Success; a watch ended by SIGINT or SIGTERM, by --count, --once or
---timeout without --count.
+--timeout without --count; watch keys when a removal ended its last
+watch (as keyctl watch on gc).
 .TP
 .B 1
-The command failed: a source or the daemon refused, went away, or the
-input was malformed. The message on standard error says why.
+The command failed: a source or the daemon refused, the daemon went away
+(without --wait), or the input was malformed. The message on standard
+error says why and what fixes it.
 .TP
 .B 2
 Bad flags or arguments.

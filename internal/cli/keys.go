@@ -12,6 +12,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/kernel"
+	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/source/keys"
 )
 
@@ -44,6 +45,13 @@ func kernelWhy(err error) string {
 	return s
 }
 
+// pollCaveat ends the poll backend's banner: what it coalesces or
+// cannot see within one interval, the rows of docs/keys.md's table
+// (source/keys poll.go diffs /proc/keys and KEYCTL_READ between passes).
+const pollCaveat = "; within one interval it coalesces updates and attribute changes, and misses" +
+	" same-payload updates, same-value chown/setperm, an unlink and re-link, keyring_restrict" +
+	" and most invalidations (seen as the gc removal); see docs/keys.md"
+
 // watchKeys opens the key source and watches every key in ks with q.
 func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *watchq.Queue, ks []keyArg, stderr io.Writer) (source, string, error) {
 	b, err := parseBackend(o.backend)
@@ -52,6 +60,23 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 	}
 	if o.interval <= 0 {
 		return nil, "", usageError{fmt.Errorf("--interval %v: must be positive", o.interval)}
+	}
+	daemonWhy := ""
+	if daemonFirst(b, os.Geteuid()) {
+		d, serials, derr := o.watchKeysDaemon(ctx, eng, q, ks)
+		if derr == nil {
+			fmt.Fprintf(stderr, "watchq: keys: traced backend through watchqd at %s (BPF on keyctl/add_key/request_key; "+
+				"keys viewable only as possessor refused; gc and the kernel's own changes seen only for keys watchqd may view)\n", o.socket)
+			var descs []string
+			for i, k := range ks {
+				descs = append(descs, o.keyDesc(k, serials[i]))
+			}
+			return d, "keys " + strings.Join(descs, ", "), nil
+		}
+		daemonWhy = dialError(o.socket, derr).Error()
+		if b == keys.Traced {
+			return nil, "", fmt.Errorf("keys: traced backend: %s; in-process it needs root", daemonWhy)
+		}
 	}
 	src, err := keys.Open(ctx, keys.Config{Engine: eng, Backend: b, Interval: o.interval})
 	if err != nil {
@@ -76,7 +101,7 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		}
 		fmt.Fprintf(stderr, "watchq: keys: traced backend (BPF on keyctl/add_key/request_key; gc and the kernel's own changes polled every %v) (%s)\n", o.interval, why)
 	case b == keys.Poll:
-		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (--backend=poll)\n", o.interval)
+		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (--backend=poll)%s\n", o.interval, pollCaveat)
 	default:
 		why := "kernel backend not chosen"
 		if perr := kernel.Probe(); perr != nil {
@@ -84,10 +109,12 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 		} else if os.Getenv(keys.BackendEnv) == "poll" {
 			why = "$" + keys.BackendEnv + "=poll"
 		}
-		if ferr := src.Fallback(); ferr != nil {
+		if daemonWhy != "" {
+			why += "; traced: " + daemonWhy
+		} else if ferr := src.Fallback(); ferr != nil {
 			why += "; traced: " + ferr.Error()
 		}
-		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (%s)\n", o.interval, why)
+		fmt.Fprintf(stderr, "watchq: keys: poll backend every %v (%s)%s\n", o.interval, why, pollCaveat)
 	}
 	var descs []string
 	for _, k := range ks {
@@ -106,15 +133,25 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 			src.Close()
 			return nil, "", fmt.Errorf("keys: watch %s: %w", k.spec, err)
 		}
-		d := fmt.Sprintf("%08x", uint32(serial))
-		if k.spec != fmt.Sprint(serial) {
-			d = k.spec + " " + d
-		}
-		descs = append(descs, fmt.Sprintf("%s tag %d", d, k.tag))
-		o.names[k.tag] = fmt.Sprintf("key %d (%s)", serial, k.spec)
-		if k.spec == fmt.Sprint(serial) {
-			o.names[k.tag] = fmt.Sprintf("key %d", serial)
-		}
+		descs = append(descs, o.keyDesc(k, serial))
 	}
 	return src, "keys " + strings.Join(descs, ", "), nil
+}
+
+// keyDesc describes the watch of k (resolved to serial) for the banner,
+// and names its tag for removal lines.
+func (o *watchOptions) keyDesc(k keyArg, serial int32) string {
+	if o.keyWatches == nil {
+		o.keyWatches = map[record.Tag]int{}
+	}
+	o.keyWatches[k.tag]++
+	d := fmt.Sprintf("%08x", uint32(serial))
+	if k.spec != fmt.Sprint(serial) {
+		d = k.spec + " " + d
+	}
+	o.names[k.tag] = fmt.Sprintf("key %d (%s)", serial, k.spec)
+	if k.spec == fmt.Sprint(serial) {
+		o.names[k.tag] = fmt.Sprintf("key %d", serial)
+	}
+	return fmt.Sprintf("%s tag %d", d, k.tag)
 }

@@ -46,7 +46,17 @@ type watchOptions struct {
 	count     int
 	timeout   time.Duration
 	capture   string
+	wait      bool // --wait: reconnect to watchqd when it goes away
 	deviceTag record.Tag
+	// keyWatches counts the key watches by tag; watchKeys fills it.
+	// With exitOnLastKey (watch keys), the read loop ends once a removal
+	// record has ended every one, as keyctl watch ends on gc.
+	keyWatches    map[record.Tag]int
+	exitOnLastKey bool
+	// fail ends the read loop with an error, after what is queued has
+	// been printed: a source that cannot go on (watchqd went away
+	// without --wait). Set by run.
+	fail func(error)
 	// names says what each tag watches, for removal lines.
 	names tagNames
 
@@ -80,6 +90,7 @@ func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	}
 	if devices {
 		f.StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path`")
+		f.BoolVar(&o.wait, "wait", false, "when watchqd goes away, reconnect with backoff and watch again, marking the gap with a loss record (default: exit with status 1)")
 	}
 	_ = cmd.RegisterFlagCompletionFunc("filter", completeFilter)
 }
@@ -132,6 +143,9 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 		ctx, cancel = context.WithTimeoutCause(ctx, o.timeout, errTimeout)
 		defer cancel()
 	}
+	ctx, failCtx := context.WithCancelCause(ctx)
+	defer failCtx(nil)
+	o.fail = func(err error) { failCtx(sourceError{err}) }
 
 	eng := watchq.NewEngine(watchq.Config{})
 	q := watchq.NewQueue()
@@ -205,6 +219,13 @@ func (o *watchOptions) run(cmd *cobra.Command, ks []keyArg, mode devicesMode) er
 // errTimeout is the cause of a context ended by --timeout.
 var errTimeout = errors.New("timeout")
 
+// sourceError is the cause of a context ended by a source that cannot go
+// on (watchOptions.fail): the command's error.
+type sourceError struct{ err error }
+
+func (e sourceError) Error() string { return e.err.Error() }
+func (e sourceError) Unwrap() error { return e.err }
+
 // readLoop reads the queue with a ReadSize buffer and prints every read.
 func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, capture io.Writer, popts printer.Options) error {
 	out := bufio.NewWriter(stdout)
@@ -213,33 +234,62 @@ func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, ca
 	p := printer.New(out, popts)
 	buf := make([]byte, ReadSize)
 	seen := 0
+	live := 0 // key watches no removal has ended yet
+	for _, n := range o.keyWatches {
+		live += n
+	}
+	// emit prints one read and reports whether the command is done.
+	emit := func(b []byte) (bool, error) {
+		if capture != nil {
+			if _, err := capture.Write(b); err != nil {
+				return false, fmt.Errorf("capture: %w", err)
+			}
+		}
+		if err := p.Read(b); err != nil {
+			return false, fmt.Errorf("queue returned a malformed read: %w", err)
+		}
+		if err := out.Flush(); err != nil {
+			return false, fmt.Errorf("write: %w", err)
+		}
+		lastGone := false
+		for rec := range record.Records(b) {
+			seen++
+			if rec.IsRemoval() && o.keyWatches[rec.Tag()] > 0 {
+				o.keyWatches[rec.Tag()]--
+				live--
+				lastGone = live == 0 && o.exitOnLastKey
+			}
+		}
+		return lastGone || (o.count > 0 && seen >= o.count), nil
+	}
 	for {
 		n, err := q.Read(ctx, buf)
 		if err != nil {
 			if ctx.Err() == nil {
 				return fmt.Errorf("read queue: %w", err)
 			}
+			var se sourceError
+			if errors.As(context.Cause(ctx), &se) {
+				// Print what the queue still holds (the removal the
+				// failed source posted), then fail.
+				for {
+					n, err := q.TryRead(buf)
+					if err != nil {
+						break
+					}
+					if done, err := emit(buf[:n]); done || err != nil {
+						return err
+					}
+				}
+				return se.err
+			}
 			if context.Cause(ctx) == errTimeout && o.count > 0 {
 				return fmt.Errorf("timeout after %v: %d of %d records", o.timeout, seen, o.count)
 			}
 			return nil // interrupted, or --timeout without --count
 		}
-		if capture != nil {
-			if _, err := capture.Write(buf[:n]); err != nil {
-				return fmt.Errorf("capture: %w", err)
-			}
-		}
-		if err := p.Read(buf[:n]); err != nil {
-			return fmt.Errorf("queue returned a malformed read: %w", err)
-		}
-		if err := out.Flush(); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		for range record.Records(buf[:n]) {
-			seen++
-		}
-		if o.count > 0 && seen >= o.count {
-			return nil
+		if done, err := emit(buf[:n]); done || err != nil {
+			return err
 		}
 	}
 }

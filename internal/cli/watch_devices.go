@@ -18,8 +18,15 @@ block disks and partitions appearing, going and changing, block I/O errors,
 USB devices appearing, going and being reset.
 
 Records come from the watchqd daemon when it runs at --socket; otherwise
-from an in-process device source, which needs root (uevent socket, eBPF
-tracers). Standard error says which parts are in use and why others are not.
+from an in-process device source: as root everything, as another user the
+device lifecycle from uevents only (block I/O errors and USB resets need
+eBPF tracers: watchqd or root). Standard error says which parts are in use
+and why others are not.
+
+When watchqd goes away, the device watch ends with its removal record and
+the command exits with status 1; with --wait it reconnects with backoff,
+watches again with the same tag and filter, and marks the gap with a loss
+record.
 
 ` + FilterSyntax + "\n\n" + FormatHelp,
 		Example: `  watchq watch devices

@@ -69,8 +69,15 @@ backend (root: BPF on the keyctl, add_key and request_key system calls)
 posts the record the kernel would for each change any process makes, and
 polls every --interval only for what system calls do not show (garbage
 collection, the kernel's own changes); the poll backend diffs /proc/keys and
-KEYCTL_READ every --interval. --backend=auto picks kernel, else traced where
-its programs load, else poll.
+KEYCTL_READ every --interval. --backend=auto picks kernel, else traced
+(in-process for root; for other users through watchqd at --socket, which
+checks View in the user's context and refuses keys viewable only as their
+possessor), else poll. The first line on stderr says which backend is in
+use and what it cannot see.
+
+Like keyctl watch, the command ends (status 0) when its last watch is
+removed: the watched key was unlinked from everything and collected, or
+invalidated; the removal record is printed first.
 
 ` + FilterSyntax + "\n\n" + FormatHelp,
 		Example: `  watchq watch keys                       # @s tag 1, @u tag 2
@@ -82,10 +89,12 @@ its programs load, else poll.
 			if err != nil {
 				return err
 			}
+			o.exitOnLastKey = true
 			return o.run(cmd, ks, devicesOff)
 		},
 	}
 	o.addFlags(cmd, true, false)
+	cmd.Flags().StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path`, for the traced backend as a user other than root")
 	return cmd
 }
 

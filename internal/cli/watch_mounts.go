@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -27,6 +28,9 @@ type mountWatch struct {
 	fs   bool // watch_sb instead of watch_mount
 	path string
 	tag  record.Tag
+	// inProcess is set when --backend was given: the daemon chooses its
+	// own backend, so the in-process source is used.
+	inProcess bool
 }
 
 func newWatchMountsCommand(fs bool) *cobra.Command {
@@ -41,10 +45,15 @@ when the mount it is about lies at or below PATH; unmounting the mount PATH
 is on ends the watch (REMOVAL). Mount ids are resolved to mount points (on=,
 mnt=; mount_point, aux_mount_point in JSON).
 
-Mounts come from fanotify mount events (Linux 6.15, root), else from
-/proc/self/mountinfo change notification and a diff (--backend mountinfo
-forces it); only mounts of watchq's own mount namespace are seen.
-docs/mounts.md lists what each backend cannot see.
+Run by a user other than root, the command watches through the watchqd
+daemon at --socket (its policy must grant watch=mounts); the daemon looks
+PATH up and watches in this process's own mount namespace. As root, with
+--backend, or when no daemon answers, an in-process source runs instead:
+fanotify mount events (Linux 6.15, root), else /proc/self/mountinfo
+change notification and a diff (--backend mountinfo forces it, and is all
+a user other than root gets). Either way only mounts of this process's
+mount namespace are seen. docs/mounts.md lists what each backend cannot
+see.
 
 `, `  watchq watch mounts
   watchq watch mounts /srv --json
@@ -59,6 +68,11 @@ reports (SUPER error, with the errno) from fanotify FAN_FS_ERROR (Linux
 5.16, root; ext4 and other filesystems that report errors). When no mount
 of the filesystem is left the watch ends (REMOVAL).
 
+Run by a user other than root, the command watches through the watchqd
+daemon at --socket (its policy must grant watch=fs-errors), in this
+process's own mount namespace; as root, with --backend, or when no daemon
+answers, in-process (errors then need root).
+
 `, `  watchq watch fs /srv
   watchq watch fs / --filter sb:error --json`
 	}
@@ -69,13 +83,15 @@ of the filesystem is left the watch ends (REMOVAL).
 			if len(args) == 1 {
 				w.path = args[0]
 			}
+			w.inProcess = cmd.Flags().Changed("backend")
 			o.mounts = append(o.mounts, *w)
 			return o.run(cmd, nil, devicesOff)
 		},
 	}
 	o.addFlags(cmd, false, false)
 	f := cmd.Flags()
-	f.StringVar(&o.backend, "backend", "auto", "mount backend: auto, fanotify or mountinfo")
+	f.StringVar(&o.backend, "backend", "auto", "mount backend of the in-process source: auto, fanotify or mountinfo (given: the daemon is not used)")
+	f.StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path` (used when not root)")
 	f.Var(tagFlag{&w.tag}, "tag", "watch `tag` (0..255)")
 	_ = cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions([]string{"auto", "fanotify", "mountinfo"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -102,8 +118,24 @@ func (f tagFlag) Set(s string) error {
 
 func (tagFlag) Type() string { return "tag" }
 
-// watchMounts opens the in-process mount source and places o.mounts on q.
+// watchMounts places o.mounts on q: through watchqd when not root (unless
+// --backend was given), else, or when no daemon answers, with an
+// in-process mount source. A daemon that answers and refuses has the
+// last word: its refusal is the command's error.
 func (o *watchOptions) watchMounts(ctx context.Context, eng *watchq.Engine, q *watchq.Queue, stderr io.Writer) (source, string, error) {
+	daemonWhy := ""
+	if os.Geteuid() != 0 && !o.mounts[0].inProcess {
+		src, desc, err := o.watchMountsDaemon(ctx, eng, q, stderr)
+		if err == nil {
+			fmt.Fprintf(stderr, "watchq: mounts: watchqd at %s (in-process source not used)\n", o.socket)
+			return src, desc, nil
+		}
+		var absent errDaemonAbsent
+		if !errors.As(err, &absent) {
+			return nil, "", err
+		}
+		daemonWhy = fmt.Sprintf("; watchqd at %s: %s", o.socket, dialWhy(o.socket, absent.err))
+	}
 	b, err := mount.ParseBackend(o.backend)
 	if err != nil {
 		return nil, "", usageError{fmt.Errorf("--backend: %w", err)}
@@ -112,7 +144,7 @@ func (o *watchOptions) watchMounts(ctx context.Context, eng *watchq.Engine, q *w
 	if err != nil {
 		return nil, "", err
 	}
-	fmt.Fprintf(stderr, "watchq: mounts: in-process (%s)\n", mountCapsText(src.Capabilities()))
+	fmt.Fprintf(stderr, "watchq: mounts: in-process (%s)%s\n", mountCapsText(src.Capabilities()), daemonWhy)
 	var descs []string
 	for _, w := range o.mounts {
 		what := "mounts"

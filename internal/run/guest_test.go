@@ -51,7 +51,7 @@ func guestArtifacts(t *testing.T) string {
 		// A cold kernel build takes minutes; a cached one, none.
 		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, gobin, "run", "./internal/vmtest/cmd/run", "-v", "-run", "TestGuest",
+		cmd := exec.CommandContext(ctx, gobin, "run", "./internal/vmtest/cmd/run", "-v", "-tags", "runguest", "-run", "TestGuest",
 			"-file", edge+":"+"/watchq/run/edge:0755",
 			"-file", watchTest+":"+"/watchq/run/watch_test:0755",
 			"-file", status+":"+"/watchq/run/status:0755",

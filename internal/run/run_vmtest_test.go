@@ -1,4 +1,4 @@
-//go:build vmtest
+//go:build vmtest && runguest
 
 package run_test
 
@@ -20,15 +20,16 @@ import (
 // are built on the host by the host tests (TestEdgeInGuest,
 // TestSamplesAgainstGuest in guest_test.go), which boot the guest with
 // them at guestBin/... and compare what these tests hand back with what
-// the same programs do under watchq run on the host; a plain `make
-// vmtest` has none and these tests do not apply there.
+// the same programs do under watchq run on the host. They build only with
+// the runguest tag, which those host tests pass: a plain `make vmtest`
+// has no programs for them and does not list them.
 const guestBin = "/watchq/run"
 
 func needProgram(t *testing.T, name string) string {
 	t.Helper()
 	p := guestBin + "/" + name
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("%s not in the guest: this test runs when the host test that builds it boots the guest", p)
+		t.Fatalf("%s not in the guest: the host test that boots the guest for these tests (guest_test.go) puts it there", p)
 	}
 	return p
 }

@@ -234,7 +234,7 @@ func checkDir(dir string) error {
 		case st.Uid != 0 && st.Uid != euid:
 			return fmt.Errorf("watchqd: %s is owned by uid %d, who could replace the socket: refusing it (want a directory owned by root or uid %d)", what, st.Uid, euid)
 		case perm&0o022 != 0 && (p == real || perm&unix.S_ISVTX == 0):
-			return fmt.Errorf("watchqd: %s is writable by group or others (mode %#o), who could replace the socket: refusing it (chmod go-w, or choose another -socket)", what, perm)
+			return fmt.Errorf("watchqd: %s is writable by group or others (mode %#o), who could replace the socket: refusing it (chmod go-w, or choose another --socket)", what, perm)
 		}
 		if p == "/" {
 			return nil

@@ -6,14 +6,13 @@ package watchqd
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,7 +21,7 @@ import (
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon"
 	"github.com/watchq/watchq/daemon/policy"
-	"github.com/watchq/watchq/daemon/protocol"
+	"github.com/watchq/watchq/internal/version"
 	"github.com/watchq/watchq/source/device"
 )
 
@@ -31,7 +30,7 @@ const (
 	DefaultConfig = "/etc/watchq/watchqd.conf"
 )
 
-// Options are watchqd's command-line settings.
+// Options are watchqd's command-line settings (command.go parses them).
 type Options struct {
 	Socket     string // socket path, unless systemd passes a socket
 	SocketMode uint32 // permission bits of a socket watchqd creates
@@ -47,82 +46,12 @@ type Options struct {
 	HelloTimeout   time.Duration
 	RequestTimeout time.Duration
 	LogLevel       slog.Level
-	LogJSON        bool
-}
-
-// ParseFlags parses watchqd's command line.
-func ParseFlags(args []string, stderr io.Writer) (*Options, error) {
-	o := &Options{}
-	fs := flag.NewFlagSet("watchqd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.Socket, "socket", protocol.DefaultSocket, "`path` of the control socket (ignored under systemd socket activation); its directory must be writable by root or watchqd's user only, and PATH.lock is watchqd's lock")
-	mode := fs.String("socket-mode", "0666", "permission `bits` of the socket watchqd creates (the policy, not the mode, decides access)")
-	fs.StringVar(&o.Config, "config", DefaultConfig, "policy configuration `file`, see watchqd.conf(5)")
-	fs.StringVar(&o.Devices, "devices", "auto", "device source: on (required), off, or auto (used when it opens)")
-	fs.IntVar(&o.MaxClients, "max-clients", 1024, "most concurrent clients, all users together (per user: watchqd.conf limits)")
-	fs.IntVar(&o.MaxQueues, "max-queues", 16, "most queues per client connection")
-	fs.IntVar(&o.MaxTotalQueues, "max-total-queues", 16384, "most queues, all users together")
-	fs.IntVar(&o.MaxTotalPages, "max-total-pages", 1<<18, "most pages of queue rings and pipes, all users together")
-	fs.IntVar(&o.PipeSlots, "pipe-slots", 32, "records each client pipe holds (one page each)")
-	fs.DurationVar(&o.HelloTimeout, "hello-timeout", 5*time.Second, "how long a new connection has to say hello")
-	fs.DurationVar(&o.RequestTimeout, "request-timeout", 10*time.Second, "how long a reply may wait for a client that does not read")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.BoolVar(&o.LogJSON, "log-json", false, "log JSON lines instead of text")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("watchqd: unexpected arguments %q", fs.Args())
-	}
-	m, err := strconv.ParseUint(*mode, 8, 32)
-	if err != nil || m > 0o777 {
-		return nil, fmt.Errorf("watchqd: -socket-mode %q: want octal permission bits", *mode)
-	}
-	o.SocketMode = uint32(m)
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"max-clients", o.MaxClients}, {"max-queues", o.MaxQueues}, {"max-total-queues", o.MaxTotalQueues},
-		{"max-total-pages", o.MaxTotalPages}, {"pipe-slots", o.PipeSlots}} {
-		if f.v < 1 {
-			return nil, fmt.Errorf("watchqd: -%s %d: want at least 1", f.name, f.v)
-		}
-	}
-	if o.PipeSlots > 256 {
-		return nil, fmt.Errorf("watchqd: -pipe-slots %d: want at most 256", o.PipeSlots)
-	}
-	if o.HelloTimeout <= 0 || o.RequestTimeout <= 0 {
-		return nil, errors.New("watchqd: -hello-timeout and -request-timeout must be positive")
-	}
-	if err := o.LogLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("watchqd: -log-level: %w", err)
-	}
-	switch o.Devices {
-	case "auto", "on", "off":
-	default:
-		return nil, fmt.Errorf("watchqd: -devices %q: want auto, on or off", o.Devices)
-	}
-	return o, nil
-}
-
-// Main is watchqd's main function: it parses args, runs the daemon until
-// SIGINT or SIGTERM, and returns the exit status.
-func Main(args []string) int {
-	o, err := ParseFlags(args, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := Run(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
+	// LogFormat is "auto" (the journal when started by systemd, else
+	// text), "text", "json" or "journal".
+	LogFormat string
+	// Metrics is the Prometheus endpoint's address ("unix:/path" or a
+	// loopback host:port); "" serves none.
+	Metrics string
 }
 
 // Run runs watchqd with o until ctx ends: it loads the policy, opens the
@@ -130,23 +59,17 @@ func Main(args []string) int {
 // ready, reloads the policy on SIGHUP, and on the way out closes every
 // client.
 func Run(ctx context.Context, o *Options) error {
-	var h slog.Handler
-	hopts := &slog.HandlerOptions{Level: o.LogLevel}
-	if o.LogJSON {
-		h = slog.NewJSONHandler(os.Stderr, hopts)
-	} else {
-		h = slog.NewTextHandler(os.Stderr, hopts)
-	}
-	log := slog.New(h)
+	started := time.Now()
+	log := slog.New(newLogHandler(o.LogFormat, o.LogLevel, os.Stderr))
 
-	rules, err := policy.Load(o.Config)
+	rules, err := loadConfig(o.Config)
 	if err != nil {
-		return fmt.Errorf("watchqd: %w", err)
+		return err
 	}
 	pol := policy.New(rules)
 	// The daemon charges watches to uids under watchqd.conf's limits;
 	// the engine's own per-user bound is only the ceiling behind them.
-	eng := watchq.NewEngine(watchq.Config{Policy: pol, MaxWatchesPerUser: policy.MaxLimits().Watches})
+	eng := watchq.NewEngine(watchq.Config{Policy: pol, Counter: pol, MaxWatchesPerUser: policy.MaxLimits().Watches})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -167,6 +90,7 @@ func Run(ctx context.Context, o *Options) error {
 	}
 
 	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
+		Keys: openKeys(ctx, eng, log), Mounts: newMountSource(ctx, eng, log),
 		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, MaxTotalQueues: o.MaxTotalQueues, MaxTotalPages: o.MaxTotalPages,
 		PipeSlots: o.PipeSlots, HelloTimeout: o.HelloTimeout, RequestTimeout: o.RequestTimeout})
 	if err != nil {
@@ -194,7 +118,7 @@ func Run(ctx context.Context, o *Options) error {
 				return
 			case <-hup:
 				sddaemon.SdNotify(false, sddaemon.SdNotifyReloading)
-				rs, err := policy.Load(o.Config)
+				rs, err := loadConfig(o.Config)
 				if err != nil {
 					log.Error("reload failed; keeping the rules in force", "err", err)
 				} else {
@@ -206,11 +130,48 @@ func Run(ctx context.Context, o *Options) error {
 		}
 	}()
 
-	log.Info("watchqd ready", "socket", l.Addr().String(), "config", o.Config, "rules", rules.Len(), "devices", devices != nil)
+	if o.Metrics != "" {
+		stopMetrics, err := serveMetrics(ctx, o.Metrics, srv, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+
+	sources := "none"
+	if devices != nil {
+		sources = "device"
+	}
+	log.Info("watchqd ready", "version", version.String("watchqd"), "socket", l.Addr().String(), "config", o.Config,
+		"rules", rules.Len(), "devices", devices != nil, "sources", sources, "metrics", o.Metrics)
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	err = srv.Serve(ctx, l)
 	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+	reason := "stopped"
+	if cause := context.Cause(ctx); cause != nil {
+		reason = cause.Error()
+	}
+	if err != nil {
+		reason = err.Error()
+	}
+	st := srv.Stats()
+	log.Info("watchqd stopping", "reason", reason, "uptime", time.Since(started).Round(time.Millisecond).String(),
+		"clients", st.Clients, "queues", st.Queues, "published", st.Published, "refused", st.Refused)
 	return err
+}
+
+// loadConfig loads watchqd.conf(5) from path. Its errors name the file,
+// the line where there is one (policy.Parse's "file:line: ..."), and the
+// manual page.
+func loadConfig(path string) (*policy.Rules, error) {
+	rs, err := policy.Load(path)
+	switch {
+	case err == nil:
+		return rs, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("watchqd: config %s: no such file; write one (watchqd.conf(5); make install ships a default) or name another with --config", path)
+	}
+	return nil, fmt.Errorf("watchqd: config: %s; see watchqd.conf(5)", strings.TrimPrefix(err.Error(), "policy: "))
 }
 
 func errString(err error) string {

@@ -143,19 +143,30 @@ func TestVMTwoQueues(t *testing.T) {
 	}
 }
 
-// TestVMKeyctlWatch runs Debian's keyctl watch (keyutils' C client on the
-// kernel's own pipe) beside watchq's kernel backend on one keyring and
-// compares the two event for event.
-func TestVMKeyctlWatch(t *testing.T) {
-	keyctlBin := testenv.RequireCommand(t, "keyctl")
-	src, q := openBackend(t, Kernel, 0, 256)
-	ring := newKeyring(t, "wq-keyctl")
-	must(t, "watch", src.Watch(q, ring, 1, nil))
-	cmd := exec.Command(keyctlBin, "watch", fmt.Sprint(ring))
+// watchqGuestBin is where vmtest.files puts the watchq binary in the
+// guest.
+const watchqGuestBin = "/usr/local/bin/watchq"
+
+// followLines starts cmd and sends each line of its stdout (or, with
+// stderr, of its standard error too, on errLines) until it ends.
+func followLines(t *testing.T, cmd *exec.Cmd, errLines chan<- string) <-chan string {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	must(t, "pipe", err)
-	cmd.Stderr = os.Stderr
-	must(t, "start keyctl watch", cmd.Start())
+	if errLines != nil {
+		e, err := cmd.StderrPipe()
+		must(t, "pipe", err)
+		go func() {
+			s := bufio.NewScanner(e)
+			for s.Scan() {
+				errLines <- s.Text()
+			}
+			close(errLines)
+		}()
+	} else {
+		cmd.Stderr = os.Stderr
+	}
+	must(t, "start "+cmd.Path, cmd.Start())
 	lines := make(chan string, 64)
 	go func() {
 		s := bufio.NewScanner(out)
@@ -164,28 +175,82 @@ func TestVMKeyctlWatch(t *testing.T) {
 		}
 		close(lines)
 	}()
+	return lines
+}
+
+// collectUntilEOF gathers lines until the stream ends (the program exited
+// on its watch's removal), failing after timeout.
+func collectUntilEOF(t *testing.T, what string, lines <-chan string, timeout time.Duration) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return got
+			}
+			got = append(got, l)
+		case <-deadline:
+			t.Fatalf("%s did not exit on the keyring's removal; printed %q", what, got)
+		}
+	}
+}
+
+// after returns the lines after the first one equal to marker.
+func after(t *testing.T, what string, lines []string, marker string) []string {
+	t.Helper()
+	i := slices.Index(lines, marker)
+	if i < 0 {
+		t.Fatalf("%s never printed the marker %q: %q", what, marker, lines)
+	}
+	return lines[i+1:]
+}
+
+// TestVMKeyctlWatch runs Debian's keyctl watch (keyutils' C client on the
+// kernel's own pipe) beside the real watchq binary (watchq watch keys
+// --format keyctl, kernel backend) and watchq's kernel backend in process
+// (printed with printer.Keyctl) on one keyring, and compares the three
+// line for line. keyctl watch and watchq watch keys both exit on the
+// keyring's gc.
+func TestVMKeyctlWatch(t *testing.T) {
+	keyctlBin := testenv.RequireCommand(t, "keyctl")
+	testenv.RequireFile(t, watchqGuestBin)
+	src, q := openBackend(t, Kernel, 0, 256)
+	ring := newKeyring(t, "wq-keyctl")
+	must(t, "watch", src.Watch(q, ring, 1, nil))
+
+	// watchq first: its "watching" line says its watch is in place.
+	wqErr := make(chan string, 64)
+	wq := exec.Command(watchqGuestBin, "watch", "keys", "--backend", "kernel", "--format", "keyctl", fmt.Sprint(ring))
+	wqLines := followLines(t, wq, wqErr)
+	for l := range wqErr {
+		t.Logf("watchq: %s", l)
+		if strings.HasPrefix(l, "watchq: watching ") {
+			break
+		}
+	}
+	go func() {
+		for l := range wqErr {
+			t.Logf("watchq: %s", l)
+		}
+	}()
+	kc := exec.Command(keyctlBin, "watch", fmt.Sprint(ring))
+	kcLines := followLines(t, kc, nil)
 	// keyctl watch has placed its watch when a first change reaches it.
-	deadline := time.Now().Add(10 * time.Second)
-	var first string
-	for first == "" && time.Now().Before(deadline) {
+	var kl []string
+	for deadline := time.Now().Add(10 * time.Second); len(kl) == 0 && time.Now().Before(deadline); {
 		must(t, "setperm", unix.KeyctlSetperm(int(ring), permAll))
 		select {
-		case first = <-lines:
+		case l := <-kcLines:
+			kl = append(kl, l)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	drainLines := func() {
-		for {
-			select {
-			case <-lines:
-			case <-time.After(200 * time.Millisecond):
-				return
-			}
-		}
-	}
-	drainLines()
-	src.Sync(context.Background())
-	newScenario(t, src, q).drain()
+	// A marker every stream shows; what each saw before it differs (how
+	// many setperms each caught) and is cut off.
+	m := addKey(t, "user", "wq-kw-marker", []byte("m"), ring)
+	marker := fmt.Sprintf("%d link %d", ring, m)
 
 	a := addKey(t, "user", "wq-kw-a", []byte("1"), ring)
 	addKey(t, "user", "wq-kw-a", []byte("2"), ring) // UPDATED goes to a, not the ring
@@ -195,30 +260,18 @@ func TestVMKeyctlWatch(t *testing.T) {
 	keyctl(t, "clear", unix.KEYCTL_CLEAR, int(ring), 0, 0, 0)
 	keyctl(t, "invalidate", unix.KEYCTL_INVALIDATE, int(ring), 0, 0, 0)
 
-	// keyctl watch exits on its watch's removal (tag 1): the ring's gc.
-	var kl []string
-	timeout := time.After(30 * time.Second)
-collect:
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				break collect
-			}
-			kl = append(kl, l)
-		case <-timeout:
-			cmd.Process.Kill()
-			t.Fatalf("keyctl watch did not exit on the keyring's removal; printed %q", kl)
-		}
-	}
-	if err := cmd.Wait(); err != nil {
+	// Both programs exit on their watch's removal (tag 1): the ring's gc.
+	kl = after(t, "keyctl watch", append(kl, collectUntilEOF(t, "keyctl watch", kcLines, 30*time.Second)...), marker)
+	if err := kc.Wait(); err != nil {
 		t.Errorf("keyctl watch: %v", err)
 	}
-	// watchq's stream in keyctl's format, as `watchq watch --format keyctl`
-	// prints it (printer.Keyctl).
+	bl := after(t, "watchq", collectUntilEOF(t, "watchq watch keys", wqLines, 30*time.Second), marker)
+	if err := wq.Wait(); err != nil {
+		t.Errorf("watchq watch keys --format keyctl: %v, want exit status 0 on the last removal", err)
+	}
+	// watchq's stream in process, in keyctl's format (printer.Keyctl).
 	var wl []string
-	deadline = time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		src.Sync(context.Background())
 		for _, r := range watchqtest.Drain(t, q) {
 			if l, ok := printer.Keyctl(r); ok {
@@ -230,11 +283,16 @@ collect:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	wl = after(t, "watchq in process", wl, marker)
 	t.Logf("keyctl watch: %q", kl)
-	t.Logf("watchq:       %q", wl)
+	t.Logf("watchq:       %q", bl)
+	t.Logf("in process:   %q", wl)
 	// link a, link b, unlk a, attr, clr, inv, gc.
-	if !slices.Equal(kl, wl) || len(kl) != 7 {
-		t.Errorf("keyctl watch printed %q\nwatchq gave         %q", kl, wl)
+	if !slices.Equal(kl, bl) || len(kl) != 7 {
+		t.Errorf("keyctl watch printed %q\nwatchq printed      %q", kl, bl)
+	}
+	if !slices.Equal(kl, wl) {
+		t.Errorf("keyctl watch printed %q\nin process gave     %q", kl, wl)
 	}
 }
 

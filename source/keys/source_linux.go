@@ -39,6 +39,7 @@ type Source struct {
 type entry struct {
 	serial int32
 	wl     *watchq.WatchList // immutable
+	as     *watchq.Cred      // WatchAs's watcher that made the entry, nil for Watch; immutable
 
 	// Poll backend state, guarded by poller.scanMu.
 	snap    snapshot // last picture
@@ -190,6 +191,13 @@ func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watch
 	if err != nil {
 		return err
 	}
+	return s.watchViewed(q, serial, tag, watcher, d, nil)
+}
+
+// watchViewed adds q's watch on serial, whose View check passed with
+// description d; as is WatchAs's watcher (nil for Watch), in whose
+// context a new entry's first picture is taken.
+func (s *Source) watchViewed(q *watchq.Queue, serial int32, tag record.Tag, watcher *watchq.Cred, d Description, as *watchq.Cred) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -198,7 +206,7 @@ func (s *Source) Watch(q *watchq.Queue, id int32, tag record.Tag, watcher *watch
 	e := s.entries[serial]
 	fresh := e == nil
 	if fresh {
-		e = &entry{serial: serial, wl: s.eng.NewWatchList(watchq.Object{
+		e = &entry{serial: serial, as: as, wl: s.eng.NewWatchList(watchq.Object{
 			Kind: watchq.KindKey, ID: ObjectID(serial), UID: d.UID, GID: d.GID, Mode: d.Mode(),
 		})}
 		if err := s.impl.addLocked(e); err != nil {
@@ -232,6 +240,11 @@ func (s *Source) Unwatch(q *watchq.Queue, id int32) error {
 	if _, err := lookupView(serial); err != nil {
 		return err
 	}
+	return s.unwatchViewed(q, serial)
+}
+
+// unwatchViewed removes q's watch on serial, whose View check passed.
+func (s *Source) unwatchViewed(q *watchq.Queue, serial int32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

@@ -45,3 +45,18 @@ func (s *Source) Close() error { return nil }
 
 // Fallback returns nil: off Linux there is no backend to fall back from.
 func (s *Source) Fallback() error { return nil }
+
+// WatchAs fails off Linux with an error matching kernel.ErrNotSupported.
+func (s *Source) WatchAs(q *watchq.Queue, serial int32, tag record.Tag, watcher *watchq.Cred) error {
+	return errNotLinux
+}
+
+// UnwatchAs fails off Linux with an error matching kernel.ErrNotSupported.
+func (s *Source) UnwatchAs(q *watchq.Queue, serial int32, watcher *watchq.Cred) error {
+	return errNotLinux
+}
+
+// ViewAs fails off Linux with an error matching kernel.ErrNotSupported.
+func ViewAs(serial int32, watcher *watchq.Cred) (Description, error) {
+	return Description{}, errNotLinux
+}

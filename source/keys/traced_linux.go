@@ -81,7 +81,16 @@ func (b *tracedBackend) addLocked(e *entry) error {
 	}
 	b.pending[e.serial] = c
 	sc := newScanner(b.sc.seed)
-	sc.scan([]*entry{e})
+	if e.as != nil {
+		// A watch for another process (WatchAs): the keyring's
+		// contents, for add_key's update-or-create (Existed), as its
+		// watcher may read them; this process may not.
+		if err := runAs(e.as, func(_, _ int32) error { sc.scan([]*entry{e}); return nil }); err != nil {
+			return err
+		}
+	} else {
+		sc.scan([]*entry{e})
+	}
 	e.snap = e.next
 	e.snap.members = append([]int32(nil), e.next.members...)
 	e.next = snapshot{}
@@ -360,6 +369,12 @@ func (b *tracedBackend) pass() {
 		if gone {
 			s.destroyLocked(e)
 			b.forgetLocked(e.serial)
+			continue
+		}
+		if e.next.state == stateHidden {
+			// This process may not view it (a WatchAs watch, or View
+			// lost): only the traced records say anything about it.
+			e.next = snapshot{}
 			continue
 		}
 		_, pending := b.pending[e.serial]

@@ -4,13 +4,8 @@ package mount
 
 import (
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"testing"
 
 	"github.com/watchq/watchq/internal/devtest"
@@ -18,43 +13,6 @@ import (
 	"github.com/watchq/watchq/record"
 	"golang.org/x/sys/unix"
 )
-
-// ext4Image makes a 16 MiB ext4 image holding d/f00..d/f39 and returns its
-// path and the byte range of the inode table block that holds d/f39's
-// inode (debugfs imap), which no mount-time read needs.
-func ext4Image(t *testing.T) (img string, badOff, badLen int64) {
-	t.Helper()
-	mkfs := testenv.RequireCommand(t, "mkfs.ext4")
-	debugfs := testenv.RequireCommand(t, "debugfs")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src", "d")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 40 {
-		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), []byte("x\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	img = filepath.Join(dir, "ext4.img")
-	// 4 KiB blocks of 16 inodes of 256 bytes: d/f39 is inode 52, in the
-	// inode table's fourth block; no journal, errors=continue (mkfs's
-	// default), so an error changes nothing on the read-only mount.
-	if out, err := exec.Command(mkfs, "-q", "-F", "-b", "4096", "-I", "256", "-O", "^has_journal", "-E", "lazy_itable_init=0",
-		"-d", filepath.Join(dir, "src"), img, "16M").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	out, err := exec.Command(debugfs, "-R", "imap /d/f39", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("debugfs imap: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`located at block (\d+)`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("debugfs imap: no block in %q", out)
-	}
-	blk, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	return img, blk * 4096, 4096
-}
 
 // TestFSErrorRecord: an ext4 image on a loop device backed by a FUSE file
 // whose reads of one inode table block fail, mounted read-only in a
@@ -64,7 +22,7 @@ func ext4Image(t *testing.T) (img string, badOff, badLen int64) {
 // record: errno EIO, count 1, sb_id the loop device. Unmounting it ends the
 // watch with a removal record.
 func TestFSErrorRecord(t *testing.T) {
-	img, off, n := ext4Image(t)
+	img, off, n := devtest.Ext4Image(t)
 	// The namespace first, so it holds no copy of the FUSE mount: a copy
 	// would keep the FUSE filesystem alive after its unmount until the
 	// namespace is gone.

@@ -216,6 +216,23 @@ func (s *Source) UnwatchSuperblock(q *watchq.Queue, path string) error {
 	return s.do(context.Background(), func(w *worker) error { return w.unwatchSB(q, p) })
 }
 
+// Watches returns how many watches the source holds, on mounts and
+// superblocks together (watches of closed queues are gone): a source with
+// none posts to no one, so its owner may close it.
+func (s *Source) Watches() (int, error) {
+	n := 0
+	err := s.do(context.Background(), func(w *worker) error {
+		for _, wl := range w.t.watches {
+			n += wl.Len()
+		}
+		for _, sw := range w.t.sbs {
+			n += sw.wl.Len()
+		}
+		return nil
+	})
+	return n, err
+}
+
 // Sync returns once every change made before the call has been posted:
 // the fanotify queues are drained (the kernel queues mount and error
 // events before the system call that caused them returns) and mountinfo is

@@ -45,8 +45,23 @@ func (*Source) WatchSuperblock(*watchq.Queue, string, record.Tag, *watchq.Cred) 
 // UnwatchSuperblock fails with ErrNotSupported.
 func (*Source) UnwatchSuperblock(*watchq.Queue, string) error { return ErrNotSupported }
 
+// Watches fails with ErrNotSupported.
+func (*Source) Watches() (int, error) { return 0, ErrNotSupported }
+
 // Sync fails with ErrNotSupported.
 func (*Source) Sync(context.Context) error { return ErrNotSupported }
 
 // Close does nothing.
 func (*Source) Close() error { return nil }
+
+// Resolver knows no mount outside Linux.
+type Resolver struct{}
+
+// NewResolver returns a resolver that knows nothing.
+func NewResolver() *Resolver { return &Resolver{} }
+
+// Note does nothing.
+func (*Resolver) Note(record.Record) {}
+
+// MountPoint knows no mount.
+func (*Resolver) MountPoint(uint64) (string, bool) { return "", false }

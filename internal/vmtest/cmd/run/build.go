@@ -9,7 +9,11 @@ import (
 	"strings"
 )
 
-// guestTag is the build tag of guest tests; their files end in VMTestSuffix.
+// guestTag is the build tag of guest tests; their files end in
+// vmtestSuffix. Guest tests that only make sense when a host test boots the
+// guest with their inputs carry a second tag as well (e.g. internal/run's
+// `runguest`), which that host test passes with -tags: a plain `make
+// vmtest` neither builds nor lists them.
 const (
 	guestTag     = "vmtest"
 	vmtestSuffix = "_vmtest_test.go"
@@ -44,11 +48,20 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
+// guestTags returns the build tags of a guest test build: guestTag and
+// the extra ones, a comma-separated list as -tags takes it.
+func guestTags(extra string) string {
+	if extra == "" {
+		return guestTag
+	}
+	return guestTag + "," + extra
+}
+
 // discover lists the packages matching patterns that contain at least one
-// *_vmtest_test.go file.
-func discover(root string, patterns []string) ([]pkgInfo, error) {
-	args := append([]string{"list", "-e", "-tags", guestTag, "-f",
-		"{{.ImportPath}}\t{{.Dir}}\t{{join .TestGoFiles \" \"}} {{join .XTestGoFiles \" \"}} {{join .IgnoredGoFiles \" \"}}"}, patterns...)
+// *_vmtest_test.go file that builds with tags.
+func discover(root, tags string, patterns []string) ([]pkgInfo, error) {
+	args := append([]string{"list", "-e", "-tags", tags, "-f",
+		"{{.ImportPath}}\t{{.Dir}}\t{{join .TestGoFiles \" \"}} {{join .XTestGoFiles \" \"}}"}, patterns...)
 	cmd := goCmd(root, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -71,11 +84,12 @@ func discover(root string, patterns []string) ([]pkgInfo, error) {
 	return pkgs, nil
 }
 
-// buildTest builds the package's guest test binary (go test -c -tags vmtest).
-func buildTest(root string, p pkgInfo, out string) error {
-	cmd := goCmd(root, "test", "-c", "-tags", guestTag, "-o", out, p.ImportPath)
+// buildTest builds the package's guest test binary (go test -c -tags
+// vmtest[,extra]).
+func buildTest(root, tags string, p pkgInfo, out string) error {
+	cmd := goCmd(root, "test", "-c", "-tags", tags, "-o", out, p.ImportPath)
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go test -c -tags %s %s: %w", guestTag, p.ImportPath, err)
+		return fmt.Errorf("go test -c -tags %s %s: %w", tags, p.ImportPath, err)
 	}
 	if _, err := os.Stat(out); err != nil {
 		return fmt.Errorf("go test -c %s produced no binary (no test files?)", p.ImportPath)

@@ -47,6 +47,7 @@ type options struct {
 	artifacts string
 	cmdline   string
 	keep      bool
+	tags      string
 	packages  []string
 	testArgs  []string
 }
@@ -66,6 +67,7 @@ func main() {
 	flag.Var(&o.qemuArgs, "qemu-arg", "extra qemu argument; repeatable")
 	flag.StringVar(&o.artifacts, "artifacts", "", "directory for files guests hand back with guest.SaveArtifact (default: discard)")
 	flag.StringVar(&o.cmdline, "cmdline", "", "extra kernel command line, e.g. loglevel=7 (kernel messages are quiet by default)")
+	flag.StringVar(&o.tags, "tags", "", "extra build tags for the guest tests, comma-separated (beside vmtest)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, binaries) and print its path")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./vmtest/cmd/run [flags] [packages] [-- test args]\n\n")
@@ -133,7 +135,7 @@ func run(o options) error {
 		defer os.RemoveAll(work)
 	}
 
-	pkgs, err := discover(root, o.packages)
+	pkgs, err := discover(root, guestTags(o.tags), o.packages)
 	if err != nil {
 		return err
 	}
@@ -181,7 +183,7 @@ func run(o options) error {
 	for i, p := range pkgs {
 		out := filepath.Join(work, fmt.Sprintf("%02d.test", i))
 		logf("building %s", p.ImportPath)
-		if err := buildTest(root, p, out); err != nil {
+		if err := buildTest(root, guestTags(o.tags), p, out); err != nil {
 			return err
 		}
 		tests = append(tests, guestTest{pkg: p, hostBin: out})

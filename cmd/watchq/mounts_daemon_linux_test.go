@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/watchq/watchq/internal/testenv"
+)
+
+// nobody is the unprivileged user the daemon tests run watchq as.
+const nobody = 65534
+
+// TestWatchMountsThroughDaemon: the mounts bar through watchqd. watchq
+// runs as nobody in a private mount namespace; it is not root, so "watchq
+// watch mounts --format json DIR" watches through a real watchqd (in the
+// host namespace, granting watch=mounts), which looks DIR up in the
+// client's namespace; a tmpfs mounted and unmounted there is reported as
+// new-mount and unmount, in order, with the mount point resolved by the
+// client. A "watch fs" there without the fs-errors grant is refused with
+// the daemon's reason.
+func TestWatchMountsThroughDaemon(t *testing.T) {
+	testenv.RequireRoot(t)
+	sock, _ := startDaemonConf(t, "* watch=mounts\n")
+	dir := t.TempDir()
+	// nobody must reach the socket; the daemon resolves DIR as root, and
+	// its policy checks DIR's own search bits.
+	for _, d := range []string{dir, filepath.Dir(dir), filepath.Dir(sock)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(watchqBin, "watch", "mounts", "--format", "json", "--count", "2", "--socket", sock, dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS,
+		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	p := startCmd(t, cmd)
+	stderr := strings.Join(p.waitReady(), "\n")
+	if !strings.Contains(stderr, "watchq: mounts: watchqd at "+sock) {
+		t.Fatalf("stderr does not say watchqd is used:\n%s", stderr)
+	}
+	pid := p.cmd.Process.Pid
+	a := dir + "/a"
+	inNS(t, pid, func() error { return os.Mkdir(a, 0o755) })
+	inNS(t, pid, func() error { return unix.Mount("tmpfs", a, "tmpfs", 0, "") })
+	p.waitFor("the new_mount record", 30*time.Second, func(out, _ []string) bool { return len(out) >= 1 })
+	inNS(t, pid, func() error { return unix.Unmount(a, 0) })
+	<-p.done
+	if p.err != nil {
+		t.Fatalf("watchq: %v\n%s", p.err, strings.Join(p.errLines(), "\n"))
+	}
+	var evs []map[string]any
+	for _, l := range p.lines() {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		evs = append(evs, m)
+	}
+	if len(evs) != 2 {
+		t.Fatalf("%d records, want 2:\n%s", len(evs), p.out())
+	}
+	for i, want := range []string{"new-mount", "unmount"} {
+		e := evs[i]
+		if e["type"] != "mount" || e["event"] != want || e["aux_mount_point"] != a || e["tag"] != float64(2) {
+			t.Errorf("record %d: %v, want a %s of %s with tag 2", i, e, want, a)
+		}
+	}
+
+	fs := exec.Command(watchqBin, "watch", "fs", "--count", "1", "--socket", sock, dir)
+	fs.SysProcAttr = cmd.SysProcAttr
+	out, err := fs.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not granted watch=fs-errors") || !strings.Contains(string(out), "EACCES") {
+		t.Errorf("watch fs without the grant: %v\n%s", err, out)
+	}
+}
+
+// TestWatchMountsDaemonGone: when watchqd goes away under "watchq watch
+// mounts" run through it, the watch ends with its removal record and the
+// command with status 1 and a line saying so, as watch devices does.
+func TestWatchMountsDaemonGone(t *testing.T) {
+	testenv.RequireRoot(t)
+	sock, d := startDaemonConf(t, "* watch=mounts\n")
+	dir := t.TempDir()
+	for _, x := range []string{dir, filepath.Dir(dir), filepath.Dir(sock)} {
+		if err := os.Chmod(x, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(watchqBin, "watch", "mounts", "--socket", sock, dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS,
+		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	p := startCmd(t, cmd)
+	p.waitReady()
+	d.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	if p.err == nil {
+		t.Fatalf("watchq exited 0 after watchqd went away:\n%s", strings.Join(p.errLines(), "\n"))
+	}
+	if !strings.Contains(strings.Join(p.errLines(), "\n"), "went away") {
+		t.Errorf("stderr does not say watchqd went away:\n%s", strings.Join(p.errLines(), "\n"))
+	}
+	if !strings.Contains(p.out(), "REMOVAL") {
+		t.Errorf("no removal record:\n%s", p.out())
+	}
+}

@@ -10,7 +10,8 @@ run:
 	bin/watchq watch
 
 # install: both binaries, the systemd units (ExecStart pointing at the
-# installed watchqd), the man pages, shell completion and, unless one is
+# installed watchqd), the man pages, shell completion, the C header of the
+# shared-memory ring reader (<watchq/ring.h>) and, unless one is
 # there already, the shipped /etc/watchq/watchqd.conf. PREFIX and DESTDIR
 # as usual; Debian packaging would use PREFIX=/usr.
 PREFIX ?= /usr/local
@@ -22,6 +23,7 @@ SYSCONFDIR ?= /etc
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+INCLUDEDIR ?= $(PREFIX)/include
 install:
 	go build -trimpath -o bin/watchq ./cmd/watchq
 	go build -trimpath -o bin/watchqd ./cmd/watchqd
@@ -37,6 +39,7 @@ install:
 	install -D -m 0644 completion/watchq.bash $(DESTDIR)$(BASHCOMPDIR)/watchq
 	install -D -m 0644 completion/_watchq $(DESTDIR)$(ZSHCOMPDIR)/_watchq
 	install -D -m 0644 completion/watchq.fish $(DESTDIR)$(FISHCOMPDIR)/watchq.fish
+	install -D -m 0644 include/watchq/ring.h $(DESTDIR)$(INCLUDEDIR)/watchq/ring.h
 	test -e $(DESTDIR)$(SYSCONFDIR)/watchq/watchqd.conf || install -D -m 0644 etc/watchqd.conf $(DESTDIR)$(SYSCONFDIR)/watchq/watchqd.conf
 
 # test: install what the tests need (scripts/setup, root), then run them all

@@ -11,6 +11,9 @@
 // ReadSize(0) carries one record per packet instead, so that its fd
 // (OpenFile) can be handed to a program written for the kernel's
 // notification pipes.
+// CreateRingQueue makes a queue delivered through a shared-memory ring
+// instead (docs/protocol.md, "Shared-memory ring"): the same Read, Next
+// and Records, without a system call per record.
 //
 //	c, err := client.Dial(ctx, client.DefaultSocket)
 //	q, err := c.CreateQueue(ctx, 256)

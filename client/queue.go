@@ -36,11 +36,14 @@ const (
 type Queue struct {
 	c  *Client         // immutable
 	id uint32          // immutable
-	f  *os.File        // the pipe's read end; immutable
+	f  *os.File        // the pipe's read end; nil for a ring queue; immutable
 	rc syscall.RawConn // f's, for reads in the runtime's poller; immutable
 	// readFn is q.readOnce as a func value, made once so that a read
 	// allocates nothing; immutable.
 	readFn func(fd uintptr) bool
+	// rg is a ring queue's reader (ring_linux.go), nil for a pipe queue;
+	// its fields are guarded by rmu.
+	rg *ringReader
 
 	mu       sync.Mutex // guards capacity
 	capacity int
@@ -92,7 +95,7 @@ func newQueue(c *Client, id uint32, capacity int, f *os.File, readSize int) (*Qu
 func (q *Queue) ID() uint32 { return q.id }
 
 // File returns the pipe's read end, in non-blocking mode (the runtime's
-// poller reads it). Reading it directly while also using Read loses
+// poller reads it); nil for a ring queue (CreateRingQueue). Reading it directly while also using Read loses
 // records to whichever reader gets them. To hand the pipe to another
 // program, use OpenFile.
 func (q *Queue) File() *os.File { return q.f }
@@ -235,7 +238,12 @@ func (q *Queue) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, _, err := q.c.do(ctx, protocol.CloseQueue{Queue: q.id})
-	if cerr := q.f.Close(); err == nil {
+	if q.rg != nil {
+		q.rg.wakeClose() // wakes a blocked reader, which lets go of rmu
+		q.rmu.Lock()
+		q.rg.close()
+		q.rmu.Unlock()
+	} else if cerr := q.f.Close(); err == nil {
 		err = cerr
 	}
 	if errors.Is(err, ErrDaemonGone) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
@@ -357,6 +365,9 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 	}
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
+	if q.rg != nil {
+		return q.ringRead(ctx, buf, false)
+	}
 	if len(q.pending) == 0 {
 		if err := q.readPacket(ctx); err != nil {
 			return 0, err
@@ -383,6 +394,13 @@ func (q *Queue) Read(ctx context.Context, buf []byte) (int, error) {
 func (q *Queue) Next(ctx context.Context) (record.Record, error) {
 	q.rmu.Lock()
 	defer q.rmu.Unlock()
+	if q.rg != nil {
+		n, err := q.ringRead(ctx, q.scratch[:], true)
+		if err != nil {
+			return nil, err
+		}
+		return record.Record(append([]byte(nil), q.scratch[:n]...)), nil
+	}
 	if len(q.pending) == 0 {
 		if err := q.readPacket(ctx); err != nil {
 			return nil, err

@@ -37,6 +37,9 @@ import (
 //     packet, the client reads one packet per read(2).
 //   - watchqd-16clients: the same record fanned out to 16 packed
 //     clients; deliveries/s counts every client's copy.
+//   - watchqd-ring: watchqd's path with the queue delivered through a
+//     shared-memory ring (create-ring, client.DefaultRingPages) instead of
+//     a pipe, read with a 4096-byte buffer.
 //
 // Every consumer checks sequence numbers: a record lost or reordered
 // fails the benchmark. The poster keeps at most window records in flight
@@ -56,9 +59,10 @@ func BenchmarkDaemonDelivery(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
-	b.Run("watchqd", func(b *testing.B) { benchDaemon(b, 1, []client.QueueOption{client.ReadSize(0)}) })
-	b.Run("watchqd-packed", func(b *testing.B) { benchDaemon(b, 1, nil) })
-	b.Run("watchqd-16clients", func(b *testing.B) { benchDaemon(b, 16, nil) })
+	b.Run("watchqd", func(b *testing.B) { benchDaemon(b, 1, pipeQueue(client.ReadSize(0))) })
+	b.Run("watchqd-packed", func(b *testing.B) { benchDaemon(b, 1, pipeQueue()) })
+	b.Run("watchqd-16clients", func(b *testing.B) { benchDaemon(b, 16, pipeQueue()) })
+	b.Run("watchqd-ring", func(b *testing.B) { benchDaemon(b, 1, ringQueue) })
 }
 
 const (
@@ -66,7 +70,22 @@ const (
 	deliveryChunk = 4096 // records per timed chunk, variant then raw pipe
 )
 
-func benchDaemon(b *testing.B, clients int, opts []client.QueueOption) {
+// newQueue makes a benchmark client's queue of 512 notes.
+type newQueue func(ctx context.Context, c *client.Client) (*client.Queue, error)
+
+// pipeQueue makes pipe queues with opts.
+func pipeQueue(opts ...client.QueueOption) newQueue {
+	return func(ctx context.Context, c *client.Client) (*client.Queue, error) {
+		return c.CreateQueue(ctx, 512, opts...)
+	}
+}
+
+// ringQueue makes a ring queue (create-ring) of the default ring size.
+func ringQueue(ctx context.Context, c *client.Client) (*client.Queue, error) {
+	return c.CreateRingQueue(ctx, 512, client.DefaultRingPages)
+}
+
+func benchDaemon(b *testing.B, clients int, create newQueue) {
 	ip := startInProcess(b, "* watch=devices\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -83,7 +102,7 @@ func benchDaemon(b *testing.B, clients int, opts []client.QueueOption) {
 			b.Fatal(err)
 		}
 		cs = append(cs, c)
-		q, err := c.CreateQueue(ctx, 512, opts...)
+		q, err := create(ctx, c)
 		if err != nil {
 			b.Fatal(err)
 		}

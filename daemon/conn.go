@@ -151,7 +151,7 @@ func (c *conn) handle(msg []byte, reqErr error) error {
 	h, body, err := protocol.ParseMessage(msg)
 	var (
 		res []byte
-		fd  = -1
+		fds []int
 	)
 	switch {
 	case reqErr != nil:
@@ -160,7 +160,14 @@ func (c *conn) handle(msg []byte, reqErr error) error {
 	default:
 		var req protocol.Request
 		if req, err = protocol.ParseRequest(h.Op, body); err == nil {
-			res, fd, err = c.do(req)
+			if r, ok := req.(protocol.CreateRing); ok && c.hello {
+				res, fds, err = c.createRing(r) // ring_linux.go: four fds
+			} else {
+				var fd int
+				if res, fd, err = c.do(req); fd >= 0 {
+					fds = []int{fd}
+				}
+			}
 		}
 	}
 	if err != nil {
@@ -182,9 +189,13 @@ func (c *conn) handle(msg []byte, reqErr error) error {
 	}
 	reply := protocol.AppendReply(nil, h.Op&^protocol.ReplyFlag, h.ID, res, err)
 	var oob []byte
-	if fd >= 0 {
-		oob = unix.UnixRights(fd)
-		defer unix.Close(fd)
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+		defer func() {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}()
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.RequestTimeout))
 	if _, _, err := c.nc.WriteMsgUnix(reply, oob, nil); err != nil {

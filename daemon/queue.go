@@ -61,6 +61,9 @@ type queue struct {
 	// packet: min(the reader's declared read size, protocol.MaxPacket),
 	// or 0 for a plain reader, one record per packet; immutable.
 	packet int
+	// rg is a ring queue's shared-memory ring (ring_linux.go), nil for a
+	// pipe queue; w is then nil and ringPump is the pump. Immutable.
+	rg *ring
 
 	ctx       context.Context // the pump's: cancelled by close
 	cancel    context.CancelFunc
@@ -364,7 +367,15 @@ func (q *queue) close(fromWatcher bool) {
 	q.pages, q.watches = 0, 0
 	q.mu.Unlock()
 
-	q.cancel()                            // wakes a pump blocked on the engine queue
+	q.cancel() // wakes a pump blocked on the engine queue
+	if q.rg != nil {
+		q.stopRing() // and one parked waiting for space
+		<-q.pumpDone
+		q.q.Close()
+		q.closeRing()
+		q.c.s.uncharge(q.c, 1, pages, watches)
+		return
+	}
 	q.w.SetWriteDeadline(time.Unix(1, 0)) // and one parked on a full pipe
 	<-q.pumpDone
 	q.q.Close()

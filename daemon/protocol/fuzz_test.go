@@ -20,6 +20,8 @@ func FuzzParse(f *testing.F) {
 	f.Add(AppendMessage(nil, OpSetFilter, 3, append([]byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}, make([]byte, 44)...)))
 	f.Add(AppendMessage(nil, OpWatchDevices, 4, []byte{1, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0}))
 	f.Add(AppendMessage(nil, OpPublish, 5, []byte{1, 0, 0x80, 0, 8, 0, 0, 0}))
+	f.Add(AppendMessage(nil, OpCreateRing, 6, []byte{0, 2, 0, 0, 16, 0, 0, 0}))
+	f.Add(AppendMessage(nil, OpCreateRing, 7, []byte{0, 2, 0, 0, 3, 0, 0, 0}))
 	f.Add([]byte{1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, body, err := ParseMessage(b)

@@ -272,6 +272,8 @@ func ParseRequest(op Op, body []byte) (Request, error) {
 			return nil, err
 		}
 		return WatchSuperblock{Queue: q, Tag: tag, Path: p}, nil
+	case OpCreateRing:
+		return parseCreateRing(body)
 	}
 	return nil, &watchq.Errno{Errno: syscall.EOPNOTSUPP, Reason: fmt.Sprintf("unknown operation %d", uint16(op))}
 }

@@ -74,6 +74,7 @@ const (
 	OpWatchKey        Op = 11 // KEYCTL_WATCH_KEY: watch a key (a resolved serial) with a tag, or -1 to remove
 	OpWatchMount      Op = 12 // watch_mount(2): a directory's mounts in the client's namespace, or -1 to remove
 	OpWatchSuperblock Op = 13 // watch_sb(2): the filesystem a path is on, or -1 to remove
+	OpCreateRing      Op = 14 // a new queue delivered through a shared-memory ring; the reply carries its fds (ring.go)
 
 	// ReplyFlag is set in the op of every reply.
 	ReplyFlag Op = 0x8000
@@ -86,6 +87,7 @@ var opNames = [...]string{
 	OpCloseQueue: "close-queue", OpServerStats: "server-stats",
 	OpWatchKey:   "watch-key",
 	OpWatchMount: "watch-mount", OpWatchSuperblock: "watch-sb",
+	OpCreateRing: "create-ring",
 }
 
 func (o Op) String() string {

@@ -22,6 +22,9 @@ func parseResult(op Op, b []byte) (v any, re []byte, ok bool, err error) {
 	case OpCreateQueue, OpSetSize:
 		r, e := ParseQueueReply(b)
 		v, enc, err = r, r, e
+	case OpCreateRing:
+		r, e := ParseRingReply(b)
+		v, enc, err = r, r, e
 	case OpWatchDevices:
 		r, e := ParseWatchReply(b)
 		v, enc, err = r, r, e
@@ -56,6 +59,7 @@ type replySeed struct {
 func replySeeds() []replySeed {
 	hello, _ := HelloReply{Version: 1, UID: 1000, GID: 1000, PID: 4242, Groups: []uint32{4, 27}, Label: "unconfined"}.AppendBinary(nil)
 	queue, _ := QueueReply{Queue: 3, Capacity: 64}.AppendBinary(nil)
+	ring, _ := RingReply{Queue: 4, Capacity: 512, Pages: 16}.AppendBinary(nil)
 	watch, _ := WatchReply{Sources: SourceBlockErrors | SourceUSB}.AppendBinary(nil)
 	stats, _ := Stats{Clients: 2, Queues: 1, Total: 1, Devices: 1, Published: 9, Refused: 1,
 		Entries: []QueueStats{{Queue: 1, PID: 77, UID: 1000, Capacity: 64, Queued: 2, Watches: 1, Posted: 5, Lost: 1, Filtered: 1, Denied: 0, Written: 3}}}.AppendBinary(nil)
@@ -86,6 +90,8 @@ func replySeeds() []replySeed {
 		{"watch-mount", AppendReply(nil, OpWatchMount, 14, mountOK, nil)},
 		{"watch-sb-no-fs-errors", AppendReply(nil, OpWatchSuperblock, 15, mountNoFS, nil)},
 		{"watch-mount-removed", AppendReply(nil, OpWatchMount, 16, nil, nil)},
+		{"create-ring", AppendReply(nil, OpCreateRing, 17, ring, nil)},
+		{"create-ring-bad-pages", AppendReply(nil, OpCreateRing, 18, ring[:8:8], nil)},
 	}
 }
 

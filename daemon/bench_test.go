@@ -66,7 +66,7 @@ func BenchmarkDaemonDelivery(b *testing.B) {
 }
 
 const (
-	window        = 256  // records in flight per client at most
+	window        = 512  // records in flight per client at most: the queues' 512 notes
 	deliveryChunk = 4096 // records per timed chunk, variant then raw pipe
 )
 

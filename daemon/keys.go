@@ -6,7 +6,6 @@ import (
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/record"
-	"github.com/watchq/watchq/source/keys"
 )
 
 // KeySource is what the daemon needs of the key source (*keys.Source with
@@ -19,8 +18,6 @@ type KeySource interface {
 	// UnwatchAs removes q's watch on key serial, View checked as for
 	// WatchAs.
 	UnwatchAs(q *watchq.Queue, serial int32, watcher *watchq.Cred) error
-	// Backend is the source's backend.
-	Backend() keys.Backend
 }
 
 // watchKey carries out watch-key, keyctl_watch_key for a client
@@ -54,18 +51,10 @@ func (c *conn) watchKey(r protocol.WatchKey) ([]byte, int, error) {
 }
 
 // keyBackend is the server-stats KeyBackend value for the daemon's key
-// source.
+// source (Config.KeyBackend).
 func (s *Server) keyBackend() uint64 {
 	if s.cfg.Keys == nil {
 		return protocol.KeyBackendNone
 	}
-	switch s.cfg.Keys.Backend() {
-	case keys.Kernel:
-		return protocol.KeyBackendKernel
-	case keys.Poll:
-		return protocol.KeyBackendPoll
-	case keys.Traced:
-		return protocol.KeyBackendTraced
-	}
-	return protocol.KeyBackendNone
+	return s.cfg.KeyBackend
 }

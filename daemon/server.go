@@ -60,6 +60,11 @@ type Config struct {
 	Devices DeviceSource
 	// Keys is the key source; nil makes WatchKey ENODEV.
 	Keys KeySource
+	// KeyBackend is the backend Keys runs, a protocol.KeyBackend value,
+	// reported in server-stats. (A value rather than a method of
+	// KeySource, so that the daemon does not import source/keys, whose
+	// guest tests use the daemon through watchqtest.)
+	KeyBackend uint64
 	// Mounts is the mount source; nil makes WatchMount and
 	// WatchSuperblock ENODEV.
 	Mounts MountSource

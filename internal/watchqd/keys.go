@@ -7,6 +7,7 @@ import (
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/daemon"
+	"github.com/watchq/watchq/daemon/protocol"
 	"github.com/watchq/watchq/source/keys"
 )
 
@@ -21,7 +22,7 @@ const KeysEnv = "WATCHQD_KEYS"
 // unprivileged watchers on kernels without CONFIG_KEY_NOTIFICATIONS (with
 // it, clients watch keys with the kernel itself). ctx ends it. nil means
 // none: watch-key is then ENODEV.
-func openKeys(ctx context.Context, eng *watchq.Engine, log *slog.Logger) daemon.KeySource {
+func openKeys(ctx context.Context, eng *watchq.Engine, log *slog.Logger) *keys.Source {
 	if os.Getenv(KeysEnv) == "off" {
 		return nil
 	}
@@ -31,4 +32,21 @@ func openKeys(ctx context.Context, eng *watchq.Engine, log *slog.Logger) daemon.
 		return nil
 	}
 	return src // the ready line names it with its backend
+}
+
+// keyConfig sets cfg's key source to src, if there is one, and the
+// backend server-stats reports for it.
+func keyConfig(cfg *daemon.Config, src *keys.Source) {
+	if src == nil {
+		return // a nil *keys.Source in the interface would not be nil
+	}
+	cfg.Keys = src
+	switch src.Backend() {
+	case keys.Kernel:
+		cfg.KeyBackend = protocol.KeyBackendKernel
+	case keys.Poll:
+		cfg.KeyBackend = protocol.KeyBackendPoll
+	case keys.Traced:
+		cfg.KeyBackend = protocol.KeyBackendTraced
+	}
 }

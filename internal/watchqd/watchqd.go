@@ -90,10 +90,12 @@ func Run(ctx context.Context, o *Options) error {
 	}
 
 	keySrc := openKeys(ctx, eng, log)
-	srv, err := daemon.New(daemon.Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
-		Keys: keySrc, Mounts: newMountSource(ctx, eng, log),
+	cfg := daemon.Config{Engine: eng, Policy: pol, Devices: devices, Logger: log,
+		Mounts:     newMountSource(ctx, eng, log),
 		MaxClients: o.MaxClients, MaxQueues: o.MaxQueues, MaxTotalQueues: o.MaxTotalQueues, MaxTotalPages: o.MaxTotalPages,
-		PipeSlots: o.PipeSlots, HelloTimeout: o.HelloTimeout, RequestTimeout: o.RequestTimeout})
+		PipeSlots: o.PipeSlots, HelloTimeout: o.HelloTimeout, RequestTimeout: o.RequestTimeout}
+	keyConfig(&cfg, keySrc)
+	srv, err := daemon.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -309,11 +309,7 @@ func (c *conn) do(req protocol.Request) ([]byte, int, error) {
 		}
 		return nil, -1, q.q.SetFilter(f)
 	case protocol.WatchDevices:
-		q, err := c.lookup(r.Queue)
-		if err != nil {
-			return nil, -1, err
-		}
-		tag, remove, err := record.ParseTagArg(int64(r.Tag))
+		q, tag, remove, err := c.watchArgs(r.Queue, r.Tag)
 		if err != nil {
 			return nil, -1, err
 		}
@@ -407,6 +403,18 @@ func (c *conn) watch(q *queue, add func() error) error {
 		return err
 	}
 	return nil
+}
+
+// watchArgs looks up the queue and parses the tag argument (0..255 adds
+// a watch, -1 removes it) that every watch request carries.
+func (c *conn) watchArgs(queue uint32, tag int32) (q *queue, t record.Tag, remove bool, err error) {
+	if q, err = c.lookup(queue); err != nil {
+		return nil, 0, false, err
+	}
+	if t, remove, err = record.ParseTagArg(int64(tag)); err != nil {
+		return nil, 0, false, err
+	}
+	return q, t, remove, nil
 }
 
 // createQueue creates a queue and its pipe. The connection's and the

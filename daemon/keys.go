@@ -27,11 +27,7 @@ type KeySource interface {
 // gets every record posted to the key from then on; so does this one
 // (see policy.Policy.PostAllowed).
 func (c *conn) watchKey(r protocol.WatchKey) ([]byte, int, error) {
-	q, err := c.lookup(r.Queue)
-	if err != nil {
-		return nil, -1, err
-	}
-	tag, remove, err := record.ParseTagArg(int64(r.Tag))
+	q, tag, remove, err := c.watchArgs(r.Queue, r.Tag)
 	if err != nil {
 		return nil, -1, err
 	}

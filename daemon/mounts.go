@@ -53,11 +53,7 @@ func (ns Namespace) Path() string { return "/proc/self/fd/" + strconv.Itoa(ns.FD
 // protocol decoder (absolute, at most PATH_MAX-1 bytes); it is looked up
 // in the client's own mount namespace, never the daemon's.
 func (c *conn) mountWatch(sb bool, queue uint32, tag32 int32, path string) ([]byte, int, error) {
-	q, err := c.lookup(queue)
-	if err != nil {
-		return nil, -1, err
-	}
-	tag, remove, err := record.ParseTagArg(int64(tag32))
+	q, tag, remove, err := c.watchArgs(queue, tag32)
 	if err != nil {
 		return nil, -1, err
 	}

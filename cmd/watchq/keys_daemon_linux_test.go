@@ -81,9 +81,11 @@ func daemonKeyring(t *testing.T, name string, uid int) int {
 // TestWatchKeysDaemonWait: watchqd killed under "watchq watch keys" run
 // through it (traced backend, a user other than root). Without --wait the
 // watch prints its removal and the command exits with status 1 saying
-// the daemon went away. With --wait, of two watches the one whose key
+// the daemon went away. With --wait, of three watches the one whose key
 // went (its removal seen) is not placed again and the other is, after a
-// loss line marking the gap: a key linked after the restart shows.
+// loss line marking the gap: a key linked after the restart shows; a
+// third, whose key went while the daemon was down, is refused on
+// reconnection and ends with its removal line.
 func TestWatchKeysDaemonWait(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := newWatchqd(t, "user=0 watch=devices\n")
@@ -118,13 +120,19 @@ func TestWatchKeysDaemonWait(t *testing.T) {
 	d.start()
 
 	y := daemonKeyring(t, "wq-wait-y", owner)
-	p = as("watch", "keys", "--wait", fmt.Sprintf("%d=5", x), fmt.Sprintf("%d=6", y))
+	z := daemonKeyring(t, "wq-wait-z", owner)
+	p = as("watch", "keys", "--wait", fmt.Sprintf("%d=5", x), fmt.Sprintf("%d=6", y), fmt.Sprintf("%d=7", z))
 	keyctl(t, "invalidate x", unix.KEYCTL_INVALIDATE, x, 0)
 	p.waitFor("x's removal", 20*time.Second, func(out, _ []string) bool { return findLine(out, "REMOVAL of watchpoint 00000005", "") != "" })
 	d.stop(syscall.SIGKILL)
 	went := "watchq: keys: watchqd at " + d.sock + " went away; reconnecting (--wait); records meanwhile are lost (loss record)"
 	p.waitFor("the reconnecting line", 20*time.Second, func(_, errs []string) bool { return findLine(errs, went, "") != "" })
+	// z goes while no daemon watches it: on reconnection its watch is
+	// refused, and ends as if removed.
+	keyctl(t, "invalidate z", unix.KEYCTL_INVALIDATE, z, 0)
 	d.start()
+	notAgain := fmt.Sprintf("watchq: keys: key %08x tag 7 not watched again: ", z)
+	p.waitFor("z not watched again", 20*time.Second, func(_, errs []string) bool { return findLine(errs, notAgain, "") != "" })
 	reconnected := fmt.Sprintf("watchq: keys: reconnected to watchqd at %s; watching keys %08x tag 6 again", d.sock, y)
 	p.waitFor("the reconnection", 20*time.Second, func(_, errs []string) bool { return findLine(errs, reconnected, "") != "" })
 	k := addKey(t, "user", "wq-wait-k", "v", y)
@@ -145,7 +153,7 @@ func TestWatchKeysDaemonWait(t *testing.T) {
 			t.Errorf("LINKED line %d before the loss line", i)
 		}
 	}
-	if loss < 0 || removals != 1 {
-		t.Errorf("--wait: loss line at %d, %d removal lines (want x's only):\n%s", loss, removals, p.out())
+	if loss < 0 || removals != 2 {
+		t.Errorf("--wait: loss line at %d, %d removal lines (want x's and z's):\n%s", loss, removals, p.out())
 	}
 }

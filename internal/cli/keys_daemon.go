@@ -54,9 +54,18 @@ func (o *watchOptions) watchKeysDaemon(ctx context.Context, eng *watchq.Engine, 
 		}
 		if !first {
 			for serial, w := range lists {
-				if err := dq.WatchKey(ctx, int32(serial), w.tag); err != nil {
-					return fail(fmt.Errorf("watchqd: watch key %d: %w", serial, err))
+				err := dq.WatchKey(ctx, int32(serial), w.tag)
+				if err == nil {
+					continue
 				}
+				if errors.Is(err, client.ErrDaemonGone) || ctx.Err() != nil {
+					return fail(err)
+				}
+				// Refused (the key went meanwhile, or is no longer
+				// viewable): the watch ends as if removed.
+				fmt.Fprintf(stderr, "watchq: keys: key %08x tag %d not watched again: %v\n", serial, w.tag, err)
+				w.wl.Destroy()
+				delete(lists, serial)
 			}
 			return c, dq, nil
 		}

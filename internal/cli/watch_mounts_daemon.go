@@ -56,6 +56,14 @@ func (o *watchOptions) watchMountsDaemon(ctx context.Context, eng *watchq.Engine
 			} else {
 				err = dq.WatchMount(ctx, w.path, w.tag)
 			}
+			if err != nil && !first && !errors.Is(err, client.ErrDaemonGone) && ctx.Err() == nil {
+				// Refused (the path went meanwhile): the watch
+				// ends as if removed.
+				fmt.Fprintf(stderr, "watchq: %s: %s tag %d not watched again: %v\n", what, w.path, w.tag, err)
+				lists[w.tag].Destroy()
+				delete(lists, w.tag)
+				continue
+			}
 			if err != nil {
 				c.Close()
 				return nil, nil, err

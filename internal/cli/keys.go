@@ -63,7 +63,7 @@ func (o *watchOptions) watchKeys(ctx context.Context, eng *watchq.Engine, q *wat
 	}
 	daemonWhy := ""
 	if daemonFirst(b, os.Geteuid()) {
-		d, serials, derr := o.watchKeysDaemon(ctx, eng, q, ks)
+		d, serials, derr := o.watchKeysDaemon(ctx, eng, q, ks, stderr)
 		if derr == nil {
 			fmt.Fprintf(stderr, "watchq: keys: traced backend through watchqd at %s (BPF on keyctl/add_key/request_key; "+
 				"keys viewable only as possessor refused; gc and the kernel's own changes seen only for keys watchqd may view)\n", o.socket)
@@ -145,13 +145,18 @@ func (o *watchOptions) keyDesc(k keyArg, serial int32) string {
 		o.keyWatches = map[record.Tag]int{}
 	}
 	o.keyWatches[k.tag]++
-	d := fmt.Sprintf("%08x", uint32(serial))
-	if k.spec != fmt.Sprint(serial) {
-		d = k.spec + " " + d
-	}
 	o.names[k.tag] = fmt.Sprintf("key %d (%s)", serial, k.spec)
 	if k.spec == fmt.Sprint(serial) {
 		o.names[k.tag] = fmt.Sprintf("key %d", serial)
+	}
+	return keyText(k, serial)
+}
+
+// keyText describes k's watch of the key serial: its spec, serial and tag.
+func keyText(k keyArg, serial int32) string {
+	d := fmt.Sprintf("%08x", uint32(serial))
+	if k.spec != fmt.Sprint(serial) {
+		d = k.spec + " " + d
 	}
 	return fmt.Sprintf("%s tag %d", d, k.tag)
 }

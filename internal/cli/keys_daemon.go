@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
+	"strings"
 
 	"github.com/watchq/watchq"
 	"github.com/watchq/watchq/client"
@@ -16,128 +16,130 @@ import (
 	"github.com/watchq/watchq/source/keys"
 )
 
-// daemonKeys is key watches served by watchqd's traced key source,
-// relayed into the local engine queue: one local watch list per key, so
-// each record keeps its key's tag and a removal ends only its watch.
-type daemonKeys struct {
-	c      *client.Client
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu    sync.Mutex
-	lists map[uint32]*watchq.WatchList // by serial. Guarded by mu.
-}
-
-// Close ends the relay and the daemon connection (its queue and watches go
-// with it).
-func (d *daemonKeys) Close() error {
-	d.cancel()
-	err := d.c.Close()
-	<-d.done
-	return err
+// keyWatch is one key watch relayed from watchqd: its local watch list
+// and its tag, to place it again on reconnection.
+type keyWatch struct {
+	wl  *watchq.WatchList
+	tag record.Tag
 }
 
 // watchKeysDaemon watches ks through watchqd at o.socket, if its key
 // source uses the traced backend: what an unprivileged user gets on a
 // kernel without the facility. Special ids resolve here, in this
-// process's context (Queue.WatchKey).
-func (o *watchOptions) watchKeysDaemon(ctx context.Context, eng *watchq.Engine, q *watchq.Queue, ks []keyArg) (*daemonKeys, []int32, error) {
-	c, err := client.Dial(ctx, o.socket)
-	if err != nil {
-		return nil, nil, err
-	}
-	fail := func(err error) (*daemonKeys, []int32, error) {
-		c.Close()
-		return nil, nil, err
-	}
-	kb, err := c.KeyBackend(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	if kb != protocol.KeyBackendTraced {
-		return fail(fmt.Errorf("watchqd serves no traced key watches (key backend %d)", kb))
-	}
-	dq, err := c.CreateQueue(ctx, o.size)
-	if err != nil {
-		return fail(err)
-	}
-	if f := q.Filter(); f != nil {
-		if err := dq.SetFilter(ctx, f); err != nil {
+// process's context (Queue.WatchKey). The relay (daemonRelay) keeps one
+// local watch list per key, so each record keeps its key's tag and a
+// removal ends only its watch (which --wait does not place again).
+func (o *watchOptions) watchKeysDaemon(ctx context.Context, eng *watchq.Engine, q *watchq.Queue, ks []keyArg, stderr io.Writer) (source, []int32, error) {
+	// lists holds the watches not yet removed, by serial; touched by
+	// the relay's goroutine only once it runs.
+	lists := make(map[uint32]keyWatch)
+	var serials []int32
+	// place sets up a daemon queue and watches the keys: every one of ks
+	// the first time, then those lists holds.
+	place := func(ctx context.Context, first bool) (*client.Client, *client.Queue, error) {
+		c, dq, err := o.daemonQueue(ctx, q)
+		if err != nil {
+			return nil, nil, err
+		}
+		fail := func(err error) (*client.Client, *client.Queue, error) {
+			c.Close()
+			return nil, nil, err
+		}
+		kb, err := c.KeyBackend(ctx)
+		if err != nil {
 			return fail(err)
 		}
+		if kb != protocol.KeyBackendTraced {
+			return fail(fmt.Errorf("watchqd serves no traced key watches (key backend %d)", kb))
+		}
+		if !first {
+			for serial, w := range lists {
+				err := dq.WatchKey(ctx, int32(serial), w.tag)
+				if err == nil {
+					continue
+				}
+				if errors.Is(err, client.ErrDaemonGone) || ctx.Err() != nil {
+					return fail(err)
+				}
+				// Refused (the key went meanwhile, or is no longer
+				// viewable): the watch ends as if removed.
+				fmt.Fprintf(stderr, "watchq: keys: key %08x tag %d not watched again: %v\n", serial, w.tag, err)
+				w.wl.Destroy()
+				delete(lists, serial)
+			}
+			return c, dq, nil
+		}
+		for _, k := range ks {
+			serial, err := keys.Resolve(k.id)
+			if err != nil {
+				return fail(fmt.Errorf("resolve %s: %w", k.spec, err))
+			}
+			if err := dq.WatchKey(ctx, serial, k.tag); err != nil {
+				return fail(fmt.Errorf("watchqd: watch %s: %w", k.spec, err))
+			}
+			serials = append(serials, serial)
+		}
+		return c, dq, nil
 	}
-	d := &daemonKeys{c: c, done: make(chan struct{}), lists: make(map[uint32]*watchq.WatchList)}
-	var serials []int32
-	for _, k := range ks {
-		serial, err := keys.Resolve(k.id)
-		if err != nil {
-			return fail(fmt.Errorf("resolve %s: %w", k.spec, err))
+	c, dq, err := place(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	end := func() {
+		for serial, w := range lists {
+			w.wl.Destroy()
+			delete(lists, serial)
 		}
-		if err := dq.WatchKey(ctx, serial, k.tag); err != nil {
-			return fail(fmt.Errorf("watchqd: watch %s: %w", k.spec, err))
-		}
+	}
+	for i, k := range ks {
+		serial := serials[i]
 		wl := eng.NewWatchList(watchq.Object{Kind: watchq.KindKey, ID: keys.ObjectID(serial)})
 		if err := wl.Add(q, keys.ObjectID(serial), k.tag, watchq.CurrentCred()); err != nil {
-			return fail(err)
+			c.Close()
+			end()
+			return nil, nil, err
 		}
-		d.lists[uint32(serial)] = wl
-		serials = append(serials, serial)
+		lists[uint32(serial)] = keyWatch{wl, k.tag}
 	}
-	rctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	go d.relay(rctx, dq)
-	return d, serials, nil
-}
-
-// relay reposts the daemon queue's records into the local lists: key
-// records to their key's list, a removal to its key's list (Destroy), the
-// daemon's loss record as one loss on the local queue.
-func (d *daemonKeys) relay(ctx context.Context, dq *client.Queue) {
-	defer close(d.done)
-	defer func() {
-		d.mu.Lock()
-		for _, wl := range d.lists {
-			wl.Destroy()
-		}
-		d.mu.Unlock()
-	}()
 	buf := make([]byte, record.NoteSize)
-	for rec, err := range dq.Records(ctx) {
-		if err != nil {
-			return
-		}
-		d.mu.Lock()
-		switch {
-		case rec.IsLoss():
-			l, _ := rec.Loss()
-			if wl := d.anyLocked(); wl != nil { // one loss: the queue's, not per key
-				wl.PostLoss(uint64(max(l.Count, 1)))
-			}
-		case rec.IsRemoval():
-			if m, err := rec.Removal(); err == nil {
-				if wl := d.lists[uint32(m.ID)]; wl != nil {
-					wl.Destroy()
-					delete(d.lists, uint32(m.ID))
+	r := &daemonRelay{what: "keys", o: o, stderr: stderr,
+		connect: func(ctx context.Context) (*client.Client, *client.Queue, error) { return place(ctx, false) },
+		post: func(rec record.Record) error {
+			if rec.IsRemoval() {
+				if m, err := rec.Removal(); err == nil {
+					if w, ok := lists[uint32(m.ID)]; ok {
+						w.wl.Destroy()
+						delete(lists, uint32(m.ID))
+					}
 				}
+				return nil
 			}
-		default:
 			if k, err := rec.Key(); err == nil {
-				if wl := d.lists[k.KeyID]; wl != nil {
-					wl.Post(append(buf[:0], rec...), watchq.SystemCred, keys.ObjectID(int32(k.KeyID)))
+				if w, ok := lists[k.KeyID]; ok {
+					w.wl.Post(append(buf[:0], rec...), watchq.SystemCred, keys.ObjectID(int32(k.KeyID)))
 				}
 			}
-		}
-		d.mu.Unlock()
+			return nil
+		},
+		loss: func(n uint64) {
+			for _, w := range lists {
+				w.wl.PostLoss(n)
+				break // one loss: the queue's, not per key
+			}
+		},
+		end: end,
+		again: func() string {
+			var again []string
+			for i, k := range ks {
+				if _, ok := lists[uint32(serials[i])]; ok {
+					again = append(again, keyText(k, serials[i]))
+				}
+			}
+			return "keys " + strings.Join(again, ", ")
+		},
 	}
-}
-
-// anyLocked returns one of the lists, nil if none is left. d.mu must be
-// held.
-func (d *daemonKeys) anyLocked() *watchq.WatchList {
-	for _, wl := range d.lists {
-		return wl
-	}
-	return nil
+	r.start(c, dq)
+	return r, serials, nil
 }
 
 // daemonFirst reports whether watch keys tries watchqd before an

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,6 +58,11 @@ type watchOptions struct {
 	// been printed: a source that cannot go on (watchqd went away
 	// without --wait). Set by run.
 	fail func(error)
+	// ending is the error a source ends the command with, stored before
+	// it posts the removals of its watches and calls fail, so that the
+	// last key removal among them (exitOnLastKey) ends the command with
+	// that error rather than status 0.
+	ending atomic.Pointer[error]
 	// names says what each tag watches, for removal lines.
 	names tagNames
 
@@ -90,9 +96,15 @@ func (o *watchOptions) addFlags(cmd *cobra.Command, keys, devices bool) {
 	}
 	if devices {
 		f.StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path`")
-		f.BoolVar(&o.wait, "wait", false, "when watchqd goes away, reconnect with backoff and watch again, marking the gap with a loss record (default: exit with status 1)")
+		o.addWaitFlag(cmd)
 	}
 	_ = cmd.RegisterFlagCompletionFunc("filter", completeFilter)
+}
+
+// addWaitFlag adds --wait, for every command that may watch through
+// watchqd (daemonRelay).
+func (o *watchOptions) addWaitFlag(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&o.wait, "wait", false, "when watchqd goes away, reconnect with backoff and watch again, marking the gap with a loss record (default: exit with status 1)")
 }
 
 // completeFilter offers filter entries for shell completion: each type,
@@ -258,6 +270,11 @@ func (o *watchOptions) readLoop(ctx context.Context, q *watchq.Queue, stdout, ca
 				o.keyWatches[rec.Tag()]--
 				live--
 				lastGone = live == 0 && o.exitOnLastKey
+			}
+		}
+		if lastGone {
+			if err := o.ending.Load(); err != nil {
+				return true, *err
 			}
 		}
 		return lastGone || (o.count > 0 && seen >= o.count), nil

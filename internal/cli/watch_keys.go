@@ -95,6 +95,7 @@ invalidated; the removal record is printed first.
 	}
 	o.addFlags(cmd, true, false)
 	cmd.Flags().StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path`, for the traced backend as a user other than root")
+	o.addWaitFlag(cmd)
 	return cmd
 }
 

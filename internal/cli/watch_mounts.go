@@ -92,6 +92,7 @@ answers, in-process (errors then need root).
 	f := cmd.Flags()
 	f.StringVar(&o.backend, "backend", "auto", "mount backend of the in-process source: auto, fanotify or mountinfo (given: the daemon is not used)")
 	f.StringVar(&o.socket, "socket", defaultSocket(), "watchqd daemon socket `path` (used when not root)")
+	o.addWaitFlag(cmd)
 	f.Var(tagFlag{&w.tag}, "tag", "watch `tag` (0..255)")
 	_ = cmd.RegisterFlagCompletionFunc("backend", cobra.FixedCompletions([]string{"auto", "fanotify", "mountinfo"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd

@@ -16,12 +16,15 @@ import (
 // print what happens to it. keys.Open picks the kernel's notification
 // pipe where the kernel has one, else a backend that follows the key
 // system calls or /proc/keys; the records are the kernel's either way.
-// (The keyring is new, in this process's own keyring, so that nothing but
-// the example changes it.)
+// (The keyring is new, in this process's keyring, so that nothing but the
+// example changes it. Its owner gets every permission: a Go program's
+// goroutines move between threads, and a keyring linked from one thread's
+// keyrings is possessed on that thread alone.)
 func Example_keyWatcher() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ring, _ := unix.AddKey("keyring", "watchq-example", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	unix.KeyctlSetperm(ring, 0x3f3f0000) // possessor and owner: all
 
 	eng := watchq.NewEngine(watchq.Config{})
 	src, err := keys.Open(ctx, keys.Config{Engine: eng})

@@ -260,13 +260,7 @@ func (f *Forwarder) batchRound(ctx context.Context, nc *nats.Conn, cur *cursor, 
 			}
 		} else if next-acked > f.window {
 			// The window is full: wait until half of it is free.
-			f.pmu.Lock()
-			room := next-f.acked <= f.window/2
-			if !room {
-				f.resumeAt = next - f.window/2
-			}
-			f.pmu.Unlock()
-			if room {
+			if f.halfFree(next) {
 				continue
 			}
 		}

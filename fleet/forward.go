@@ -587,13 +587,7 @@ func (f *Forwarder) round(ctx context.Context, nc *nats.Conn, js jetstream.JetSt
 		}
 		if !caughtUp {
 			// The window is full: wait until half of it is free.
-			f.pmu.Lock()
-			room := next-f.acked <= f.window/2
-			if !room {
-				f.resumeAt = next - f.window/2
-			}
-			f.pmu.Unlock()
-			if room {
+			if f.halfFree(next) {
 				continue
 			}
 		}
@@ -757,4 +751,17 @@ func (b *backoff) wait(ctx context.Context) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// halfFree reports whether half of the window is free again, behind next
+// (the sequence to publish next); if not, it asks onAck to wake the
+// publisher once it is (resumeAt).
+func (f *Forwarder) halfFree(next uint64) bool {
+	f.pmu.Lock()
+	defer f.pmu.Unlock()
+	if next-f.acked <= f.window/2 {
+		return true
+	}
+	f.resumeAt = next - f.window/2
+	return false
 }

@@ -36,7 +36,7 @@ type Object struct {
 	Major     *uint32 `json:"major,omitempty"`     //
 	Minor     *uint32 `json:"minor,omitempty"`     //
 	Sector    *uint64 `json:"sector,omitempty"`    // error records: the failed sector
-	Size      *uint64 `json:"size,omitempty"`      // add and resize records: size in 512-byte sectors
+	Size      *uint64 `json:"size,omitempty"`      // lifecycle records but remove: size in 512-byte sectors
 	Partition *bool   `json:"partition,omitempty"` // lifecycle records: a partition, not a disk
 
 	// block and USB records
@@ -105,7 +105,7 @@ func JSON(r record.Record, devices DeviceNamer) Object {
 				o.Sector = ptr(b.Sector)
 			} else {
 				o.Partition = ptr(b.IsPartition())
-				if b.Subtype == record.BlockAdd || b.Subtype == record.BlockResize {
+				if record.BlockHasSize(b.Subtype) {
 					o.Size = ptr(b.Sector)
 				}
 			}

@@ -30,8 +30,8 @@ const (
 const (
 	BlockAdd         uint8 = 0x80 // a disk or partition appeared; Sector = size in sectors
 	BlockRemove      uint8 = 0x81 // a disk or partition went away
-	BlockChange      uint8 = 0x82 // a "change" uevent without a more specific cause
-	BlockMediaChange uint8 = 0x83 // DISK_MEDIA_CHANGE=1: media inserted or removed
+	BlockChange      uint8 = 0x82 // a "change" uevent without a more specific cause; Sector = size in sectors
+	BlockMediaChange uint8 = 0x83 // DISK_MEDIA_CHANGE=1: media inserted or removed; Sector = size in sectors
 	BlockResize      uint8 = 0x84 // RESIZE=1: capacity changed; Sector = new size in sectors
 
 	// BlockFlagPartition (WATCH_INFO_FLAG_0) marks a lifecycle record about a
@@ -188,4 +188,11 @@ func (r Record) USB() (USBNotification, error) {
 		Reserved: binary.LittleEndian.Uint32(r[12:]),
 		Name:     string(r[USBNameOffset : USBNameOffset+nl]),
 	}, nil
+}
+
+// BlockHasSize reports whether a block record of subtype s carries the
+// device's size in sectors in its sector field (docs/records.md): every
+// lifecycle subtype but remove.
+func BlockHasSize(s uint8) bool {
+	return s == BlockAdd || s == BlockChange || s == BlockMediaChange || s == BlockResize
 }

@@ -30,7 +30,7 @@ func (n BlockNotification) String() string {
 	switch {
 	case IsBlockError(n.Subtype):
 		s += fmt.Sprintf(" sector=%d", n.Sector)
-	case n.Subtype == BlockAdd || n.Subtype == BlockResize:
+	case BlockHasSize(n.Subtype):
 		s += fmt.Sprintf(" size=%d", n.Sector)
 	}
 	if n.IsPartition() {

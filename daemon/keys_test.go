@@ -193,17 +193,12 @@ func keysWatcherRole(args []string) int {
 	unix.KeyctlSetperm(kp, 0x3f000000) // possessor everything, user nothing
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, args[0])
+	c, q, step, err := dialQueue(ctx, args[0], 64)
 	if err != nil {
-		sayErr("DIAL", err)
+		sayErr(step, err)
 		return 1
 	}
 	defer c.Close()
-	q, err := c.CreateQueue(ctx, 64)
-	if err != nil {
-		sayErr("QUEUE", err)
-		return 1
-	}
 	if err := q.WatchKey(ctx, int32(ka), 1); err != nil {
 		sayErr("WATCHA", err)
 	} else {
@@ -313,17 +308,12 @@ func keysStormRole(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, args[0])
+	c, q, step, err := dialQueue(ctx, args[0], 1)
 	if err != nil {
-		say("ERR dial %v", err)
+		say("ERR %s %v", strings.ToLower(step), err)
 		return 1
 	}
 	defer c.Close()
-	q, err := c.CreateQueue(ctx, 1)
-	if err != nil {
-		say("ERR queue %v", err)
-		return 1
-	}
 	if err := q.WatchKey(ctx, int32(k), 9); err != nil {
 		say("ERR watch %v", err)
 		return 1
@@ -436,17 +426,12 @@ func keysGCRole(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, args[0])
+	c, q, step, err := dialQueue(ctx, args[0], 64)
 	if err != nil {
-		sayErr("DIAL", err)
+		sayErr(step, err)
 		return 1
 	}
 	defer c.Close()
-	q, err := c.CreateQueue(ctx, 64)
-	if err != nil {
-		sayErr("QUEUE", err)
-		return 1
-	}
 	if err := q.WatchKey(ctx, int32(k1), 1); err != nil {
 		sayErr("WATCH1", err)
 		return 1
@@ -475,4 +460,17 @@ func keysGCRole(args []string) int {
 		say("WATCH2 OK")
 	}
 	return 0
+}
+
+// dialQueue is a key test role's start: a connection to the daemon at
+// addr and a queue of notes. step names what failed: DIAL or QUEUE.
+func dialQueue(ctx context.Context, addr string, notes int) (c *client.Client, q *client.Queue, step string, err error) {
+	if c, err = client.Dial(ctx, addr); err != nil {
+		return nil, nil, "DIAL", err
+	}
+	if q, err = c.CreateQueue(ctx, notes); err != nil {
+		c.Close()
+		return nil, nil, "QUEUE", err
+	}
+	return c, q, "", nil
 }

@@ -127,6 +127,17 @@ type Queue struct {
 	// posted, lost and delivered count records queued, dropped for lack of
 	// room (or lost upstream), and handed to readers.
 	posted, lost, delivered uint64
+	// holder, set by Hold, stands behind the reader (hold.go); nil for
+	// none. held counts the records read since that it has not yet
+	// reported consumed: their notes are still taken. heldLost counts the
+	// records lost behind the newest held record, reported once the held
+	// records are consumed or a record is queued behind them. heldSignal
+	// says that heldLost began to count under this lock, for unlock to
+	// tell the holder.
+	holder     Holder
+	held       int
+	heldLost   uint64
+	heldSignal bool
 }
 
 // QueueOption configures NewQueue.
@@ -202,18 +213,27 @@ func (q *Queue) postLocked(rec []byte, tag record.Tag) (becameReadable bool) {
 	if q.closed {
 		return false
 	}
-	if q.count >= len(q.notes) {
+	if q.fullLocked() {
 		q.lost++
-		if q.count > 0 {
+		switch {
+		case q.count > 0:
 			q.newestLost++
+		case q.held > 0:
+			q.loseBehindHeldLocked(1)
 		}
 		return false
+	}
+	wasReadable := q.readableLocked()
+	if q.heldLost > 0 {
+		// The first record behind the held ones: the loss waiting
+		// behind them is read before it.
+		q.lossPending += q.heldLost
+		q.heldLost = 0
 	}
 	if q.newestLost > 0 {
 		q.notes[q.slotLocked(q.count-1)].setLost(q.newestLost)
 		q.newestLost = 0
 	}
-	wasReadable := q.readableLocked()
 	n := &q.notes[q.slotLocked(q.count)]
 	l := copy(n[:], rec)
 	record.SetTag(n[:], tag)
@@ -252,6 +272,10 @@ func (q *Queue) lossLocked(n uint64) (becameReadable bool) {
 		q.newestLost += n
 		return false
 	}
+	if q.held > 0 {
+		q.loseBehindHeldLocked(n)
+		return false
+	}
 	wasReadable := q.readableLocked()
 	q.lossPending += n
 	return !wasReadable || q.readers > 0
@@ -271,7 +295,7 @@ func (q *Queue) postThrough(w *watch, rec []byte, tag record.Tag) (ok, queued, l
 	posted, was := q.posted, q.lost
 	wake := q.postLocked(rec, tag)
 	queued, lost = q.posted != posted, q.lost != was
-	q.mu.Unlock()
+	q.unlock()
 	if wake {
 		q.notify()
 	}
@@ -307,6 +331,7 @@ func (q *Queue) Close() error {
 		q.unlinkWatchLocked(q.watches)
 	}
 	q.count, q.lossPending, q.newestLost = 0, 0, 0
+	q.held, q.heldLost, q.heldSignal = 0, 0, false
 	q.notes = nil
 	q.mu.Unlock()
 	close(q.done)

@@ -49,10 +49,19 @@ func (q *Queue) readLocked(buf []byte, one bool) (int, error) {
 			break
 		}
 		off += copy(buf[off:], n[:l])
-		if q.count == 1 {
-			q.lossPending, q.newestLost = min(q.newestLost, maxLost(l)), 0
-		} else {
+		if q.holder != nil {
+			q.held++
+		}
+		switch {
+		case q.count > 1:
 			q.lossPending = n.lost(l)
+		case q.holder != nil && q.newestLost > 0:
+			// The newest record goes downstream with its loss
+			// behind it: the loss waits there (hold.go).
+			q.loseBehindHeldLocked(min(q.newestLost, maxLost(l)))
+			q.newestLost = 0
+		default:
+			q.lossPending, q.newestLost = min(q.newestLost, maxLost(l)), 0
 		}
 		if q.first++; q.first == len(q.notes) {
 			q.first = 0
@@ -84,7 +93,7 @@ func (q *Queue) TryRead(buf []byte) (int, error) {
 	q.mu.Lock()
 	n, err := q.readLocked(buf, false)
 	again := err == nil && q.readers > 0 && q.readableLocked()
-	q.mu.Unlock()
+	q.unlock()
 	if again {
 		q.notify() // pass the wake-up on to another blocked reader
 	}
@@ -117,7 +126,7 @@ func (q *Queue) read(ctx context.Context, buf []byte, one bool) (int, error) {
 		n, err := q.readLocked(buf, one)
 		if err != ErrWouldBlock {
 			again := err == nil && q.readers > 0 && q.readableLocked()
-			q.mu.Unlock()
+			q.unlock()
 			if again {
 				q.notify() // pass the wake-up on to another blocked reader
 			}

@@ -389,7 +389,7 @@ func (wl *WatchList) PostLoss(n uint64) {
 	for q := range wl.queues {
 		q.mu.Lock()
 		wake := q.lossLocked(n)
-		q.mu.Unlock()
+		q.unlock()
 		if wake {
 			q.notify()
 		}

@@ -34,11 +34,13 @@ const pumpBuf = 8 * record.NoteSize
 // that size (at most protocol.MaxPacket) returns, which is what a
 // notification pipe's read(2) with that buffer returns, loss records in
 // the same places. An O_DIRECT pipe truncates a packet longer than the
-// reader's buffer silently, so no packet is ever longer than declared. A record taken
-// from the engine is held by the pump until written, so none is lost
-// between the two; while the pump is parked, new records wait in the engine
-// queue (sized by the client), which loses the overflow and reports it
-// with a loss record, as a full notification pipe does. The pump never
+// reader's buffer silently, so no packet is ever longer than declared. A
+// record taken from the engine is held by the pump until written, so none
+// is lost between the two, and it keeps its note in the engine queue until
+// the client has read it from the pipe (inflight.go, the queue's Holder):
+// the engine queue, sized by the client, counts every record the client
+// has not read, loses the overflow and reports it with a loss record
+// exactly where one notification pipe of that size would. The pump never
 // holds a lock another client needs, so a slow client stalls nobody else.
 //
 // A second goroutine (watchReader) parks in the runtime's poller on the
@@ -64,6 +66,9 @@ type queue struct {
 	// rg is a ring queue's shared-memory ring (ring_linux.go), nil for a
 	// pipe queue; w is then nil and ringPump is the pump. Immutable.
 	rg *ring
+	// fl is a pipe queue's list of packets in the pipe, the engine
+	// queue's Holder (inflight.go); nil for a ring queue. Immutable.
+	fl *inflight
 
 	ctx       context.Context // the pump's: cancelled by close
 	cancel    context.CancelFunc
@@ -104,6 +109,8 @@ func newQueue(c *conn, id uint32, wq *watchq.Queue, pages, packet int) (*queue, 
 	ctx, cancel := context.WithCancel(context.Background())
 	q := &queue{id: id, c: c, q: wq, w: os.NewFile(uintptr(p[1]), fmt.Sprintf("watchq-queue-%d", id)), wfd: p[1], packet: packet,
 		ctx: ctx, cancel: cancel, pumpDone: make(chan struct{}), watchDone: make(chan struct{}), pages: pages}
+	q.fl = &inflight{q: q}
+	wq.Hold(q.fl)
 	return q, p[0], nil
 }
 
@@ -133,6 +140,11 @@ func (q *queue) start() {
 // per batch, and one write(2) per packet.
 func (q *queue) pump() {
 	buf := make([]byte, max(pumpBuf, q.packet))
+	rc, err := q.w.SyscallConn()
+	if err != nil {
+		q.flush(nil, buf)
+		return
+	}
 	for {
 		n, err := q.take(buf, true)
 		if err != nil {
@@ -140,7 +152,7 @@ func (q *queue) pump() {
 		}
 		off := 0
 		for p := range q.packets(buf[:n]) {
-			if _, err := q.w.Write(p); err != nil {
+			if err := q.write(rc, p); err != nil {
 				if errors.Is(err, syscall.EPIPE) {
 					return
 				}
@@ -148,11 +160,34 @@ func (q *queue) pump() {
 				q.flush(buf[off:n], buf)
 				return
 			}
-			q.wrote(p)
 			off += len(p)
 		}
 	}
 	q.flush(nil, buf)
+}
+
+// write writes packet p to the pipe through the queue's inflight list,
+// parking in the runtime's poller while the pipe is full (until close
+// sets the write deadline).
+func (q *queue) write(rc syscall.RawConn, p []byte) error {
+	records := 0
+	for r, err := range record.Records(p) {
+		if err == nil && !r.IsLoss() {
+			records++
+		}
+	}
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		werr = q.fl.write(int(fd), p, records)
+		return werr != unix.EAGAIN
+	})
+	if err == nil {
+		err = werr
+	}
+	if err == nil {
+		q.wrote(p)
+	}
+	return err
 }
 
 // take reads the next batch of records from the engine queue into buf:
@@ -227,6 +262,7 @@ func (q *queue) wrote(p []byte) {
 // holds, to the pipe without waiting for room; what does not fit is
 // counted as lost. buf is scratch space.
 func (q *queue) flush(pending, buf []byte) {
+	q.q.Unhold() // what is left goes out as it is; a waiting loss record with it
 	lost := uint64(0)
 	broken := false
 	write := func(recs []byte) {

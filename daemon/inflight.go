@@ -1,0 +1,115 @@
+//go:build linux
+
+package daemon
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// inflight is a pipe queue's watchq.Holder: it tells the engine queue
+// which of the records its pump wrote to the pipe the client has read, so
+// that the engine queue counts every record the client has not read
+// against the capacity the client asked for, as one notification pipe
+// does (hold.go in package watchq). Without it the pipe would hold
+// PipeSlots packets on top of the engine queue's notes, and a storm would
+// lose later, and in other places, than the kernel does.
+//
+// The pump records each packet as it writes it; Consumed asks the kernel
+// how many bytes the pipe still holds (FIONREAD on the write end; an
+// O_DIRECT pipe's reader takes whole packets, so they are a suffix of what
+// was written) and pops the packets read before them.
+type inflight struct {
+	q *queue // immutable
+
+	// mu guards below and serializes the pump's write(2) with Consumed's
+	// FIONREAD, so that the list and the pipe always agree. Lock order:
+	// the engine queue's lock (Consumed's caller), then mu.
+	mu sync.Mutex
+	// pkts are the packets written and not yet known read, oldest
+	// first; bytes is their total length.
+	pkts  []inflightPacket
+	bytes int
+
+	// polling is set while a reclaim timer runs (LossWaiting).
+	polling atomic.Bool
+}
+
+// inflightPacket is one packet in the pipe: its length and how many
+// records (not loss records, which take no note) it carries.
+type inflightPacket struct{ bytes, records int }
+
+// Reclaim polling while a loss waits behind records the client has not
+// read: the first check after reclaimFirst, then twice as long each time
+// up to reclaimMax. Nothing else says when a pipe's reader has drained it,
+// so this is the latency of a loss record that no later record brings.
+const (
+	reclaimFirst = 100 * time.Microsecond
+	reclaimMax   = 10 * time.Millisecond
+)
+
+// write writes packet p, of records records, to the pipe without waiting
+// and notes it in flight. It returns write(2)'s error (EAGAIN: no room).
+func (f *inflight) write(fd int, p []byte, records int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var err error
+	for {
+		if _, err = unix.Write(fd, p); err != unix.EINTR {
+			break
+		}
+	}
+	if err == nil {
+		f.pkts = append(f.pkts, inflightPacket{len(p), records})
+		f.bytes += len(p)
+	}
+	return err
+}
+
+// Consumed reports the records of the packets the client has read since
+// the last call. The engine queue calls it with its lock held.
+func (f *inflight) Consumed() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.bytes == 0 {
+		return 0
+	}
+	unread, err := unix.IoctlGetInt(f.q.wfd, unix.TIOCINQ) // FIONREAD
+	if err != nil {
+		return 0 // the pipe is being closed: nothing is read any more
+	}
+	n, i := 0, 0
+	for ; i < len(f.pkts) && f.bytes > unread; i++ {
+		f.bytes -= f.pkts[i].bytes
+		n += f.pkts[i].records
+	}
+	f.pkts = append(f.pkts[:0], f.pkts[i:]...)
+	return n
+}
+
+// LossWaiting starts the reclaim timer unless it runs.
+func (f *inflight) LossWaiting() {
+	if f.polling.CompareAndSwap(false, true) {
+		f.poll(reclaimFirst)
+	}
+}
+
+// poll calls Reclaim after d, and again, less and less often, while a
+// loss still waits and the queue is open.
+func (f *inflight) poll(d time.Duration) {
+	time.AfterFunc(d, func() {
+		if f.q.ctx.Err() == nil && f.q.q.Reclaim() {
+			f.poll(min(2*d, reclaimMax))
+			return
+		}
+		f.polling.Store(false)
+		// A loss that began to wait between Reclaim and the Store found
+		// the timer running and left it to this one.
+		if f.q.ctx.Err() == nil && f.q.q.Reclaim() && f.polling.CompareAndSwap(false, true) {
+			f.poll(reclaimFirst)
+		}
+	})
+}

@@ -32,10 +32,12 @@ type Holder interface {
 
 // Hold puts h behind the queue's reader: from now on each record read
 // keeps its note until h reports it consumed. Set it before the first
-// read; Unhold ends it.
+// read; Unhold ends it. A closed queue ignores it.
 func (q *Queue) Hold(h Holder) {
 	q.mu.Lock()
-	q.holder = h
+	if !q.closed {
+		q.holder = h
+	}
 	q.mu.Unlock()
 }
 
@@ -54,7 +56,8 @@ func (q *Queue) Unhold() {
 // Reclaim asks the Holder what has been consumed and frees those notes;
 // once every held record is consumed, a waiting loss record becomes
 // readable. It reports whether a loss record still waits (see
-// Holder.LossWaiting).
+// Holder.LossWaiting). After Unhold or Close it does nothing: the Holder
+// is never called again.
 func (q *Queue) Reclaim() (waiting bool) {
 	q.mu.Lock()
 	if q.holder != nil {

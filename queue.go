@@ -331,7 +331,8 @@ func (q *Queue) Close() error {
 		q.unlinkWatchLocked(q.watches)
 	}
 	q.count, q.lossPending, q.newestLost = 0, 0, 0
-	q.held, q.heldLost, q.heldSignal = 0, 0, false
+	// No Holder call after Close: its pipe may be closed next.
+	q.holder, q.held, q.heldLost, q.heldSignal = nil, 0, 0, false
 	q.notes = nil
 	q.mu.Unlock()
 	close(q.done)

@@ -283,7 +283,7 @@ func (wl *WatchList) retireLocked(w *watch) {
 		q.unlinkWatchLocked(w)
 		wake = q.postLocked(rec, record.Tag(w.infoID>>record.InfoIDShift))
 	}
-	q.mu.Unlock()
+	q.unlock()
 	if wake {
 		q.notify()
 	}

@@ -209,6 +209,26 @@ func putLE32(b []byte, v uint32) {
 	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
 }
 
+// FailRead reads 4 KiB at off from path with DirectRead until the read
+// fails with EIO, the block error a bad range gives, for up to ten
+// seconds. Any other outcome does not count: a device node that cannot be
+// opened yet (udev still at work under load) fails too, but posts no block
+// error.
+func FailRead(tb testing.TB, path string, off int64) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := DirectRead(path, off)
+		if errors.Is(err, unix.EIO) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("reading %s at %d never failed with EIO (last: %v)", path, off, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // DirectRead reads 4 KiB at off from path with O_DIRECT into a page-aligned
 // buffer, bypassing the page cache, and returns the read's error.
 func DirectRead(path string, off int64) error {

@@ -44,7 +44,9 @@ import (
 // Every consumer checks sequence numbers: a record lost or reordered
 // fails the benchmark. The poster keeps at most window records in flight
 // per client, so none is lost and the figure is sustained delivery, not
-// drop rate.
+// drop rate. When the window is full it waits until every client has read
+// half of it (and at the end of a chunk until they have read everything),
+// woken once per wait, not once per client read.
 func BenchmarkDaemonDelivery(b *testing.B) {
 	b.Run("rawpipe", func(b *testing.B) {
 		raw := newRawPipe(b)
@@ -94,6 +96,11 @@ func benchDaemon(b *testing.B, clients int, create newQueue) {
 	// poster blocks instead of spinning (a spin would take one of the
 	// machine's cores from the daemon).
 	progress := make(chan struct{}, 1)
+	// want is what the poster waits for, 0 while it does not wait: the
+	// number of records every client must have read. A client signals
+	// progress only when it has read that many, so a waiting poster
+	// costs one wake-up per wait, not one per client read.
+	var want atomic.Int64
 	var wg sync.WaitGroup
 	var cs []*client.Client
 	for i := range clients {
@@ -127,10 +134,12 @@ func benchDaemon(b *testing.B, clients int, create newQueue) {
 					}
 					seq++
 				}
-				recv[i].Store(int64(seq))
-				select {
-				case progress <- struct{}{}:
-				default:
+				recv[i].Store(int64(seq)) // then load want (see wait)
+				if w := want.Load(); w > 0 && int64(seq) >= w {
+					select {
+					case progress <- struct{}{}:
+					default:
+					}
 				}
 			}
 		}()
@@ -144,6 +153,21 @@ func benchDaemon(b *testing.B, clients int, create newQueue) {
 		}
 		return m
 	}
+	// wait blocks until every client has read n records. It stores want
+	// before it looks at the clients' counts, and each client stores its
+	// count before it looks at want, so one of them sees the other's
+	// store (sync/atomic is sequentially consistent): no wake-up is lost.
+	wait := func(n int64) {
+		want.Store(n)
+		defer want.Store(0)
+		for minRecv() < n {
+			select {
+			case <-progress:
+			case <-ctx.Done():
+				b.Fatal("a client failed")
+			}
+		}
+	}
 	var variant, base time.Duration
 	posted := int64(0)
 	blk := record.BlockNotification{Subtype: record.BlockErrorIO, Dev: record.KernelDev(7, 0)}
@@ -155,11 +179,7 @@ func benchDaemon(b *testing.B, clients int, create newQueue) {
 		t0 := time.Now()
 		for end := posted + n; posted < end; {
 			if posted-minRecv() >= window {
-				select {
-				case <-progress:
-				case <-ctx.Done():
-					b.Fatal("a client failed")
-				}
+				wait(posted - window/2)
 				continue
 			}
 			blk.Sector = uint64(posted)
@@ -167,13 +187,7 @@ func benchDaemon(b *testing.B, clients int, create newQueue) {
 			ip.Devices.Post(rec)
 			posted++
 		}
-		for minRecv() < posted {
-			select {
-			case <-progress:
-			case <-ctx.Done():
-				b.Fatal("a client failed")
-			}
-		}
+		wait(posted)
 		t1 := time.Now()
 		raw.run(b, int(n))
 		variant += t1.Sub(t0)

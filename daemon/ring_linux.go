@@ -177,11 +177,18 @@ func (rg *ring) waitSpace(ctx context.Context, tail uint64) {
 	})
 }
 
+// ringPumpBuf is the most a ring queue's pump takes from the engine
+// queue in one read: 4096 bytes, 170 records of 24 bytes (pumpBuf would
+// take 42), so that a busy queue costs one engine read, one ring copy and
+// at most one wake-up per 170 such records. Short enough that the engine
+// queue's lock, which its posters need, is held for one page's copy.
+const ringPumpBuf = 4096
+
 // ringPump is the pump of a ring queue: queue.pump's counterpart. It
 // returns when close cancels q.ctx, after flushing.
 func (q *queue) ringPump() {
 	rg := q.rg
-	buf := make([]byte, pumpBuf)
+	buf := make([]byte, ringPumpBuf)
 	for q.ctx.Err() == nil {
 		free, tail := rg.p.Free()
 		var n int

@@ -106,6 +106,9 @@ type Producer struct {
 	data []byte // the data area, writable
 	idx  []byte // the consumer's index: untrusted
 	head uint64 // bytes published; the only copy the producer trusts
+	// kickHead is the head Put published when it last asked for a
+	// wake-up, 0 before the first (see Put).
+	kickHead uint64
 }
 
 // NewProducer lays out a ring in mem (the data memfd's mapping,
@@ -150,15 +153,32 @@ func (p *Producer) Free() (free int, tail uint64) {
 func (p *Producer) Tail() uint64 { return atomic.LoadUint64(word64(p.idx, OffTail)) }
 
 // Put copies recs, whole records back to back (an engine read), into the
-// ring and publishes them, and reports whether the consumer sleeps: the
-// caller then writes the wake eventfd.
+// ring and publishes them, and reports whether the consumer sleeps and
+// needs a wake-up: the caller then writes the wake eventfd.
 //
-// Preconditions: len(recs) <= Free()'s free.
+// A sleeping consumer is woken once, not once per Put: after a wake-up
+// that published head h, as long as the consumer's tail is behind h it
+// has bytes to read that it must read before it can block again (it sees
+// them whenever it looks at the head after that wake-up), and the
+// eventfd's count wakes an episode of sleep that began before it. So a
+// Put asks again only once the tail has reached h. (Each wake-up is an
+// eventfd write, a system call; a consumer on its way to sleep used to
+// get one per engine read.) A consumer that writes garbage into its index
+// only delays its own wake-ups.
+//
+// Preconditions: 0 < len(recs) <= Free()'s free.
 func (p *Producer) Put(recs []byte) (wake bool) {
 	copyIn(p.data, p.head, recs)
 	p.head += uint64(len(recs))
 	atomic.StoreUint64(word64(p.hdr, OffHead), p.head) // release the bytes; then load sleeping (see package doc)
-	return atomic.LoadUint32(word32(p.idx, OffSleeping)) != 0
+	if atomic.LoadUint32(word32(p.idx, OffSleeping)) == 0 {
+		return false
+	}
+	if tail := atomic.LoadUint64(word64(p.idx, OffTail)); tail < p.kickHead {
+		return false
+	}
+	p.kickHead = p.head
+	return true
 }
 
 // SetWaiting sets or clears the flag that asks the consumer to write the
@@ -239,10 +259,11 @@ func (c *Consumer) read(buf []byte, one bool) (n int, kick bool, err error) {
 	if err != nil {
 		return 0, false, err
 	}
+	mask := uint64(len(c.data) - 1)
 	for n < avail && !(one && n > 0) {
 		// The length is bits 0..6 of info, the header's byte 4: one
 		// byte, wherever the record wraps.
-		l := int(uint32(c.data[(c.tail+uint64(n)+4)&uint64(len(c.data)-1)]) & record.InfoLength)
+		l := int(uint32(c.data[(c.tail+uint64(n)+4)&mask]) & record.InfoLength)
 		if l < record.HeaderSize || l > avail-n {
 			if n > 0 {
 				break
@@ -252,11 +273,13 @@ func (c *Consumer) read(buf []byte, one bool) (n int, kick bool, err error) {
 		if l > len(buf)-n {
 			break
 		}
-		copyOut(buf[n:n+l], c.data, c.tail+uint64(n))
 		n += l
 	}
 	switch {
 	case n > 0:
+		// The records found lie back to back: one copy (two where they
+		// wrap) instead of one per record.
+		copyOut(buf[:n], c.data, c.tail)
 		c.tail += uint64(n)
 		atomic.StoreUint64(word64(c.idx, OffTail), c.tail) // return the space; then load waiting
 		return n, atomic.LoadUint32(word32(c.hdr, OffWaiting)) != 0, nil

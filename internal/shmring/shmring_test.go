@@ -3,6 +3,8 @@ package shmring
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/watchq/watchq"
@@ -135,6 +137,83 @@ func TestSleep(t *testing.T) {
 	}
 	if !c.Sleep() {
 		t.Fatal("non-empty ring: Sleep says block")
+	}
+}
+
+// TestWakeOnce: a sleeping consumer is woken once, however many Puts
+// follow before it moves its tail; once it has read and sleeps again, the
+// next Put wakes it again.
+func TestWakeOnce(t *testing.T) {
+	p, c, _, _ := newPair(t, 1)
+	buf := make([]byte, PageSize)
+	for round := range 3 {
+		if c.Sleep() {
+			t.Fatalf("round %d: empty ring: Sleep says ready", round)
+		}
+		if !p.Put(rec(16, 0)) {
+			t.Fatalf("round %d: first Put to a sleeping consumer did not ask for a wake-up", round)
+		}
+		for i := range 3 {
+			if p.Put(rec(16, 0)) {
+				t.Fatalf("round %d: Put %d asked for a second wake-up before the consumer read", round, i+2)
+			}
+		}
+		c.Awake()
+		if n, _, err := c.Read(buf); err != nil || n != 4*16 {
+			t.Fatalf("round %d: Read = %d, %v; want 64 bytes", round, n, err)
+		}
+	}
+}
+
+// TestWakeNotLost: a consumer that sleeps whenever the ring is empty and
+// a producer that wakes it only when Put says so move 200 000 records in
+// order; a lost wake-up would leave the consumer asleep (the test would
+// hang). The channel stands for the wake eventfd.
+func TestWakeNotLost(t *testing.T) {
+	p, c, _, _ := newPair(t, 1)
+	const total = 200000
+	wake := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 256)
+		for seq := uint32(0); seq < total; {
+			n, _, err := c.Read(buf)
+			if err == watchq.ErrWouldBlock {
+				if !c.Sleep() {
+					<-wake
+					c.Awake()
+				}
+				continue
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			for off := 0; off < n; off += 16 {
+				if got := binary.LittleEndian.Uint32(buf[off+8:]); got != seq {
+					done <- fmt.Errorf("record %d, want %d", got, seq)
+					return
+				}
+				seq++
+			}
+		}
+		done <- nil
+	}()
+	for seq := uint32(0); seq < total; {
+		if free, _ := p.Free(); free < 16 {
+			runtime.Gosched()
+			continue
+		}
+		if p.Put(rec(16, seq)) {
+			select {
+			case wake <- struct{}{}:
+			default: // the eventfd's count is non-zero already
+			}
+		}
+		seq++
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

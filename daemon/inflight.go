@@ -5,6 +5,7 @@ package daemon
 import (
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +37,37 @@ type inflight struct {
 
 	// polling is set while a reclaim timer runs (LossWaiting).
 	polling atomic.Bool
+
+	// The packet send is writing, its record count and write's error,
+	// for writeFd, the function RawConn.Write calls: made once, since a
+	// closure per packet would allocate. The pump's goroutine only.
+	wp      []byte
+	wrecs   int
+	werr    error
+	writeFd func(fd uintptr) bool
+}
+
+// newInflight returns q's empty inflight list.
+func newInflight(q *queue) *inflight {
+	f := &inflight{q: q}
+	f.writeFd = func(fd uintptr) bool {
+		f.werr = f.write(int(fd), f.wp, f.wrecs)
+		return f.werr != unix.EAGAIN
+	}
+	return f
+}
+
+// send writes packet p, of records records, through rc (the pipe's write
+// end), parking in the runtime's poller while the pipe is full, until
+// the write deadline close sets.
+func (f *inflight) send(rc syscall.RawConn, p []byte, records int) error {
+	f.wp, f.wrecs = p, records
+	err := rc.Write(f.writeFd)
+	f.wp = nil
+	if err == nil {
+		err = f.werr
+	}
+	return err
 }
 
 // inflightPacket is one packet in the pipe: its length and how many

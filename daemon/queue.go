@@ -109,7 +109,7 @@ func newQueue(c *conn, id uint32, wq *watchq.Queue, pages, packet int) (*queue, 
 	ctx, cancel := context.WithCancel(context.Background())
 	q := &queue{id: id, c: c, q: wq, w: os.NewFile(uintptr(p[1]), fmt.Sprintf("watchq-queue-%d", id)), wfd: p[1], packet: packet,
 		ctx: ctx, cancel: cancel, pumpDone: make(chan struct{}), watchDone: make(chan struct{}), pages: pages}
-	q.fl = &inflight{q: q}
+	q.fl = newInflight(q)
 	wq.Hold(q.fl)
 	return q, p[0], nil
 }
@@ -170,22 +170,18 @@ func (q *queue) pump() {
 // parking in the runtime's poller while the pipe is full (until close
 // sets the write deadline).
 func (q *queue) write(rc syscall.RawConn, p []byte) error {
-	records := 0
+	all, records := 0, 0
 	for r, err := range record.Records(p) {
-		if err == nil && !r.IsLoss() {
-			records++
+		if err == nil {
+			all++
+			if !r.IsLoss() {
+				records++
+			}
 		}
 	}
-	var werr error
-	err := rc.Write(func(fd uintptr) bool {
-		werr = q.fl.write(int(fd), p, records)
-		return werr != unix.EAGAIN
-	})
+	err := q.fl.send(rc, p, records)
 	if err == nil {
-		err = werr
-	}
-	if err == nil {
-		q.wrote(p)
+		q.written.Add(uint64(all))
 	}
 	return err
 }

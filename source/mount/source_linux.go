@@ -438,12 +438,17 @@ func (w *worker) loop() {
 				return
 			}
 		}
+		// Errors first: an error the kernel queued before an unmount
+		// must reach the superblock's watch before the unmount's
+		// removal record ends it (fsnotify_sb_error queues the event
+		// from the failing call itself, so by the time a detach is
+		// readable, every earlier error is).
+		if errIdx >= 0 && fds[errIdx].Revents != 0 {
+			w.readErrors()
+		}
 		topo := false
 		if fanIdx >= 0 && fds[fanIdx].Revents != 0 {
 			topo = w.readMountEvents() > 0
-		}
-		if errIdx >= 0 && fds[errIdx].Revents != 0 {
-			w.readErrors()
 		}
 		changed := fds[1].Revents&(unix.POLLPRI|unix.POLLERR) != 0
 		if changed || w.deferred {
@@ -487,11 +492,11 @@ func (w *worker) shutdown() {
 
 // pass reads everything the kernel has queued and rereads mountinfo.
 func (w *worker) pass(force bool) {
+	if w.errfd >= 0 {
+		w.readErrors() // first, as in loop
+	}
 	if w.fan >= 0 {
 		w.readMountEvents()
-	}
-	if w.errfd >= 0 {
-		w.readErrors()
 	}
 	if w.fan < 0 {
 		w.scanFallback()

@@ -25,6 +25,7 @@ import (
 // was written) and pops the packets read before them.
 type inflight struct {
 	q *queue // immutable
+	reclaimPoll
 
 	// mu guards below and serializes the pump's write(2) with Consumed's
 	// FIONREAD, so that the list and the pipe always agree. Lock order:
@@ -34,9 +35,6 @@ type inflight struct {
 	// first; bytes is their total length.
 	pkts  []inflightPacket
 	bytes int
-
-	// polling is set while a reclaim timer runs (LossWaiting).
-	polling atomic.Bool
 
 	// The packet send is writing, its record count and write's error,
 	// for writeFd, the function RawConn.Write calls: made once, since a
@@ -49,7 +47,7 @@ type inflight struct {
 
 // newInflight returns q's empty inflight list.
 func newInflight(q *queue) *inflight {
-	f := &inflight{q: q}
+	f := &inflight{q: q, reclaimPoll: reclaimPoll{q: q}}
 	f.writeFd = func(fd uintptr) bool {
 		f.werr = f.write(int(fd), f.wp, f.wrecs)
 		return f.werr != unix.EAGAIN
@@ -75,9 +73,8 @@ func (f *inflight) send(rc syscall.RawConn, p []byte, records int) error {
 type inflightPacket struct{ bytes, records int }
 
 // Reclaim polling while a loss waits behind records the client has not
-// read: the first check after reclaimFirst, then twice as long each time
-// up to reclaimMax. Nothing else says when a pipe's reader has drained it,
-// so this is the latency of a loss record that no later record brings.
+// read (reclaimPoll): the first check after reclaimFirst, then twice as
+// long each time up to reclaimMax.
 const (
 	reclaimFirst = 100 * time.Microsecond
 	reclaimMax   = 10 * time.Millisecond
@@ -122,8 +119,18 @@ func (f *inflight) Consumed() int {
 	return n
 }
 
+// reclaimPoll is the LossWaiting half of the daemon's Holders (inflight
+// for pipes, ringHold for rings): while a loss waits behind records the
+// client has not read, it calls the engine queue's Reclaim on a timer.
+// Nothing else says when a client has caught up, so the timer is the
+// latency of a loss record that no later record brings.
+type reclaimPoll struct {
+	q       *queue      // immutable
+	polling atomic.Bool // a reclaim timer runs
+}
+
 // LossWaiting starts the reclaim timer unless it runs.
-func (f *inflight) LossWaiting() {
+func (f *reclaimPoll) LossWaiting() {
 	if f.polling.CompareAndSwap(false, true) {
 		f.poll(reclaimFirst)
 	}
@@ -131,7 +138,7 @@ func (f *inflight) LossWaiting() {
 
 // poll calls Reclaim after d, and again, less and less often, while a
 // loss still waits and the queue is open.
-func (f *inflight) poll(d time.Duration) {
+func (f *reclaimPoll) poll(d time.Duration) {
 	time.AfterFunc(d, func() {
 		if f.q.ctx.Err() == nil && f.q.q.Reclaim() {
 			f.poll(min(2*d, reclaimMax))

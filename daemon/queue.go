@@ -69,6 +69,9 @@ type queue struct {
 	// fl is a pipe queue's list of packets in the pipe, the engine
 	// queue's Holder (inflight.go); nil for a ring queue. Immutable.
 	fl *inflight
+	// rh is a ring queue's Holder (ringhold_linux.go); nil for a pipe
+	// queue. Immutable.
+	rh *ringHold
 
 	ctx       context.Context // the pump's: cancelled by close
 	cancel    context.CancelFunc

@@ -22,10 +22,11 @@ import (
 // the layout; package shmring the protocol.
 //
 // The queue's pump moves records from the engine queue into the ring,
-// reading from the engine no more than the ring has room for: the ring
-// extends the engine queue, and when both are full the engine loses the
-// overflow and reports it with a loss record exactly where a read(2) of a
-// notification pipe would (watchq's readLocked, fs/pipe.c pipe_read). The
+// reading from the engine no more than the ring has room for; a record in
+// the ring keeps its note until the consumer's tail passes it (ringHold),
+// so when the queue is full the engine loses the overflow and reports it
+// with a loss record exactly where one notification pipe of the client's
+// size would (watchq's readLocked, fs/pipe.c pipe_read). The
 // producer, Post, never waits for the consumer; only the pump does, for
 // space, and only for its own client.
 type ring struct {
@@ -212,17 +213,21 @@ func (q *queue) ringPump() {
 
 // put publishes recs, whole records, and wakes the consumer if it sleeps.
 func (q *queue) put(recs []byte) {
-	if q.rg.p.Put(recs) {
-		q.rg.kick()
-	}
 	// The engine's reads return only whole, valid records: count them by
 	// their length fields.
-	k := uint64(0)
+	k, notes := uint64(0), 0
 	for off, l := 0, 0; off+record.HeaderSize <= len(recs); off += l {
 		if l = record.HeaderAt(recs[off:]).Len(); l < record.HeaderSize {
 			break
 		}
 		k++
+		if !record.Record(recs[off:]).IsLoss() {
+			notes++ // a loss record takes no note
+		}
+	}
+	q.rh.add(q.rg.p.Head()+uint64(len(recs)), notes)
+	if q.rg.p.Put(recs) {
+		q.rg.kick()
 	}
 	q.written.Add(k)
 }
@@ -233,6 +238,7 @@ func (q *queue) put(recs []byte) {
 // not fit are counted as lost (Server.Stats CloseLost), as flush does for
 // a pipe.
 func (q *queue) ringFlush(buf []byte) {
+	q.q.Unhold() // what is left goes out as it is; a waiting loss record with it
 	lost := uint64(0)
 	left := q.q.Stats().Queued
 	for left > 0 {
@@ -315,6 +321,8 @@ func (c *conn) createRing(r protocol.CreateRing) ([]byte, []int, error) {
 	q := &queue{id: c.s.nextQueue.Add(1), c: c, q: wq, rg: rg, wfd: -1,
 		ctx: ctx, cancel: cancel, pumpDone: make(chan struct{}), watchDone: make(chan struct{}), pages: pages}
 	close(q.watchDone) // no reader to watch: the connection's end releases the queue
+	q.rh = &ringHold{reclaimPoll: reclaimPoll{q: q}, p: rg.p}
+	wq.Hold(q.rh)
 	c.mu.Lock()
 	c.queues[q.id] = q
 	c.mu.Unlock()

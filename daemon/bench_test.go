@@ -61,10 +61,10 @@ func BenchmarkDaemonDelivery(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
-	b.Run("watchqd", func(b *testing.B) { benchDaemon(b, 1, pipeQueue(client.ReadSize(0))) })
-	b.Run("watchqd-packed", func(b *testing.B) { benchDaemon(b, 1, pipeQueue()) })
-	b.Run("watchqd-16clients", func(b *testing.B) { benchDaemon(b, 16, pipeQueue()) })
-	b.Run("watchqd-ring", func(b *testing.B) { benchDaemon(b, 1, ringQueue) })
+	b.Run("watchqd", func(b *testing.B) { benchDaemon(b, 1, pipeQueue(512, client.ReadSize(0))) })
+	b.Run("watchqd-packed", func(b *testing.B) { benchDaemon(b, 1, pipeQueue(512)) })
+	b.Run("watchqd-16clients", func(b *testing.B) { benchDaemon(b, 16, pipeQueue(512)) })
+	b.Run("watchqd-ring", func(b *testing.B) { benchDaemon(b, 1, ringQueue(512, client.DefaultRingPages)) })
 }
 
 const (
@@ -72,19 +72,22 @@ const (
 	deliveryChunk = 4096 // records per timed chunk, variant then raw pipe
 )
 
-// newQueue makes a benchmark client's queue of 512 notes.
+// newQueue makes a client's queue.
 type newQueue func(ctx context.Context, c *client.Client) (*client.Queue, error)
 
-// pipeQueue makes pipe queues with opts.
-func pipeQueue(opts ...client.QueueOption) newQueue {
+// pipeQueue makes pipe queues of size notes with opts.
+func pipeQueue(size int, opts ...client.QueueOption) newQueue {
 	return func(ctx context.Context, c *client.Client) (*client.Queue, error) {
-		return c.CreateQueue(ctx, 512, opts...)
+		return c.CreateQueue(ctx, size, opts...)
 	}
 }
 
-// ringQueue makes a ring queue (create-ring) of the default ring size.
-func ringQueue(ctx context.Context, c *client.Client) (*client.Queue, error) {
-	return c.CreateRingQueue(ctx, 512, client.DefaultRingPages)
+// ringQueue makes ring queues (create-ring) of size notes and pages data
+// pages.
+func ringQueue(size, pages int) newQueue {
+	return func(ctx context.Context, c *client.Client) (*client.Queue, error) {
+		return c.CreateRingQueue(ctx, size, pages)
+	}
 }
 
 func benchDaemon(b *testing.B, clients int, create newQueue) {

@@ -100,3 +100,22 @@ func TestInProcessRoundTrip(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// deviceQueue dials d as a client (closed with tb), makes a queue with
+// create and watches the device list on it with tag.
+func deviceQueue(tb testing.TB, ctx context.Context, d *watchqtest.Daemon, create newQueue, tag record.Tag) (*client.Client, *client.Queue) {
+	tb.Helper()
+	c, err := client.Dial(ctx, d.Path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	q, err := create(ctx, c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := q.WatchDevices(ctx, tag); err != nil {
+		tb.Fatal(err)
+	}
+	return c, q
+}

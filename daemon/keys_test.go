@@ -125,8 +125,7 @@ func joinSession() error {
 // keysOwnerRole is alice: a key only she may view, changed when the parent
 // says which keyring is bob's.
 func keysOwnerRole(args []string) int {
-	out := bufio.NewWriter(os.Stdout)
-	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...); out.Flush() }
+	say, _ := roleOutput()
 	if err := joinSession(); err != nil {
 		say("ERR join %v", err)
 		return 1
@@ -166,16 +165,7 @@ func keysOwnerRole(args []string) int {
 
 // keysWatcherRole is bob: args socket, alice's key.
 func keysWatcherRole(args []string) int {
-	out := bufio.NewWriter(os.Stdout)
-	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...); out.Flush() }
-	sayErr := func(what string, err error) {
-		var ce *client.Error
-		if errors.As(err, &ce) {
-			say("%s ERR %s %s", what, ce.Errno.Error(), ce.Reason)
-		} else {
-			say("%s ERR %v", what, err)
-		}
-	}
+	say, sayErr := roleOutput()
 	if err := joinSession(); err != nil {
 		say("ERR join %v", err)
 		return 1
@@ -285,8 +275,7 @@ const stormUpdates = 256
 // keysStormRole: args socket. stormUpdates updates of a watched key on a 1-note
 // queue, read once the daemon has taken them all.
 func keysStormRole(args []string) int {
-	out := bufio.NewWriter(os.Stdout)
-	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...); out.Flush() }
+	say, _ := roleOutput()
 	if err := joinSession(); err != nil {
 		say("ERR join %v", err)
 		return 1
@@ -394,16 +383,7 @@ func TestDaemonKeysGCReturnsWatch(t *testing.T) {
 // keysGCRole: args socket. Watches key 1, fails to watch key 2 (limit),
 // invalidates key 1, waits for its removal record, watches key 2.
 func keysGCRole(args []string) int {
-	out := bufio.NewWriter(os.Stdout)
-	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...); out.Flush() }
-	sayErr := func(what string, err error) {
-		var ce *client.Error
-		if errors.As(err, &ce) {
-			say("%s ERR %s %s", what, ce.Errno.Error(), ce.Reason)
-		} else {
-			say("%s ERR %v", what, err)
-		}
-	}
+	say, sayErr := roleOutput()
 	if err := joinSession(); err != nil {
 		say("ERR join %v", err)
 		return 1

@@ -39,14 +39,8 @@ func readStream(t *testing.T, fd, n int) string {
 	var b strings.Builder
 	buf := make([]byte, protocol.MaxPacket)
 	for got := 0; got < n; {
-		k, err := unix.Read(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || k == 0 {
-			t.Fatalf("read after %d records (%s): %d, %v", got, b.String(), k, err)
-		}
-		for r, err := range record.Records(buf[:k]) {
+		p := readPacket(t, fd, buf)
+		for r, err := range record.Records(p) {
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,7 +130,7 @@ func TestLossAtKernelPosition(t *testing.T) {
 		}
 		// Nothing follows 41 until the loss record, which needs no
 		// later record to bring it.
-		if got, want := readStream(t, fd, 0)+readLoss(t, fd), "L10 "; got != want {
+		if got, want := readLoss(t, fd), "L10 "; got != want {
 			t.Errorf("after 41: %s, want %s", got, want)
 		}
 	})
@@ -146,19 +140,10 @@ func TestLossAtKernelPosition(t *testing.T) {
 // it as readStream does.
 func readLoss(t *testing.T, fd int) string {
 	t.Helper()
-	buf := make([]byte, protocol.MaxPacket)
-	for {
-		k, err := unix.Read(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := record.Record(buf[:k]).Loss()
-		if k != record.LossSize || err != nil {
-			t.Fatalf("read %x, want a loss record", buf[:k])
-		}
-		return fmt.Sprintf("L%d ", l.Count)
+	p := readPacket(t, fd, make([]byte, protocol.MaxPacket))
+	l, err := record.Record(p).Loss()
+	if len(p) != record.LossSize || err != nil {
+		t.Fatalf("read %x, want a loss record", p)
 	}
+	return fmt.Sprintf("L%d ", l.Count)
 }

@@ -64,15 +64,9 @@ func runRole(role string, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out := bufio.NewWriter(os.Stdout)
-	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...); out.Flush() }
+	say, sayErr := roleOutput()
 	fail := func(what string, err error) int {
-		var ce *client.Error
-		if errors.As(err, &ce) {
-			say("%s ERR %s %s", what, ce.Errno.Error(), ce.Reason)
-		} else {
-			say("%s ERR %v", what, err)
-		}
+		sayErr(what, err)
 		return 0
 	}
 	// args: socket, then role-specific.
@@ -428,4 +422,21 @@ func parseRec(tb testing.TB, l string) record.Record {
 		tb.Fatalf("not a record line: %q", l)
 	}
 	return record.Record(b)
+}
+
+// roleOutput is a role's side of the line protocol on stdout: say prints
+// one line, sayErr a failed request as "WHAT ERR ERRNO REASON" (a
+// client.Error) or "WHAT ERR ERROR".
+func roleOutput() (say func(format string, a ...any), sayErr func(what string, err error)) {
+	out := bufio.NewWriter(os.Stdout)
+	say = func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...); out.Flush() }
+	sayErr = func(what string, err error) {
+		var ce *client.Error
+		if errors.As(err, &ce) {
+			say("%s ERR %s %s", what, ce.Errno.Error(), ce.Reason)
+		} else {
+			say("%s ERR %v", what, err)
+		}
+	}
+	return say, sayErr
 }

@@ -73,19 +73,28 @@ func readPackets(t *testing.T, fd int, n int) [][]byte {
 	var packets [][]byte
 	buf := make([]byte, 2*protocol.MaxPacket)
 	for got := 0; got < n; {
+		p := readPacket(t, fd, buf)
+		packets = append(packets, append([]byte(nil), p...))
+		for range record.Records(p) {
+			got++
+		}
+	}
+	return packets
+}
+
+// readPacket reads one packet from the blocking pipe end fd into buf.
+func readPacket(t *testing.T, fd int, buf []byte) []byte {
+	t.Helper()
+	for {
 		k, err := unix.Read(fd, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil || k == 0 {
-			t.Fatalf("read after %d records: %d, %v", got, k, err)
+			t.Fatalf("read: %d, %v", k, err)
 		}
-		packets = append(packets, append([]byte(nil), buf[:k]...))
-		for range record.Records(buf[:k]) {
-			got++
-		}
+		return buf[:k]
 	}
-	return packets
 }
 
 // TestPackedDelivery: a queue whose reader declared its buffer gets
@@ -108,18 +117,7 @@ func TestPackedDelivery(t *testing.T) {
 			ip := startInProcess(t, "* watch=devices\n")
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			c, err := client.Dial(ctx, ip.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			q, err := c.CreateQueue(ctx, 256, tc.opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := q.WatchDevices(ctx, 3); err != nil {
-				t.Fatal(err)
-			}
+			_, q := deviceQueue(t, ctx, ip, pipeQueue(256, tc.opts...), 3)
 			postBacklog(t, ip.Devices.Post)
 			f, err := q.OpenFile()
 			if err != nil {
@@ -168,18 +166,7 @@ func TestClientReadPacked(t *testing.T) {
 	ip := startInProcess(t, "* watch=devices\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, ip.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	q, err := c.CreateQueue(ctx, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.WatchDevices(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	_, q := deviceQueue(t, ctx, ip, pipeQueue(256), 3)
 	postBacklog(t, ip.Devices.Post)
 	var got []record.Record
 	if n, err := q.Read(ctx, make([]byte, 10)); n != 0 || !errors.Is(err, watchq.ErrBufferTooSmall) {
@@ -234,18 +221,7 @@ func TestClientReadContext(t *testing.T) {
 	ip := startInProcess(t, "* watch=devices\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, ip.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	q, err := c.CreateQueue(ctx, 32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.WatchDevices(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	_, q := deviceQueue(t, ctx, ip, pipeQueue(32), 3)
 	buf := make([]byte, 256)
 	for i := range 3 {
 		rctx, rcancel := context.WithCancel(ctx)

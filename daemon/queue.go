@@ -173,20 +173,26 @@ func (q *queue) pump() {
 // parking in the runtime's poller while the pipe is full (until close
 // sets the write deadline).
 func (q *queue) write(rc syscall.RawConn, p []byte) error {
-	all, records := 0, 0
-	for r, err := range record.Records(p) {
-		if err == nil {
-			all++
-			if !r.IsLoss() {
-				records++
-			}
-		}
-	}
-	err := q.fl.send(rc, p, records)
+	all, notes := countRecords(p)
+	err := q.fl.send(rc, p, notes)
 	if err == nil {
 		q.written.Add(uint64(all))
 	}
 	return err
+}
+
+// countRecords counts the records in p, whole records an engine read
+// returned: all of them, and those that took a note (not loss records).
+func countRecords(p []byte) (all, notes int) {
+	for r, err := range record.Records(p) {
+		if err == nil {
+			all++
+			if !r.IsLoss() {
+				notes++
+			}
+		}
+	}
+	return all, notes
 }
 
 // take reads the next batch of records from the engine queue into buf:
@@ -244,19 +250,6 @@ func (q *queue) packets(b []byte) iter.Seq[[]byte] {
 	}
 }
 
-// wrote counts the records of packet p, written to the pipe.
-func (q *queue) wrote(p []byte) {
-	if q.packet == 0 {
-		q.written.Add(1)
-		return
-	}
-	n := uint64(0)
-	for range record.Records(p) {
-		n++
-	}
-	q.written.Add(n)
-}
-
 // flush writes pending records, then whatever the engine queue still
 // holds, to the pipe without waiting for room; what does not fit is
 // counted as lost. buf is scratch space.
@@ -269,23 +262,14 @@ func (q *queue) flush(pending, buf []byte) {
 			if broken {
 				return
 			}
-			var err error
-			for {
-				if _, err = unix.Write(q.wfd, p); err != unix.EINTR {
-					break
-				}
-			}
-			switch {
-			case err == nil:
-				q.wrote(p)
-			case err == unix.EPIPE:
+			all, notes := countRecords(p)
+			switch err := q.fl.write(q.wfd, p, notes); err {
+			case nil:
+				q.written.Add(uint64(all))
+			case unix.EPIPE:
 				broken = true // nobody is left to read or to lose anything
 			default: // EAGAIN: the pipe is full
-				for rec, err := range record.Records(p) {
-					if err == nil && !rec.IsLoss() {
-						lost++
-					}
-				}
+				lost += uint64(notes)
 			}
 		}
 	}
@@ -298,11 +282,8 @@ func (q *queue) flush(pending, buf []byte) {
 		if err != nil {
 			break
 		}
-		for rec, err := range record.Records(buf[:n]) {
-			if err == nil && !rec.IsLoss() {
-				left--
-			}
-		}
+		_, notes := countRecords(buf[:n])
+		left -= notes
 		write(buf[:n])
 	}
 	if lost > 0 {

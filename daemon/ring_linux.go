@@ -213,23 +213,12 @@ func (q *queue) ringPump() {
 
 // put publishes recs, whole records, and wakes the consumer if it sleeps.
 func (q *queue) put(recs []byte) {
-	// The engine's reads return only whole, valid records: count them by
-	// their length fields.
-	k, notes := uint64(0), 0
-	for off, l := 0, 0; off+record.HeaderSize <= len(recs); off += l {
-		if l = record.HeaderAt(recs[off:]).Len(); l < record.HeaderSize {
-			break
-		}
-		k++
-		if !record.Record(recs[off:]).IsLoss() {
-			notes++ // a loss record takes no note
-		}
-	}
+	all, notes := countRecords(recs)
 	q.rh.add(q.rg.p.Head()+uint64(len(recs)), notes)
 	if q.rg.p.Put(recs) {
 		q.rg.kick()
 	}
-	q.written.Add(k)
+	q.written.Add(uint64(all))
 }
 
 // ringFlush puts what the engine queue still holds into the ring as far
@@ -248,12 +237,9 @@ func (q *queue) ringFlush(buf []byte) {
 			// No room: the rest is lost.
 			for left > 0 {
 				if n, err := q.q.TryRead(buf); err == nil {
-					for r := range record.Records(buf[:n]) {
-						if !r.IsLoss() {
-							lost++
-							left--
-						}
-					}
+					_, notes := countRecords(buf[:n])
+					lost += uint64(notes)
+					left -= notes
 					continue
 				}
 				break
@@ -263,11 +249,8 @@ func (q *queue) ringFlush(buf []byte) {
 		if err != nil {
 			break
 		}
-		for r := range record.Records(buf[:n]) {
-			if !r.IsLoss() {
-				left--
-			}
-		}
+		_, notes := countRecords(buf[:n])
+		left -= notes
 		q.put(buf[:n])
 	}
 	q.rg.p.Close()

@@ -70,20 +70,10 @@ func TestRingRoundTrip(t *testing.T) {
 	ip := startInProcess(t, "* watch=devices\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, ip.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := c.CreateRingQueue(ctx, 64, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, q := deviceQueue(t, ctx, ip, ringQueue(64, 1), 3)
 	defer q.Close()
 	if q.File() != nil {
 		t.Error("ring queue has a pipe")
-	}
-	if _, err := q.WatchDevices(ctx, 3); err != nil {
-		t.Fatal(err)
 	}
 	var sc seqChecker
 	buf := make([]byte, 100) // four records at most: Read packs, as read(2) does
@@ -159,18 +149,7 @@ func TestRingLoss(t *testing.T) {
 	ip := startInProcess(t, "* watch=devices\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, ip.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	q, err := c.CreateRingQueue(ctx, 32, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.WatchDevices(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	_, q := deviceQueue(t, ctx, ip, ringQueue(32, 1), 1)
 	const total = 2000
 	for i := range total {
 		ip.Devices.Post(blockErrorRecord(record.BlockErrorIO, uint64(i)))

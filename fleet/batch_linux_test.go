@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/watchq/watchq/fleet"
 	"github.com/watchq/watchq/record"
 	"github.com/watchq/watchq/watchqtest"
@@ -112,15 +111,7 @@ func TestFastBatches(t *testing.T) {
 func TestNoFastBatches(t *testing.T) {
 	d := watchqtest.StartDaemon(t, rules)
 	js := startJetStream(t)
-	nc, err := nats.Connect(js.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	jsc, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, jsc := js.dial(t)
 	cfg := fleet.StreamConfig("", "", 0, 0)
 	cfg.AllowBatchPublish = false
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -162,15 +153,7 @@ func TestNoFastBatches(t *testing.T) {
 func TestStreamLater(t *testing.T) {
 	d := watchqtest.StartDaemon(t, rules)
 	js := startJetStream(t)
-	nc, err := nats.Connect(js.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	jsc, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, jsc := js.dial(t)
 	f := startForwarder(t, fleet.Config{Socket: d.Path, Publishers: []record.Type{pubType}, Host: "early", BootID: "b",
 		Dir: t.TempDir(), NATS: fleet.NATS{URL: js.url()}})
 	waitFor(t, 10*time.Second, "the forwarder's watch", func() bool { return f.Stats().Watching })

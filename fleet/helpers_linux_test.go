@@ -72,9 +72,9 @@ func (j *jsServer) stop() {
 
 func (j *jsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", j.port) }
 
-// connect returns a JetStream context on a connection closed when the test
-// ends, with the fleet's stream created.
-func (j *jsServer) connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+// dial returns a JetStream context on a connection closed when the test
+// ends; no stream is made.
+func (j *jsServer) dial(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
 	nc, err := fleet.NATS{URL: j.url(), ReconnectWait: 20 * time.Millisecond}.Connect()
 	if err != nil {
@@ -85,6 +85,14 @@ func (j *jsServer) connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return nc, js
+}
+
+// connect returns a JetStream context on a connection closed when the test
+// ends, with the fleet's stream created.
+func (j *jsServer) connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, js := j.dial(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := js.CreateOrUpdateStream(ctx, fleet.StreamConfig("", "", 0, 0)); err != nil {

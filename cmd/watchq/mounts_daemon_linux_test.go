@@ -55,23 +55,7 @@ func TestWatchMountsThroughDaemon(t *testing.T) {
 	if p.err != nil {
 		t.Fatalf("watchq: %v\n%s", p.err, strings.Join(p.errLines(), "\n"))
 	}
-	var evs []map[string]any
-	for _, l := range p.lines() {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("not JSON: %q", l)
-		}
-		evs = append(evs, m)
-	}
-	if len(evs) != 2 {
-		t.Fatalf("%d records, want 2:\n%s", len(evs), p.out())
-	}
-	for i, want := range []string{"new-mount", "unmount"} {
-		e := evs[i]
-		if e["type"] != "mount" || e["event"] != want || e["aux_mount_point"] != a || e["tag"] != float64(2) {
-			t.Errorf("record %d: %v, want a %s of %s with tag 2", i, e, want, a)
-		}
-	}
+	checkMountPair(t, p, a)
 
 	fs := exec.Command(watchqBin, "watch", "fs", "--count", "1", "--socket", sock, dir)
 	fs.SysProcAttr = cmd.SysProcAttr

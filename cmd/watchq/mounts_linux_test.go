@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"runtime"
@@ -79,23 +78,7 @@ func TestWatchMountsJSON(t *testing.T) {
 	if p.err != nil {
 		t.Fatalf("watchq: %v", p.err)
 	}
-	var evs []map[string]any
-	for _, l := range p.lines() {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("not JSON: %q", l)
-		}
-		evs = append(evs, m)
-	}
-	if len(evs) != 2 {
-		t.Fatalf("%d records, want 2:\n%s", len(evs), p.out())
-	}
-	for i, want := range []string{"new-mount", "unmount"} {
-		e := evs[i]
-		if e["type"] != "mount" || e["event"] != want || e["aux_mount_point"] != dir || e["tag"] != float64(2) {
-			t.Errorf("record %d: %v, want a %s of %s with tag 2", i, e, want, dir)
-		}
-	}
+	evs := checkMountPair(t, p, dir)
 	if evs[0]["aux_mount_id"] != evs[1]["aux_mount_id"] || evs[0]["mount_id"] != evs[1]["mount_id"] {
 		t.Errorf("new_mount and unmount name different mounts: %v, %v", evs[0], evs[1])
 	}
@@ -146,4 +129,22 @@ func TestWatchFS(t *testing.T) {
 	if len(got) != 3 || !strings.HasSuffix(got[0], want[0]) || !strings.HasSuffix(got[1], want[1]) || got[2] != want[2] {
 		t.Errorf("got %q, want SUPER … %q, then REMOVAL %q", got, want[:2], want[2])
 	}
+}
+
+// checkMountPair checks that p printed, in JSON, exactly a new-mount and
+// then an unmount record of the mount at point, each with tag 2, and
+// returns the two.
+func checkMountPair(t *testing.T, p *proc, point string) []map[string]any {
+	t.Helper()
+	evs := checkJSONLines(t, p.out())
+	if len(evs) != 2 {
+		t.Fatalf("%d records, want 2:\n%s", len(evs), p.out())
+	}
+	for i, want := range []string{"new-mount", "unmount"} {
+		e := evs[i]
+		if e["type"] != "mount" || e["event"] != want || e["aux_mount_point"] != point || e["tag"] != float64(2) {
+			t.Errorf("record %d: %v, want a %s of %s with tag 2", i, e, want, point)
+		}
+	}
+	return evs
 }

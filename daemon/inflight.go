@@ -36,11 +36,10 @@ type inflight struct {
 	pkts  []inflightPacket
 	bytes int
 
-	// The packet send is writing, its record count and write's error,
-	// for writeFd, the function RawConn.Write calls: made once, since a
-	// closure per packet would allocate. The pump's goroutine only.
+	// The packet send is writing and write's error, for writeFd, the
+	// function RawConn.Write calls: made once, since a closure per packet
+	// would allocate. The pump's goroutine only.
 	wp      []byte
-	wrecs   int
 	werr    error
 	writeFd func(fd uintptr) bool
 }
@@ -49,17 +48,17 @@ type inflight struct {
 func newInflight(q *queue) *inflight {
 	f := &inflight{q: q, reclaimPoll: reclaimPoll{q: q}}
 	f.writeFd = func(fd uintptr) bool {
-		f.werr = f.write(int(fd), f.wp, f.wrecs)
+		_, f.werr = f.write(int(fd), f.wp)
 		return f.werr != unix.EAGAIN
 	}
 	return f
 }
 
-// send writes packet p, of records records, through rc (the pipe's write
-// end), parking in the runtime's poller while the pipe is full, until
-// the write deadline close sets.
-func (f *inflight) send(rc syscall.RawConn, p []byte, records int) error {
-	f.wp, f.wrecs = p, records
+// send writes packet p through rc (the pipe's write end), as write does,
+// parking in the runtime's poller while the pipe is full, until the write
+// deadline close sets.
+func (f *inflight) send(rc syscall.RawConn, p []byte) error {
+	f.wp = p
 	err := rc.Write(f.writeFd)
 	f.wp = nil
 	if err == nil {
@@ -80,22 +79,25 @@ const (
 	reclaimMax   = 10 * time.Millisecond
 )
 
-// write writes packet p, of records records, to the pipe without waiting
-// and notes it in flight. It returns write(2)'s error (EAGAIN: no room).
-func (f *inflight) write(fd int, p []byte, records int) error {
+// write writes packet p, whole records from the engine queue, to the pipe
+// without waiting; once written, p is in flight and its records count as
+// the queue's written. It returns the records in p that took a note (not
+// loss records) and write(2)'s error (EAGAIN: no room).
+func (f *inflight) write(fd int, p []byte) (notes int, err error) {
+	all, notes := countRecords(p)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var err error
 	for {
 		if _, err = unix.Write(fd, p); err != unix.EINTR {
 			break
 		}
 	}
 	if err == nil {
-		f.pkts = append(f.pkts, inflightPacket{len(p), records})
+		f.pkts = append(f.pkts, inflightPacket{len(p), notes})
 		f.bytes += len(p)
+		f.q.written.Add(uint64(all))
 	}
-	return err
+	return notes, err
 }
 
 // Consumed reports the records of the packets the client has read since

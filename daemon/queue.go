@@ -155,7 +155,7 @@ func (q *queue) pump() {
 		}
 		off := 0
 		for p := range q.packets(buf[:n]) {
-			if err := q.write(rc, p); err != nil {
+			if err := q.fl.send(rc, p); err != nil {
 				if errors.Is(err, syscall.EPIPE) {
 					return
 				}
@@ -167,18 +167,6 @@ func (q *queue) pump() {
 		}
 	}
 	q.flush(nil, buf)
-}
-
-// write writes packet p to the pipe through the queue's inflight list,
-// parking in the runtime's poller while the pipe is full (until close
-// sets the write deadline).
-func (q *queue) write(rc syscall.RawConn, p []byte) error {
-	all, notes := countRecords(p)
-	err := q.fl.send(rc, p, notes)
-	if err == nil {
-		q.written.Add(uint64(all))
-	}
-	return err
 }
 
 // countRecords counts the records in p, whole records an engine read
@@ -262,13 +250,11 @@ func (q *queue) flush(pending, buf []byte) {
 			if broken {
 				return
 			}
-			all, notes := countRecords(p)
-			switch err := q.fl.write(q.wfd, p, notes); err {
-			case nil:
-				q.written.Add(uint64(all))
-			case unix.EPIPE:
+			notes, err := q.fl.write(q.wfd, p)
+			switch {
+			case err == unix.EPIPE:
 				broken = true // nobody is left to read or to lose anything
-			default: // EAGAIN: the pipe is full
+			case err != nil: // EAGAIN: the pipe is full
 				lost += uint64(notes)
 			}
 		}
